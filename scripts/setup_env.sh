@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment in .venv and install what it needs.
+# Sourced by run_main.sh and run_tests.sh. On a machine without an NVIDIA GPU it installs the
+# CPU build of PyTorch first, so that the plain `torch` requirement does not pull CUDA wheels.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${UNISPARSE_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+EXTRAS="${UNISPARSE_EXTRAS:-test,video,demo}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtual environment in $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+stamp="$VENV/.unisparse-installed"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup_env.sh" | sha1sum | cut -c1-16)-$EXTRAS"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+      echo "[setup] installing PyTorch (CUDA build)"
+      "${PIP[@]}" install "torch>=2.5"
+    else
+      echo "[setup] installing PyTorch 2.13.0 (CPU build)"
+      "${PIP[@]}" install "torch==2.13.0" || "${PIP[@]}" install "torch>=2.5" --index-url https://download.pytorch.org/whl/cpu
+    fi
+  fi
+  echo "[setup] installing unisparse-videoqa[$EXTRAS]"
+  "${PIP[@]}" install -e "$ROOT[$EXTRAS]"
+  echo "$want" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

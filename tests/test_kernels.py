@@ -1,0 +1,125 @@
+"""Triton kernels against the PyTorch reference.
+
+On a machine without CUDA these run in Triton's CPU interpreter (conftest.py), where bfloat16
+dots are widened to float32 first (BRIEF.md section 4); on a GPU they run natively. Every
+output buffer is poisoned with NaN first, so an element the kernel forgets shows up.
+"""
+
+import math
+
+import pytest
+import torch
+
+import unisparse
+from unisparse import reference as R
+from unisparse.config import UniSparseConfig
+from unisparse.kernels import block_sparse, pooling, selection
+from unisparse.testing import random_block_mask, structured_qkv
+
+from helpers import TOLERANCE, naive_attention, poisoned_like, rel_err, token_mask_from_blocks
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float16, torch.float32, torch.bfloat16]
+
+
+def make_qkv(b, hq, hkv, seq_len, d, dtype, structured, seed):
+    if structured:
+        q, k, v = structured_qkv(b, hq, hkv, seq_len, d, seed=seed)
+    else:
+        q, k, v = (torch.randn(b, h, seq_len, d) for h in (hq, hkv, hkv))
+    return (t.to(DEVICE, dtype) for t in (q, k, v))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("factor,head_group,seq_len", [(8, 1, 203), (4, 2, 64), (8, 3, 9)])
+def test_pooling_kernel_matches_reference(seed, dtype, factor, head_group, seq_len):
+    x = torch.randn(2, 6, seq_len, 64).to(DEVICE, dtype)
+    out = pooling.pool_tokens(x, factor, head_group)
+    ref = R.pool_heads(R.pool_sequence(x, factor), head_group).to(dtype)
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) < (1e-6 if dtype == torch.float32 else 1e-2)
+
+
+SCORE_CASES = [
+    # b, hq, hkv, seq_len, d, block, q_pool, k_pool, head_pool, dtype, structured
+    (1, 4, 4, 517, 64, 64, 8, 8, 1, torch.float32, True),
+    (2, 4, 1, 300, 128, 64, 8, 8, 2, torch.float16, False),
+    (1, 7, 1, 640, 64, 128, 8, 8, 7, torch.float16, True),
+    (1, 6, 2, 449, 64, 64, 4, 8, 1, torch.bfloat16, True),
+    (1, 4, 4, 256, 32, 32, 8, 4, 2, torch.float32, False),
+]
+
+
+@pytest.mark.parametrize("b,hq,hkv,seq_len,d,block,qp,kp,hp,dtype,structured", SCORE_CASES)
+def test_block_scores_kernel_matches_reference(seed, b, hq, hkv, seq_len, d, block, qp, kp, hp, dtype, structured):
+    cfg = UniSparseConfig(block_size=block, q_pool=qp, k_pool=kp, head_pool=hp, top_p=0.9)
+    q, k, _ = make_qkv(b, hq, hkv, seq_len, d, dtype, structured, seed)
+    nb = math.ceil(seq_len / block)
+    out = poisoned_like((b, hq // hp, nb, nb), torch.float32, DEVICE)
+    scores = selection.block_scores(q, k, cfg, out=out)
+    ref = R.block_scores(q, k, cfg)
+    assert rel_err(scores, ref) < (1e-5 if dtype != torch.bfloat16 else 2e-3)
+
+    # Masks agree up to near-ties: the kernel's mask lies between the reference masks at
+    # top_p -/+ eps (Top-P is monotone in p), so only blocks on the threshold may differ.
+    eps = 1e-4 if dtype != torch.bfloat16 else 2e-3
+    mask = unisparse.select_blocks(q, k, cfg, backend="triton")
+    lo = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p - eps)), hp)
+    hi = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p + eps)), hp)
+    assert torch.all(lo <= mask) and torch.all(mask <= hi)
+    if dtype != torch.bfloat16:
+        assert torch.equal(mask, unisparse.select_blocks(q, k, cfg, backend="torch"))
+
+
+ATTN_CASES = [
+    # b, hq, hkv, seq_len, d, block, dtype, mask_heads, structured
+    (1, 4, 4, 300, 64, 64, torch.float16, "q", False),
+    (2, 4, 1, 517, 128, 128, torch.float16, "kv", True),
+    (1, 7, 1, 259, 64, 64, torch.float32, "q", True),
+    (1, 8, 2, 200, 128, 32, torch.float32, "one", False),
+    (1, 4, 2, 333, 64, 64, torch.bfloat16, "kv", True),
+    (1, 2, 1, 100, 32, 64, torch.float16, "q", False),
+]
+
+
+@pytest.mark.parametrize("b,hq,hkv,seq_len,d,block,dtype,mask_heads,structured", ATTN_CASES)
+def test_block_sparse_kernel_matches_reference(seed, b, hq, hkv, seq_len, d, block, dtype, mask_heads, structured):
+    q, k, v = make_qkv(b, hq, hkv, seq_len, d, dtype, structured, seed)
+    heads = {"q": hq, "kv": hkv, "one": 1}[mask_heads]
+    mask = random_block_mask(b, heads, seq_len, block, 0.5, seed=seed).to(DEVICE)
+    out = block_sparse.block_sparse_attention(
+        q, k, v, mask, block, out=poisoned_like(q.shape, dtype, DEVICE))
+    token_mask = token_mask_from_blocks(mask.cpu(), seq_len, block, hq).expand(b, hq, seq_len, seq_len)
+    ref = naive_attention(q, k, v, token_mask)
+    assert rel_err(out, ref) < TOLERANCE[dtype]
+
+
+def test_block_sparse_kernel_strided_inputs_and_empty_rows(seed):
+    """Non-contiguous q/k/v (the [B, L, H, D] layout transposed) and a row without its diagonal."""
+    b, hq, hkv, seq_len, d, block = 1, 4, 2, 190, 64, 64
+    q = torch.randn(b, seq_len, hq, d).to(DEVICE, torch.float16).transpose(1, 2)
+    k = torch.randn(b, seq_len, hkv, d).to(DEVICE, torch.float16).transpose(1, 2)
+    v = torch.randn(b, seq_len, hkv, d).to(DEVICE, torch.float16).transpose(1, 2)
+    mask = random_block_mask(b, hq, seq_len, block, 0.7, seed=seed).to(DEVICE)
+    mask[:, 1, 1, :] = False
+    out = unisparse.block_sparse_attention(q, k, v, mask, block_size=block, backend="triton")
+    token_mask = token_mask_from_blocks(mask.cpu(), seq_len, block, hq)
+    assert rel_err(out, naive_attention(q, k, v, token_mask)) < TOLERANCE[torch.float16]
+    assert torch.all(out[:, 1, block : 2 * block] == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sparse_attention_backends_agree_end_to_end(seed, dtype):
+    q, k, v = make_qkv(1, 4, 2, 1100, 64, dtype, True, seed)
+    cfg = UniSparseConfig(block_size=128, top_p=0.9)
+    out_t, mask_t = unisparse.sparse_attention(q, k, v, cfg, return_mask=True, backend="triton")
+    ref = R.block_sparse_attention(q.double(), k.double(), v.double(), mask_t, 128)
+    assert rel_err(out_t, ref) < TOLERANCE[dtype]
+    assert unisparse.block_density(mask_t) < 1.0
+
+
+def test_top_p_one_triton_equals_dense(seed):
+    q, k, v = make_qkv(1, 4, 1, 400, 64, torch.float32, False, seed)
+    cfg = UniSparseConfig(block_size=64, top_p=1.0)
+    out = unisparse.sparse_attention(q, k, v, cfg, backend="triton")
+    assert rel_err(out, naive_attention(q, k, v)) < TOLERANCE[torch.float32]

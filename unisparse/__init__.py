@@ -1,0 +1,18 @@
+"""UniSparse: training-free block-sparse prefill attention from composite tokens.
+
+Pool q and k into composite tokens, attend in that compressed space, sum the probabilities per
+block, keep the Top-P blocks of each query block, and run exact attention over just those.
+"""
+
+from .api import block_density, block_sparse_attention, dense_attention, select_blocks, sparse_attention
+from .config import UniSparseConfig
+
+__all__ = [
+    "UniSparseConfig",
+    "select_blocks",
+    "block_sparse_attention",
+    "sparse_attention",
+    "dense_attention",
+    "block_density",
+]
+__version__ = "0.1.0"

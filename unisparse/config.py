@@ -1,0 +1,85 @@
+"""UniSparse configuration: the knobs of the method, validated once at construction.
+
+Defaults follow the paper (sequence factor 8 for q and k, 128x128 blocks, Top-P 0.95).
+Choices the paper leaves open, and how we settled them:
+
+* ``sink_blocks``: the first key blocks every query block keeps (attention sinks). Default 1.
+* ``local_blocks``: the diagonal block plus ``local_blocks - 1`` blocks before it are always
+  kept. The diagonal is never optional (a query always sees itself), so the minimum is 1.
+* Forced blocks are taken first and their mass counts toward ``top_p``; the remaining blocks
+  are added by descending score until the cumulative share reaches ``top_p``.
+* ``min_seq_len``: ``sparse_attention`` runs dense attention below this length, where
+  selection costs more than sparsity saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+BACKENDS = ("auto", "triton", "torch")
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class UniSparseConfig:
+    """Parameters of UniSparse block selection.
+
+    Attributes:
+        block_size: side of the square attention blocks that are kept or skipped.
+        q_pool: query tokens averaged into one composite token.
+        k_pool: key tokens averaged into one composite token.
+        head_pool: query heads averaged so that one selection serves them all. With
+            grouped-query attention it must divide the group size (query heads per KV head)
+            or be a multiple of it.
+        top_p: cumulative share of the (estimated) attention mass each query block keeps.
+        sink_blocks: leading key blocks always kept.
+        local_blocks: blocks ending at the diagonal that are always kept (>= 1).
+        min_seq_len: below this length ``sparse_attention`` computes dense attention.
+    """
+
+    block_size: int = 128
+    q_pool: int = 8
+    k_pool: int = 8
+    head_pool: int = 1
+    top_p: float = 0.95
+    sink_blocks: int = 1
+    local_blocks: int = 1
+    min_seq_len: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "q_pool", "k_pool", "head_pool", "local_blocks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("sink_blocks", "min_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not _is_power_of_two(self.block_size) or self.block_size < 16:
+            raise ValueError(f"block_size must be a power of two >= 16, got {self.block_size}")
+        for name in ("q_pool", "k_pool"):
+            value = getattr(self, name)
+            if not _is_power_of_two(value) or value > self.block_size:
+                raise ValueError(
+                    f"{name} must be a power of two that divides block_size={self.block_size}, "
+                    f"got {value}"
+                )
+        if not isinstance(self.top_p, (int, float)) or not (0.0 < float(self.top_p) <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+    @property
+    def q_per_block(self) -> int:
+        """Composite query tokens along one block side."""
+        return self.block_size // self.q_pool
+
+    @property
+    def k_per_block(self) -> int:
+        """Composite key tokens along one block side."""
+        return self.block_size // self.k_pool
+
+    def replace(self, **changes) -> "UniSparseConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

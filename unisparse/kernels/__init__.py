@@ -1,0 +1,1 @@
+"""Triton kernels. Imported lazily by :mod:`unisparse.api` (see its docstring)."""

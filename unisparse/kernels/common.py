@@ -1,0 +1,18 @@
+"""Small decisions shared by the kernel launchers."""
+
+from __future__ import annotations
+
+import torch
+
+from ..validation import triton_interpreting
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """float32 inputs get exact float32 products; half types use the tensor cores as they are."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def needs_upcast(dtype: torch.dtype) -> bool:
+    """Triton's CPU interpreter returns garbage from ``tl.dot`` on bfloat16 (BRIEF.md section 4):
+    there, bf16 tiles are widened to float32 before each dot. On the GPU nothing changes."""
+    return dtype == torch.bfloat16 and triton_interpreting()

@@ -1,0 +1,61 @@
+"""Composite tokens on the GPU: one pass that averages tokens (and optionally heads).
+
+A separate pass rather than fused into the scoring kernel: every scoring program reads all
+composite keys before it, so pooling there would read each full-size key ``L / block`` times,
+while this pass reads q and k once and writes an eighth of them. Sums run in float32; the
+result is rounded to the input dtype, as in :func:`unisparse.reference.composite_tokens`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import needs_upcast
+
+
+@triton.jit
+def _pool_kernel(
+    x_ptr, out_ptr,
+    stride_xb, stride_xh, stride_xl, stride_xd,
+    seq_len, n_out, heads_out,
+    FACTOR: tl.constexpr, HEAD_GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    pid_t = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // heads_out
+    h_out = pid_bh % heads_out
+    offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, HEAD_DIM)
+    acc = tl.zeros([BLOCK_T, HEAD_DIM], dtype=tl.float32)
+    for hh in range(HEAD_GROUP):
+        base = x_ptr + b * stride_xb + (h_out * HEAD_GROUP + hh) * stride_xh
+        for j in tl.static_range(FACTOR):
+            tok = offs_t * FACTOR + j
+            ptrs = base + tok[:, None] * stride_xl + offs_d[None, :] * stride_xd
+            acc += tl.load(ptrs, mask=tok[:, None] < seq_len, other=0.0).to(tl.float32)
+    count = tl.minimum(seq_len - offs_t * FACTOR, FACTOR) * HEAD_GROUP
+    acc = acc / tl.maximum(count, 1).to(tl.float32)[:, None]
+    out_ptrs = out_ptr + (pid_bh * n_out + offs_t)[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=offs_t[:, None] < n_out)
+
+
+def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1) -> torch.Tensor:
+    """``[B, H, L, D] -> [B, H / head_group, ceil(L / factor), D]`` (contiguous, x's dtype)."""
+    b, h, seq_len, d = x.shape
+    n_out = triton.cdiv(seq_len, factor)
+    heads_out = h // head_group
+    # Triton's interpreter does not round float32 -> bfloat16 to nearest on store; there the
+    # kernel writes float32 and torch rounds, so both backends see the same composite tokens.
+    store_dtype = torch.float32 if needs_upcast(x.dtype) else x.dtype
+    out = torch.empty(b, heads_out, n_out, d, dtype=store_dtype, device=x.device)
+    block_t = 32
+    grid = (triton.cdiv(n_out, block_t), b * heads_out)
+    _pool_kernel[grid](
+        x, out, *x.stride(), seq_len, n_out, heads_out,
+        FACTOR=factor, HEAD_GROUP=head_group, HEAD_DIM=d, BLOCK_T=block_t,
+        num_warps=4,
+    )
+    return out.to(x.dtype)

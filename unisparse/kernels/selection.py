@@ -1,0 +1,139 @@
+"""UniSparse block scores on the GPU: compressed causal attention summed per block, fused.
+
+Each program owns a tile of composite queries (whole query blocks) of one pooled head and
+makes two passes over the composite keys it may see: the first finds each row's softmax max
+and normaliser, the second recomputes the logits, normalises them and sums them straight into
+per-block scores. The compressed score matrix ``[L/q_pool, L/k_pool]`` therefore exists only
+one register tile at a time; the kernel writes just ``[nb, nb]`` block scores per head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..config import UniSparseConfig
+from ..reference import expand_heads, top_p_mask
+from .common import dot_precision, needs_upcast
+from .pooling import pool_tokens
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _block_score_kernel(
+    qc_ptr, kc_ptr, out_ptr,
+    seq_len, n_q, n_k, n_blocks, heads, q_per_k_head, qk_scale,
+    Q_POOL: tl.constexpr, K_POOL: tl.constexpr,
+    ROWS_PER_BLOCK: tl.constexpr, COLS_PER_BLOCK: tl.constexpr,
+    Q_BLOCKS: tl.constexpr, K_BLOCKS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    BLOCK_M: tl.constexpr = Q_BLOCKS * ROWS_PER_BLOCK
+    BLOCK_N: tl.constexpr = K_BLOCKS * COLS_PER_BLOCK
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest rows first
+    pid_bh = tl.program_id(1)
+    b = pid_bh // heads
+    h = pid_bh % heads
+    kv_h = h // q_per_k_head
+    heads_k = heads // q_per_k_head
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(qc_ptr + (pid_bh * n_q + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
+                mask=offs_m[:, None] < n_q, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    k_base = kc_ptr + (b * heads_k + kv_h) * n_k * HEAD_DIM
+    last_q_token = tl.minimum((offs_m + 1) * Q_POOL - 1, seq_len - 1)
+    # Composite keys any row of this tile can see.
+    tile_last_token = tl.minimum((pid_m + 1) * BLOCK_M * Q_POOL - 1, seq_len - 1)
+    k_end = tl.minimum(tile_last_token // K_POOL + 1, n_k)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for start_n in range(0, k_end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = tl.load(k_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :],
+                    mask=offs_n[:, None] < n_k, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+        m_i = m_new
+
+    inv_l = tl.where(offs_m < n_q, 1.0 / l_i, 0.0)
+    offs_qb = pid_m * Q_BLOCKS + tl.arange(0, Q_BLOCKS)
+    out_base = out_ptr + pid_bh * n_blocks * n_blocks
+    for start_n in range(0, k_end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = tl.load(k_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :],
+                    mask=offs_n[:, None] < n_k, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
+        p = tl.where(visible, tl.exp2(s - m_i[:, None]), 0.0) * inv_l[:, None]
+        p = tl.reshape(p, (Q_BLOCKS, ROWS_PER_BLOCK, K_BLOCKS, COLS_PER_BLOCK))
+        tile = tl.sum(tl.sum(p, 3), 1)
+        offs_kb = start_n // COLS_PER_BLOCK + tl.arange(0, K_BLOCKS)
+        ptrs = out_base + offs_qb[:, None] * n_blocks + offs_kb[None, :]
+        tl.store(ptrs, tile, mask=(offs_qb[:, None] < n_blocks) & (offs_kb[None, :] < n_blocks))
+    # Blocks no row of this tile can see score zero; writing them spares a zero-fill pass.
+    zeros = tl.zeros([Q_BLOCKS, K_BLOCKS], dtype=tl.float32)
+    for first_kb in range(tl.cdiv(k_end, BLOCK_N) * K_BLOCKS, n_blocks, K_BLOCKS):
+        offs_kb = first_kb + tl.arange(0, K_BLOCKS)
+        ptrs = out_base + offs_qb[:, None] * n_blocks + offs_kb[None, :]
+        tl.store(ptrs, zeros, mask=(offs_qb[:, None] < n_blocks) & (offs_kb[None, :] < n_blocks))
+
+
+def _blocks_per_tile(per_block: int) -> int:
+    """Enough whole blocks per tile for a 64-wide dot (tl.dot needs at least 16)."""
+    return max(1, 64 // per_block)
+
+
+def block_scores(
+    q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Triton twin of :func:`unisparse.reference.block_scores`: float32 ``[B, Hs, nb, nb]``.
+
+    ``out`` (contiguous float32 of that shape) lets tests pass a poisoned buffer.
+    """
+    b, hq, seq_len, d = q.shape
+    hkv = k.shape[1]
+    group = hq // hkv
+    ch = config.head_pool
+    k_head_group = max(1, ch // group)  # KV heads averaged into one pooled key head
+    qc = pool_tokens(q, config.q_pool, ch)
+    kc = pool_tokens(k, config.k_pool, k_head_group)
+    heads = qc.shape[1]
+    q_per_k_head = heads // kc.shape[1]
+    nb = triton.cdiv(seq_len, config.block_size)
+    rows, cols = config.q_per_block, config.k_per_block
+    q_blocks, k_blocks = _blocks_per_tile(rows), _blocks_per_tile(cols)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    if out is None:
+        out = torch.empty(b, heads, nb, nb, dtype=torch.float32, device=q.device)
+    grid = (triton.cdiv(nb, q_blocks), b * heads)
+    _block_score_kernel[grid](
+        qc, kc, out,
+        seq_len, qc.shape[2], kc.shape[2], nb, heads, q_per_k_head, scale * LOG2E,
+        Q_POOL=config.q_pool, K_POOL=config.k_pool,
+        ROWS_PER_BLOCK=rows, COLS_PER_BLOCK=cols, Q_BLOCKS=q_blocks, K_BLOCKS=k_blocks,
+        HEAD_DIM=d, UPCAST=needs_upcast(q.dtype),
+        DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=4, num_stages=2,
+    )
+    return out
+
+
+def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:
+    """Triton block scores, then the shared Top-P rule: bool ``[B, Hq, nb, nb]``."""
+    return expand_heads(top_p_mask(block_scores(q, k, config, scale), config), config.head_pool)

@@ -1,0 +1,194 @@
+"""The UniSparse method in plain PyTorch: the ground truth every kernel is tested against.
+
+Written for clarity, on any device and any float dtype. Arithmetic runs in float32 (float64
+when the inputs are float64). Memory stays bounded by looping over query blocks, so this
+backend also serves CPU users, only slowly.
+
+The steps (BRIEF.md section 1):
+
+1. Composite tokens: ``q`` is averaged over ``q_pool`` consecutive tokens, ``k`` over
+   ``k_pool``; a short last group averages the tokens it has. With ``head_pool > 1``, groups of
+   consecutive query heads are averaged too, and their keys with them (each query head's own
+   KV head, so a group inside one GQA group reads a single KV head). Composite tokens are
+   averaged in float32 and rounded to the input dtype, exactly as the kernel feeds them to the
+   tensor cores, so that both backends score the same numbers.
+2. Compressed attention ``softmax(q_c k_c^T * scale)``, causal in the compressed space: a
+   composite key is visible when its first token is not after the composite query's last one.
+3. Block scores: the compressed probabilities summed per ``block_size`` x ``block_size`` tile.
+4. Top-P per query block (:func:`top_p_mask`).
+5. Exact causal attention restricted to the kept blocks (:func:`block_sparse_attention`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import UniSparseConfig
+from .validation import num_blocks
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def pool_sequence(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average ``x [B, H, L, D]`` over groups of ``factor`` tokens -> ``[B, H, ceil(L/factor), D]``.
+
+    Returned in float32 (float64 for float64 input); the last group may be shorter.
+    """
+    b, h, seq_len, d = x.shape
+    n = -(-seq_len // factor)
+    acc = x.to(compute_dtype(x.dtype))
+    padded = torch.zeros(b, h, n * factor, d, dtype=acc.dtype, device=x.device)
+    padded[:, :, :seq_len] = acc
+    counts = torch.full((n,), float(factor), dtype=acc.dtype, device=x.device)
+    counts[-1] = seq_len - (n - 1) * factor
+    return padded.view(b, h, n, factor, d).sum(3) / counts.view(1, 1, n, 1)
+
+
+def pool_heads(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Average consecutive heads in groups of ``group``: ``[B, H, N, D] -> [B, H/group, N, D]``."""
+    b, h, n, d = x.shape
+    return x.view(b, h // group, group, n, d).mean(2)
+
+
+def composite_tokens(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig):
+    """Composite queries ``[B, Hs, Nq, D]`` and their keys ``[B, Hs, Nk, D]``, ``Hs = Hq / head_pool``.
+
+    Both are rounded to the input dtype (see the module docstring).
+    """
+    group = q.shape[1] // k.shape[1]
+    k_per_q_head = k.repeat_interleave(group, dim=1) if group > 1 else k
+    qc = pool_heads(pool_sequence(q, config.q_pool), config.head_pool)
+    kc = pool_heads(pool_sequence(k_per_q_head, config.k_pool), config.head_pool)
+    return qc.to(q.dtype), kc.to(k.dtype)
+
+
+def compressed_causal_mask(n_q: int, n_k: int, seq_len: int, q_pool: int, k_pool: int, device) -> torch.Tensor:
+    """``[n_q, n_k]``: composite key j is visible to composite query i."""
+    last_q_token = torch.clamp((torch.arange(n_q, device=device) + 1) * q_pool - 1, max=seq_len - 1)
+    first_k_token = torch.arange(n_k, device=device) * k_pool
+    return first_k_token[None, :] <= last_q_token[:, None]
+
+
+def block_scores(
+    q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None
+) -> torch.Tensor:
+    """Compressed attention probabilities summed per block: float32 ``[B, Hs, nb, nb]``.
+
+    Row ``m`` sums to the number of composite queries in query block ``m``; entries above the
+    block diagonal are zero.
+    """
+    seq_len, d = q.shape[2], q.shape[3]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    qc, kc = composite_tokens(q, k, config)
+    b, hs, n_q, _ = qc.shape
+    n_k = kc.shape[2]
+    nb = num_blocks(seq_len, config.block_size)
+    rq, rk = config.q_per_block, config.k_per_block
+    acc = compute_dtype(q.dtype)
+    visible = compressed_causal_mask(n_q, n_k, seq_len, config.q_pool, config.k_pool, q.device)
+    kc_t = kc.to(acc).transpose(-1, -2)
+    out = torch.zeros(b, hs, nb, nb, dtype=acc, device=q.device)
+    chunk = 32  # query blocks per step: bounds memory at 32 * rq * Nk per head
+    for first in range(0, nb, chunk):
+        rows = slice(first * rq, min((first + chunk) * rq, n_q))
+        logits = (qc[:, :, rows].to(acc) @ kc_t) * scale
+        logits = logits.masked_fill(~visible[rows], float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        n_rows = probs.shape[2]
+        qb = -(-n_rows // rq)
+        padded = torch.zeros(b, hs, qb * rq, nb * rk, dtype=acc, device=q.device)
+        padded[:, :, :n_rows, :n_k] = probs
+        out[:, :, first : first + qb] = padded.view(b, hs, qb, rq, nb, rk).sum((3, 5))
+    return out.float()
+
+
+def forced_blocks(nb: int, config: UniSparseConfig, device) -> torch.Tensor:
+    """``[nb, nb]`` blocks kept regardless of score: sinks, the diagonal and local blocks."""
+    qb = torch.arange(nb, device=device)[:, None]
+    kb = torch.arange(nb, device=device)[None, :]
+    causal = kb <= qb
+    return causal & ((kb < config.sink_blocks) | (qb - kb < config.local_blocks))
+
+
+def top_p_mask(scores: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
+    """Per query block, the fewest key blocks whose share of the row's mass reaches ``top_p``.
+
+    Forced blocks (:func:`forced_blocks`) come first and their mass counts; the rest follow by
+    descending score, ties broken by the lower block index (a stable sort), so the choice is
+    deterministic. A block is kept while the mass before it is below ``top_p`` of the row total.
+    ``top_p == 1`` keeps every causal block. Returns bool ``[..., nb, nb]``.
+    """
+    nb = scores.shape[-1]
+    qb = torch.arange(nb, device=scores.device)[:, None]
+    kb = torch.arange(nb, device=scores.device)[None, :]
+    causal = kb <= qb
+    forced = forced_blocks(nb, config, scores.device)
+    if config.top_p >= 1.0:
+        return causal.expand(scores.shape).clone()
+    mass = torch.where(causal, scores.float(), torch.zeros((), device=scores.device))
+    order_key = torch.where(forced, torch.full_like(mass, float("inf")), mass)
+    order_key = torch.where(causal, order_key, torch.full_like(mass, -1.0))
+    order = torch.sort(order_key, dim=-1, descending=True, stable=True).indices
+    sorted_mass = torch.gather(mass, -1, order)
+    mass_before = torch.cumsum(sorted_mass, dim=-1) - sorted_mass
+    threshold = float(config.top_p) * mass.sum(-1, keepdim=True)
+    keep_sorted = (mass_before < threshold) | torch.gather(forced.expand_as(mass), -1, order)
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return keep & causal
+
+
+def expand_heads(mask: torch.Tensor, head_pool: int) -> torch.Tensor:
+    """One mask per pooled head -> one per query head."""
+    return mask.repeat_interleave(head_pool, dim=1) if head_pool > 1 else mask
+
+
+def select_blocks(
+    q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None
+) -> torch.Tensor:
+    """UniSparse selection: bool ``[B, Hq, nb, nb]``."""
+    mask = top_p_mask(block_scores(q, k, config, scale), config)
+    return expand_heads(mask, config.head_pool)
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_mask: torch.Tensor,
+    block_size: int = 128,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Causal attention over only the kept blocks, by masking. Returns ``[B, Hq, L, D]``.
+
+    ``block_mask`` has 1, Hq or Hkv heads (broadcast over batch when its batch is 1). Blocks
+    above the diagonal are ignored even when set. A query row left with no visible key (a mask
+    without its diagonal block) gets zeros.
+    """
+    b, hq, seq_len, d = q.shape
+    hkv = k.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    acc = compute_dtype(q.dtype)
+    group = hq // hkv
+    if block_mask.shape[1] == hkv and hkv != hq:
+        block_mask = block_mask.repeat_interleave(group, dim=1)
+    block_mask = block_mask.expand(b, hq, *block_mask.shape[2:])
+    kf = k.to(acc).repeat_interleave(group, dim=1)
+    vf = v.to(acc).repeat_interleave(group, dim=1)
+    out = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device)
+    positions = torch.arange(seq_len, device=q.device)
+    for m in range(num_blocks(seq_len, block_size)):
+        rows = slice(m * block_size, min((m + 1) * block_size, seq_len))
+        end = rows.stop
+        logits = (q[:, :, rows].to(acc) @ kf[:, :, :end].transpose(-1, -2)) * scale
+        kept = block_mask[:, :, m].repeat_interleave(block_size, dim=-1)[..., :end]
+        causal = positions[None, :end] <= positions[rows, None]
+        visible = kept[:, :, None, :] & causal
+        logits = logits.masked_fill(~visible, float("-inf"))
+        probs = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # rows with no visible key -> 0
+        out[:, :, rows] = (probs @ vf[:, :, :end]).to(q.dtype)
+    return out
+
