@@ -70,10 +70,9 @@ def _block_sparse_fwd_kernel(
                     k = k.to(tl.float32)
                     v = v.to(tl.float32)
                 s = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale
-                visible = offs_n[None, :] < seq_len
-                if k_block == q_block:
-                    visible = visible & (offs_n[None, :] <= offs_m[:, None])
-                s = tl.where(visible, s, float("-inf"))
+                # Last visible key per row: the row itself in the diagonal block, else the end.
+                limit = tl.where(k_block == q_block, tl.minimum(offs_m, seq_len - 1), seq_len - 1)
+                s = tl.where(offs_n[None, :] <= limit[:, None], s, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s, 1))
                 m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = tl.exp2(m_i - m_safe)
