@@ -6,6 +6,8 @@ block, keep the Top-P blocks of each query block, and run exact attention over j
 
 from .api import block_density, block_sparse_attention, dense_attention, select_blocks, sparse_attention
 from .config import UniSparseConfig
+from .integrations.transformers import disable, enable, is_enabled
+from .recording import record
 
 __all__ = [
     "UniSparseConfig",
@@ -14,5 +16,9 @@ __all__ = [
     "sparse_attention",
     "dense_attention",
     "block_density",
+    "enable",
+    "disable",
+    "is_enabled",
+    "record",
 ]
 __version__ = "0.1.0"

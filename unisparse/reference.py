@@ -192,3 +192,32 @@ def block_sparse_attention(
         out[:, :, rows] = (probs @ vf[:, :, :end]).to(q.dtype)
     return out
 
+
+
+def true_block_mass(
+    q: torch.Tensor, k: torch.Tensor, block_size: int = 128, scale: float | None = None
+) -> torch.Tensor:
+    """Exact causal attention mass per block, float32 ``[B, Hq, nb, nb]``; each row sums to 1.
+
+    The share of query block ``m``'s attention (averaged over its rows) that falls in key block
+    ``n``: what an ideal selector would rank by (the oracle). Computed one query block at a
+    time, so memory stays ``O(block_size * L)`` per head.
+    """
+    b, hq, seq_len, d = q.shape
+    group = hq // k.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    acc = compute_dtype(q.dtype)
+    nb = num_blocks(seq_len, block_size)
+    kf = k.to(acc).repeat_interleave(group, dim=1) if group > 1 else k.to(acc)
+    out = torch.zeros(b, hq, nb, nb, dtype=acc, device=q.device)
+    positions = torch.arange(seq_len, device=q.device)
+    for m in range(nb):
+        rows = slice(m * block_size, min((m + 1) * block_size, seq_len))
+        end = rows.stop
+        logits = (q[:, :, rows].to(acc) @ kf[:, :, :end].transpose(-1, -2)) * scale
+        causal = positions[None, :end] <= positions[rows, None]
+        probs = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1).mean(2)
+        padded = torch.zeros(b, hq, (m + 1) * block_size, dtype=acc, device=q.device)
+        padded[..., :end] = probs
+        out[:, :, m, : m + 1] = padded.view(b, hq, m + 1, block_size).sum(-1)
+    return out.float()

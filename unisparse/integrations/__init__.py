@@ -1,0 +1,1 @@
+"""Adapters that plug UniSparse into model libraries."""
