@@ -79,7 +79,7 @@ def _mask_of(row_scores, top_p, **cfg):
     """Top-P on a single query block row placed last in a 4x4 score matrix."""
     scores = torch.zeros(4, 4)
     scores[3] = torch.tensor(row_scores)
-    config = UniSparseConfig(block_size=16, top_p=top_p, **cfg)
+    config = UniSparseConfig(block_size=16, top_p=top_p, **{"local_blocks": 1, **cfg})
     kept = R.top_p_mask(scores[None, None], config)[0, 0, 3]
     return [i for i in range(4) if kept[i]]
 

@@ -6,6 +6,10 @@ Choices the paper leaves open, and how we settled them:
 * ``sink_blocks``: the first key blocks every query block keeps (attention sinks). Default 1.
 * ``local_blocks``: the diagonal block plus ``local_blocks - 1`` blocks before it are always
   kept. The diagonal is never optional (a query always sees itself), so the minimum is 1.
+  Default 2: the first rows of a query block attend mostly to the end of the previous block,
+  which a score averaged over the whole block under-ranks. On SmolLM2 (4K tokens of code,
+  top_p 0.9) forcing it took the perplexity change from +6.6% to +2.4% at the same density
+  (0.32 -> 0.33); see benchmarks/NOTES-fidelity.md.
 * Forced blocks are taken first and their mass counts toward ``top_p``; the remaining blocks
   are added by descending score until the cumulative share reaches ``top_p``.
 * ``min_seq_len``: ``sparse_attention`` runs dense attention below this length, where
@@ -46,7 +50,7 @@ class UniSparseConfig:
     head_pool: int = 1
     top_p: float = 0.95
     sink_blocks: int = 1
-    local_blocks: int = 1
+    local_blocks: int = 2
     min_seq_len: int = 0
 
     def __post_init__(self) -> None:
