@@ -47,6 +47,38 @@ def build(name: str, param: str, value, config: UniSparseConfig):
     return make_selector(name, **{param: value})
 
 
+def write_rows(rows: list[dict], path: str) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "density_per_layer": json.dumps([round(x, 4) for x in row["density_per_layer"]]),
+                             "recall_per_layer": json.dumps([round(x, 4) for x in row["recall_per_layer"]])})
+
+
+def read_rows(path: str) -> list[dict]:
+    numeric = ("seq_len", "density", "ppl_dense", "ppl", "ppl_change_pct", "top1_agreement", "mean_recall", "seconds")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in numeric:
+            row[key] = int(row[key]) if key == "seq_len" else float(row[key])
+        row["density_per_layer"] = json.loads(row["density_per_layer"])
+        row["recall_per_layer"] = json.loads(row["recall_per_layer"])
+    return rows
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown table, one line per run, for README and the closing note."""
+    lines = ["| text | tokens | selector | setting | density | ppl change | top-1 agreement | mass recalled |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['text']} | {r['seq_len']} | {r['selector']} | {r['param']}={r['value']} | "
+                     f"{r['density']:.3f} | {r['ppl_change_pct']:+.2f}% | {100 * r['top1_agreement']:.1f}% | "
+                     f"{r['mean_recall']:.3f} |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: str) -> None:
     import matplotlib
 
@@ -83,7 +115,15 @@ def main(argv=None) -> None:
     parser.add_argument("--selectors", nargs="+", default=[g[0] for g in GRID])
     parser.add_argument("--output", default="benchmarks/fidelity", help="path prefix for .csv and .png")
     parser.add_argument("--no-recall", action="store_true", help="skip the exact-mass recall (faster)")
+    parser.add_argument("--merge", nargs="+", metavar="CSV",
+                        help="no runs: merge these result CSVs (e.g. one per text, run in parallel) into --output")
     args = parser.parse_args(argv)
+    if args.merge:
+        rows = [row for path in args.merge for row in read_rows(path)]
+        write_rows(rows, args.output + ".csv")
+        plot(rows, args.output + ".png")
+        print(summary_table(rows))
+        return
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_smollm2(device)
@@ -109,13 +149,9 @@ def main(argv=None) -> None:
                     print(f"{text:6} {seq_len:>5} {name:12} {f'{param}={value}':>20} {row['density']:7.3f} "
                           f"{row['ppl_change_pct']:8.2f} {row['top1_agreement']:6.3f} {row['mean_recall']:6.3f} "
                           f"{row['seconds']:5.0f}", flush=True)
-            with open(args.output + ".csv", "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
-                writer.writeheader()
-                for row in rows:
-                    writer.writerow({**row, "density_per_layer": json.dumps([round(x, 4) for x in row["density_per_layer"]]),
-                                     "recall_per_layer": json.dumps([round(x, 4) for x in row["recall_per_layer"]])})
+            write_rows(rows, args.output + ".csv")
             plot(rows, args.output + ".png")
+    print(summary_table(rows))
 
 
 if __name__ == "__main__":
