@@ -24,6 +24,20 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _masked_logits(q, k_base, offs_n, offs_d, last_q_token, n_k, qk_scale,
+                   K_POOL: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+                   DOT_PRECISION: tl.constexpr):
+    """Base-2 logits of a composite-query tile against composite keys ``offs_n``; -inf where
+    the key starts after the query's last token or lies past the end."""
+    k = tl.load(k_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=offs_n[:, None] < n_k, other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
+    return tl.where(visible, s, float("-inf"))
+
+
+@triton.jit
 def _block_score_kernel(
     qc_ptr, kc_ptr, out_ptr,
     seq_len, n_q, n_k, n_blocks, heads, q_per_k_head, qk_scale,
@@ -57,13 +71,8 @@ def _block_score_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start_n in range(0, k_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = tl.load(k_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :],
-                    mask=offs_n[:, None] < n_k, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
-        s = tl.where(visible, s, float("-inf"))
+        s = _masked_logits(q, k_base, offs_n, offs_d, last_q_token, n_k, qk_scale,
+                           K_POOL, HEAD_DIM, UPCAST, DOT_PRECISION)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
         m_i = m_new
@@ -73,13 +82,9 @@ def _block_score_kernel(
     out_base = out_ptr + pid_bh * n_blocks * n_blocks
     for start_n in range(0, k_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = tl.load(k_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :],
-                    mask=offs_n[:, None] < n_k, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
-        p = tl.where(visible, tl.exp2(s - m_i[:, None]), 0.0) * inv_l[:, None]
+        s = _masked_logits(q, k_base, offs_n, offs_d, last_q_token, n_k, qk_scale,
+                           K_POOL, HEAD_DIM, UPCAST, DOT_PRECISION)
+        p = tl.exp2(s - m_i[:, None]) * inv_l[:, None]  # exp2(-inf) = 0 where not visible
         p = tl.reshape(p, (Q_BLOCKS, ROWS_PER_BLOCK, K_BLOCKS, COLS_PER_BLOCK))
         tile = tl.sum(tl.sum(p, 3), 1)
         offs_kb = start_n // COLS_PER_BLOCK + tl.arange(0, K_BLOCKS)
