@@ -22,7 +22,7 @@ from typing import Iterable
 
 import torch
 
-from ..api import block_sparse_attention
+from ..api import block_density, block_sparse_attention
 from ..config import BACKENDS, UniSparseConfig
 from ..recording import LayerRecord, Stopwatch, active
 from ..validation import TRITON_DTYPES, TRITON_HEAD_DIMS, resolve_backend
@@ -112,8 +112,6 @@ def unisparse_attention_forward(
         with Stopwatch(query.device) as attend_time:
             out = block_sparse_attention(query, key, value, mask, block_size=plan.block_size,
                                          scale=scaling, backend=plan.backend)
-        from ..api import block_density
-
         rec.add(LayerRecord(getattr(module, "layer_idx", None), query.shape[2], plan.block_size, "sparse",
                             block_density(mask), select_time.ms, attend_time.ms), mask)
     return out.transpose(1, 2).contiguous(), None
