@@ -113,10 +113,11 @@ def test_min_seq_len_falls_back_to_dense():
 
 
 def test_triton_dtype_and_head_dim_limits():
-    q, k, v = qkv(d=48)
+    on = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the interpreter (conftest)
+    q, k, v = (t.to(on) for t in qkv(d=48))
     with pytest.raises(ValueError, match="head_dim"):
         unisparse.sparse_attention(q, k, v, backend="triton")
-    q, k, v = qkv(dtype=torch.float64)
+    q, k, v = (t.to(on) for t in qkv(dtype=torch.float64))
     with pytest.raises(TypeError, match="float16, bfloat16 or float32"):
         unisparse.sparse_attention(q, k, v, backend="triton")
     # the reference takes both

@@ -55,9 +55,11 @@ def test_bf16_selection_and_attention_qwen2vl_shapes(seed, seq_len, head_dim):
     print(f"L={seq_len} D={head_dim}: density {density:.3f}, attention rel. error {err:.2e}")
 
 
-@pytest.mark.parametrize("head_pool", [2, 4, 7, 14])
-def test_bf16_head_pooling(seed, head_pool):
-    q, k, v = inputs(28, 4, 8192, 128, torch.bfloat16, seed)
+# Qwen2-VL-7B (28 q heads, 4 KV heads: groups of 7) and -2B (12 q, 2 KV: groups of 6); head_pool
+# must divide the group or be a multiple of it.
+@pytest.mark.parametrize("hq,hkv,head_pool", [(28, 4, 7), (28, 4, 14), (28, 4, 28), (12, 2, 2), (12, 2, 3), (12, 2, 12)])
+def test_bf16_head_pooling(seed, hq, hkv, head_pool):
+    q, k, v = inputs(hq, hkv, 8192, 128, torch.bfloat16, seed)
     cfg = UniSparseConfig(top_p=0.9, head_pool=head_pool)
     mask = check_selection(q, k, cfg, tol=2e-3, eps=2e-3)
     check_attention(q, k, v, mask, 128, torch.bfloat16)

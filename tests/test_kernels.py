@@ -58,7 +58,8 @@ def test_block_scores_kernel_matches_reference(seed, b, hq, hkv, seq_len, d, blo
     out = poisoned_like((b, hq // hp, nb, nb), torch.float32, DEVICE)
     scores = selection.block_scores(q, k, cfg, out=out)
     ref = R.block_scores(q, k, cfg)
-    assert rel_err(scores, ref) < (1e-5 if dtype != torch.bfloat16 else 2e-3)
+    # float16 tensor-core products differ from the float32 reference's summation order (~1e-5 on GPU)
+    assert rel_err(scores, ref) < {torch.float32: 1e-5, torch.float16: 5e-5, torch.bfloat16: 2e-3}[dtype]
 
     # Masks agree up to near-ties: the kernel's mask lies between the reference masks at
     # top_p -/+ eps (Top-P is monotone in p), so only blocks on the threshold may differ.

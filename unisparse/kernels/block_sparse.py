@@ -11,26 +11,79 @@ from __future__ import annotations
 
 import math
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
+from ..validation import triton_interpreting
 from .common import dot_precision, needs_upcast
 
 LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _load_kv(k_desc, v_desc, k_base, v_base, b, kv_h, start_n, offs_n0, offs_d,
+             stride_kl, stride_kd, stride_vl, stride_vd, seq_len,
+             BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BOUNDS: tl.constexpr, USE_TMA: tl.constexpr):
+    """K tile transposed ``[D, BLOCK_N]`` and V tile ``[BLOCK_N, D]`` starting at key ``start_n``.
+
+    With the copy engine (TMA), keys past the end arrive as zeros; with pointer loads ``BOUNDS``
+    masks them (blocks below the diagonal never need it)."""
+    if USE_TMA:
+        k = tl.trans(k_desc.load([b, kv_h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM))
+        v = v_desc.load([b, kv_h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+    else:
+        offs_n = start_n + offs_n0
+        k_ptrs = k_base + offs_n[None, :] * stride_kl + offs_d[:, None] * stride_kd
+        v_ptrs = v_base + offs_n[:, None] * stride_vl + offs_d[None, :] * stride_vd
+        if BOUNDS:
+            k = tl.load(k_ptrs, mask=offs_n[None, :] < seq_len, other=0.0)
+            v = tl.load(v_ptrs, mask=offs_n[:, None] < seq_len, other=0.0)
+        else:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+    return k, v
+
+
+@triton.jit
+def _online_softmax_step(acc, l_i, m_i, q, k, v, qk_scale, offs_n, limit,
+                         MASKED: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """One key tile of FlashAttention's online softmax (base-2 logits). Unmasked tiles (wholly
+    below the diagonal, inside the sequence) skip the mask and the all-masked-row guard."""
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    s = tl.dot(q, k, input_precision=DOT_PRECISION)
+    if MASKED:
+        s = tl.where(offs_n[None, :] <= limit[:, None], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
+        p = tl.exp2(s - m_ref[:, None])
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        m_ref = m_new
+        p = tl.exp2(s * qk_scale - m_ref[:, None])
+    alpha = tl.exp2(m_i - m_ref)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _block_sparse_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, out_ptr, idx_ptr, cnt_ptr,
+    q_ptr, k_ptr, v_ptr, out_ptr, idx_ptr, cnt_ptr, k_desc, v_desc,
     stride_qb, stride_qh, stride_ql, stride_qd,
     stride_kb, stride_kh, stride_kl, stride_kd,
     stride_vb, stride_vh, stride_vl, stride_vd,
     stride_ib, stride_ih, stride_im,
     stride_cb, stride_ch,
-    seq_len, heads, q_per_kv_head, q_per_mask_head, n_blocks, qk_scale,
+    seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale,
     BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_TMA: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
 ):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest rows first (causal imbalance)
     pid_bh = tl.program_id(1)
@@ -55,31 +108,30 @@ def _block_sparse_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    last_row = pid_m * BLOCK_M + BLOCK_M - 1
-    for i in range(n_kept):
+    # Kept blocks ascend, so all but the last lie wholly below this tile's rows and inside the
+    # sequence: no causal mask, no bounds.
+    for i in tl.range(0, n_kept - 1, warp_specialize=WARP_SPECIALIZE):
         k_block = tl.load(row_idx + i)
+        for sub in tl.static_range(BLOCK_SIZE // BLOCK_N):
+            start_n = k_block * BLOCK_SIZE + sub * BLOCK_N
+            k, v = _load_kv(k_desc, v_desc, k_base, v_base, b, kv_h, start_n, offs_n0, offs_d,
+                            stride_kl, stride_kd, stride_vl, stride_vd, seq_len,
+                            BLOCK_N, HEAD_DIM, False, USE_TMA)
+            acc, l_i, m_i = _online_softmax_step(acc, l_i, m_i, q, k, v, qk_scale, start_n + offs_n0, offs_m,
+                                                 False, UPCAST, DOT_PRECISION)
+    # The last kept block: the diagonal (causal inside it) or the sequence's partial end.
+    if n_kept > 0:
+        k_block = tl.load(row_idx + n_kept - 1)
+        limit = tl.where(k_block == q_block, tl.minimum(offs_m, seq_len - 1), seq_len - 1)
+        last_row = pid_m * BLOCK_M + BLOCK_M - 1
         for sub in range(BLOCK_SIZE // BLOCK_N):
             start_n = k_block * BLOCK_SIZE + sub * BLOCK_N
             if start_n <= last_row:  # sub-tiles wholly above this tile's rows are skipped
-                offs_n = start_n + offs_n0
-                k = tl.load(k_base + offs_n[None, :] * stride_kl + offs_d[:, None] * stride_kd,
-                            mask=offs_n[None, :] < seq_len, other=0.0)
-                v = tl.load(v_base + offs_n[:, None] * stride_vl + offs_d[None, :] * stride_vd,
-                            mask=offs_n[:, None] < seq_len, other=0.0)
-                if UPCAST:
-                    k = k.to(tl.float32)
-                    v = v.to(tl.float32)
-                s = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale
-                # Last visible key per row: the row itself in the diagonal block, else the end.
-                limit = tl.where(k_block == q_block, tl.minimum(offs_m, seq_len - 1), seq_len - 1)
-                s = tl.where(offs_n[None, :] <= limit[:, None], s, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(s, 1))
-                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = tl.exp2(m_i - m_safe)
-                p = tl.exp2(s - m_safe[:, None])
-                l_i = l_i * alpha + tl.sum(p, 1)
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-                m_i = m_new
+                k, v = _load_kv(k_desc, v_desc, k_base, v_base, b, kv_h, start_n, offs_n0, offs_d,
+                                stride_kl, stride_kd, stride_vl, stride_vd, seq_len,
+                                BLOCK_N, HEAD_DIM, True, USE_TMA)
+                acc, l_i, m_i = _online_softmax_step(acc, l_i, m_i, q, k, v, qk_scale, start_n + offs_n0,
+                                                     limit, True, UPCAST, DOT_PRECISION)
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(out_ptr + (pid_bh * seq_len + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=offs_m[:, None] < seq_len)
@@ -99,42 +151,75 @@ def kept_block_lists(block_mask: torch.Tensor):
     return idx.contiguous(), cnt.contiguous()
 
 
-def _tile_config(head_dim: int):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) per head dim; first version, see benchmarks/."""
+class Tile(NamedTuple):
+    """Launch shape of the forward kernel (see benchmarks/NOTES.md for how it was chosen)."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    tma: bool = False  # K/V through Hopper's tensor memory accelerator (host descriptors)
+    warp_specialize: bool = False
+
+
+def default_tile(head_dim: int) -> Tile:
+    """Per head dim; first version, see benchmarks/."""
     if head_dim <= 64:
-        return 128, 64, 4, 3
+        return Tile(128, 64, 4, 3)
     if head_dim <= 128:
-        return 128, 64, 8, 3
-    return 64, 32, 8, 2
+        return Tile(128, 64, 8, 3)
+    return Tile(64, 32, 8, 2)
+
+
+def _tma_ok(*tensors: torch.Tensor) -> bool:
+    """The copy engine needs a Hopper-class GPU, unit stride in the last dim and 16-byte aligned
+    strides and base addresses; otherwise pointer loads are used."""
+    t0 = tensors[0]
+    if triton_interpreting() or not t0.is_cuda or torch.cuda.get_device_capability(t0.device)[0] < 9:
+        return False
+    return all(
+        t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+        and all((st * t.element_size()) % 16 == 0 for st in t.stride()[:-1])
+        for t in tensors
+    )
 
 
 def block_sparse_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor,
     block_size: int = 128, scale: float | None = None, out: torch.Tensor | None = None,
+    tile: Tile | None = None,
 ) -> torch.Tensor:
     """Triton twin of :func:`unisparse.reference.block_sparse_attention` (inputs validated).
 
-    ``out`` (contiguous, q's shape and dtype) lets tests pass a poisoned buffer.
+    ``out`` (contiguous, q's shape and dtype) lets tests pass a poisoned buffer; ``tile``
+    overrides the launch shape (for tuning).
     """
     b, hq, seq_len, d = q.shape
     hkv = k.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     idx, cnt = kept_block_lists(block_mask)
     mask_heads = block_mask.shape[1]
-    block_m, block_n, num_warps, num_stages = _tile_config(d)
-    block_m, block_n = min(block_m, block_size), min(block_n, block_size)
+    tile = tile or default_tile(d)
+    block_m, block_n = min(tile.block_m, block_size), min(tile.block_n, block_size)
+    use_tma = tile.tma and _tma_ok(k, v)
+    if use_tma:
+        k_desc = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, 1, block_n, d])
+        v_desc = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, 1, block_n, d])
+    else:
+        k_desc = v_desc = k  # unused placeholders
     if out is None:
         out = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device)
     batch_stride = lambda t: t.stride(0) if t.shape[0] > 1 else 0  # noqa: E731 (mask batch may broadcast)
     grid = (triton.cdiv(seq_len, block_m), b * hq)
     _block_sparse_fwd_kernel[grid](
-        q, k, v, out, idx, cnt,
+        q, k, v, out, idx, cnt, k_desc, v_desc,
         *q.stride(), *k.stride(), *v.stride(),
         batch_stride(idx), idx.stride(1), idx.stride(2),
         batch_stride(cnt), cnt.stride(1),
-        seq_len, hq, hq // hkv, hq // mask_heads, idx.shape[-1], scale * LOG2E,
+        seq_len, hq, hq // hkv, hq // mask_heads, scale * LOG2E,
         BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d,
         UPCAST=needs_upcast(q.dtype), DOT_PRECISION=dot_precision(q.dtype),
-        num_warps=num_warps, num_stages=num_stages,
+        USE_TMA=use_tma, WARP_SPECIALIZE=tile.warp_specialize and not triton_interpreting(),
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
     return out

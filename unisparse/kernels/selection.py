@@ -115,6 +115,8 @@ def block_scores(
     hkv = k.shape[1]
     group = hq // hkv
     ch = config.head_pool
+    if group % ch and ch % group:
+        raise ValueError(f"head_pool={ch} must divide the GQA group size ({group}) or be a multiple of it")
     k_head_group = max(1, ch // group)  # KV heads averaged into one pooled key head
     qc = pool_tokens(q, config.q_pool, ch)
     kc = pool_tokens(k, config.k_pool, k_head_group)
