@@ -235,3 +235,23 @@ def test_processor_rejects_a_tokenizer_without_video_token():
                                     unk_token="[UNK]")
     with pytest.raises(ValueError, match="video_pad"):
         VideoQAProcessor(plain)
+
+
+def test_a_processor_with_a_video_processor_uses_it(frames):
+    """With torchvision, pixels come from transformers' video processor: the call it gets, and its use."""
+    calls = []
+
+    class Recorder:  # stands in for Qwen2VLVideoProcessor: same call, same outputs (computed by our patchifier)
+        patch_size, temporal_patch_size, merge_size = 14, 2, 2
+
+        def __call__(self, videos, **kwargs):
+            calls.append(kwargs)
+            pixels, grid = patchify_video(videos[0])
+            return {"pixel_values_videos": pixels + 1.0, "video_grid_thw": torch.tensor([list(grid)])}
+
+    proc = offline_processor(use_video_processor=False)
+    proc.video_processor = Recorder()
+    prepared = build_inputs(proc, frames, "What moves?")
+    assert prepared.pixels_from == "transformers"
+    assert calls == [{"do_resize": False, "do_sample_frames": False, "return_tensors": "pt"}]  # frames already sized
+    torch.testing.assert_close(prepared.inputs["pixel_values_videos"], patchify_video(frames.frames)[0] + 1.0)

@@ -57,7 +57,8 @@ class Answer:
     new_tokens: int
     frames: FramesInfo
     timings: dict[str, float]  # seconds: decode_video, load_model, preprocess, prefill, vision_encoder, generate, total
-    layers: list = dataclasses.field(default_factory=list, repr=False)  # unisparse LayerRecord per prefill call
+    # unisparse LayerRecord per language-model prefill call (masks, densities, times); empty when dense
+    layers: list = dataclasses.field(default_factory=list, repr=False)
     config: dict | None = None  # UniSparseConfig in force (None when dense)
 
     def to_dict(self, *, layers: bool = True) -> dict:
@@ -72,14 +73,16 @@ class Answer:
 class _FirstToken:
     """A logits processor that notes when the first new token's logits exist (end of prefill)."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.time = device, None
+    def __init__(self, device: torch.device, on_first: Callable[[float], None] | None = None):
+        self.device, self.time, self.start, self.on_first = device, None, None, on_first
 
     def __call__(self, input_ids, scores):
         if self.time is None:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.time = time.perf_counter()
+            if self.on_first is not None and self.start is not None:
+                self.on_first(self.time - self.start)
         return scores
 
 
@@ -179,7 +182,8 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
     import unisparse
     from transformers import LogitsProcessorList
 
-    first = _FirstToken(loaded.device)
+    first = _FirstToken(loaded.device, lambda s: say(f"prefill done in {s:.3f} s; generating up to "
+                                                     f"{max_new_tokens} tokens"))
     eos = loaded.processor.eos_token_ids
     gen_args = dict(max_new_tokens=int(max_new_tokens), do_sample=False, temperature=None, top_p=None, top_k=None,
                     eos_token_id=eos, pad_token_id=pad if (pad := loaded.processor.tokenizer.pad_token_id) is not None else eos[0])
@@ -191,10 +195,10 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
         vision = _vision_tower(model_)
         timer = _Timer(vision, loaded.device) if vision is not None else None
         say(f"prefill: {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), "
-            f"{'UniSparse' if sparse else 'dense'} attention; then generating up to {max_new_tokens} tokens")
+            f"{'UniSparse' if sparse else 'dense'} attention")
         try:
             with torch.inference_mode(), unisparse.record(keep_masks=keep_masks) as rec:
-                t0 = _now(loaded.device)
+                t0 = first.start = _now(loaded.device)
                 out = model_.generate(**inputs, **gen_args)
                 t_end = _now(loaded.device)
         finally:

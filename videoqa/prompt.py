@@ -97,8 +97,8 @@ def video_pixels(processor, frames: torch.Tensor):
     """``(pixel_values_videos, (t, h, w), source)`` through the processor's video processor or our patchifier."""
     vp = getattr(processor, "video_processor", None)
     if vp is not None:
-        out = vp(videos=[frames], do_resize=False, do_sample_frames=False, return_tensors="pt",
-                 cap_pixels_per_frame=False)
+        extra = {"cap_pixels_per_frame": False} if hasattr(vp, "cap_pixels_per_frame") else {}  # transformers 5.2x
+        out = vp(videos=[frames], do_resize=False, do_sample_frames=False, return_tensors="pt", **extra)
         return out["pixel_values_videos"], tuple(int(v) for v in out["video_grid_thw"][0]), "transformers"
     pixels, grid = patchify_video(frames, processor.spec)
     return pixels, grid, "videoqa.patches"
