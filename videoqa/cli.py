@@ -130,9 +130,10 @@ def _run_ask(args) -> int:
         print(f"letter: {result.letter or '(none recognised)'}")
     t = result.timings
     density = "dense" if result.density is None else f"density {result.density:.3f}"
-    print(f"[{result.model}{' (random weights)' if result.random_model else ''}] {result.frames.count} frames "
-          f"{result.frames.width}x{result.frames.height}, {result.total_tokens} tokens ({result.visual_tokens} visual), "
-          f"{density}; prefill {t['prefill']:.3f} s, generate {t['generate']:.3f} s, total {t['total']:.3f} s")
+    f = result.frames
+    print(f"[{result.model}{' (random weights)' if result.random_model else ''}] {f.count} frames {f.width}x{f.height}, "
+          f"{result.total_tokens} tokens ({result.visual_tokens} visual), {density}; "
+          f"prefill {t['prefill']:.3f} s, generate {t['generate']:.3f} s, total {t['total']:.3f} s")
     return 0
 
 

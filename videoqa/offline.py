@@ -27,8 +27,9 @@ BYTE_TOKENS = 256
 VOCAB_SIZE = BYTE_TOKENS + len(SPECIAL_TOKENS)
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
-# ChatML with Qwen2-VL's vision markers (no whitespace between tags, so no trimming needed). A message's content is a string or a list of parts
-# ({"type": "video"|"image"|"text", ...}); the system turn is added when the caller gives none.
+# ChatML with Qwen2-VL's vision markers, no whitespace between tags (so no trimming is needed).
+# A message's content is a string or a list of parts ({"type": "video"|"image"|"text", ...});
+# the default system turn is added when the caller gives none.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"

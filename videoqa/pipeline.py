@@ -54,7 +54,7 @@ class Answer:
     density: float | None  # mean block density over the layers that ran sparse; None if none did
     visual_tokens: int
     total_tokens: int  # prompt length, visual tokens included
-    new_tokens: int
+    new_tokens: int  # generated tokens, the end-of-turn token included when the answer ended on it
     frames: FramesInfo
     timings: dict[str, float]  # seconds: decode_video, load_model, preprocess, prefill, vision_encoder, generate, total
     # unisparse LayerRecord per language-model prefill call (masks, densities, times); empty when dense
@@ -145,7 +145,8 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
         ValueError: empty question, bad options, bad sampling arguments.
         videoqa.video.VideoError (a ValueError): missing, unreadable or corrupt video.
     """
-    from .model import RANDOM, RANDOM_NOTICE, LoadedModel, is_cached, load_model, resolve_name, set_sparsity, video_defaults
+    from .model import (RANDOM, RANDOM_NOTICE, LoadedModel, is_cached, load_model, resolve_name, set_sparsity,
+                        video_defaults)
     from .video import sample_frames
 
     t_start = time.perf_counter()
@@ -185,13 +186,17 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
     first = _FirstToken(loaded.device, lambda s: say(f"prefill done in {s:.3f} s; generating up to "
                                                      f"{max_new_tokens} tokens"))
     eos = loaded.processor.eos_token_ids
+    pad = loaded.processor.tokenizer.pad_token_id
+    # Greedy: the sampling knobs of a checkpoint's generation_config are switched off explicitly.
     gen_args = dict(max_new_tokens=int(max_new_tokens), do_sample=False, temperature=None, top_p=None, top_k=None,
-                    eos_token_id=eos, pad_token_id=pad if (pad := loaded.processor.tokenizer.pad_token_id) is not None else eos[0])
+                    eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad)
     gen_args.update(generate_kwargs or {})
     gen_args["logits_processor"] = LogitsProcessorList([first, *gen_args.get("logits_processor", [])])
     with loaded.lock:
-        used = set_sparsity(loaded, sparse, config, dense_layers=dense_layers, backend=backend) if sparse \
-            else set_sparsity(loaded, False)
+        if sparse:
+            used = set_sparsity(loaded, True, config, dense_layers=dense_layers, backend=backend)
+        else:
+            used = set_sparsity(loaded, False)
         vision = _vision_tower(model_)
         timer = _Timer(vision, loaded.device) if vision is not None else None
         say(f"prefill: {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), "
