@@ -1,0 +1,7 @@
+"""``python -m videoqa``: the same as the ``videoqa`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,239 @@
+"""One call from a video file and a question to an answer, with UniSparse prefill and its measurements.
+
+:func:`answer` samples frames (:mod:`videoqa.video`), builds the prompt and model inputs
+(:mod:`videoqa.prompt`), switches UniSparse on or off on the language model
+(:func:`videoqa.model.set_sparsity`) and generates greedily, recording every prefill attention
+call (:func:`unisparse.record`). The :class:`Answer` carries the text, the chosen option letter,
+the token counts, the per-layer densities and masks, and the time of each step.
+
+Timing: ``prefill`` is the time from the start of ``generate`` to the first new token's logits
+(the vision encoder plus the language model's prefill: time to first token), taken by a logits
+processor that fires once per step; ``generate`` is the rest (decoding). ``vision_encoder`` is the
+vision tower's share of ``prefill``. CUDA is synchronised at each boundary, so the numbers are
+device time, not launch time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from .choices import extract_letter
+from .prompt import build_inputs, check_options, check_question
+
+
+@dataclasses.dataclass
+class FramesInfo:
+    """The frames the model saw."""
+
+    count: int
+    timestamps_s: list[float]
+    width: int  # after resizing (multiples of 28)
+    height: int
+    sample_fps: float
+    video_duration_s: float
+    video_fps: float
+    video_size: tuple[int, int]  # source width, height as displayed
+
+
+@dataclasses.dataclass
+class Answer:
+    """The model's answer to one question about one video, and how it was computed."""
+
+    text: str
+    letter: str | None  # option letter read from the text (multiple choice); None otherwise or when unclear
+    question: str
+    options: list[str] | None
+    model: str
+    random_model: bool  # True: the offline random stand-in answered; the text is meaningless
+    sparse: bool
+    density: float | None  # mean block density over the layers that ran sparse; None if none did
+    visual_tokens: int
+    total_tokens: int  # prompt length, visual tokens included
+    new_tokens: int  # generated tokens, the end-of-turn token included when the answer ended on it
+    frames: FramesInfo
+    timings: dict[str, float]  # seconds: decode_video, load_model, preprocess, prefill, vision_encoder, generate, total
+    # unisparse LayerRecord per language-model prefill call (masks, densities, times); empty when dense
+    layers: list = dataclasses.field(default_factory=list, repr=False)
+    config: dict | None = None  # UniSparseConfig in force (None when dense)
+
+    def to_dict(self, *, layers: bool = True) -> dict:
+        """JSON-ready: every field; per-layer records without their masks."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "layers"}
+        d["frames"] = dataclasses.asdict(self.frames)
+        if layers:
+            d["layers"] = [r.to_dict() for r in self.layers]
+        return d
+
+
+class _FirstToken:
+    """A logits processor that notes when the first new token's logits exist (end of prefill)."""
+
+    def __init__(self, device: torch.device, on_first: Callable[[float], None] | None = None):
+        self.device, self.time, self.start, self.on_first = device, None, None, on_first
+
+    def __call__(self, input_ids, scores):
+        if self.time is None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.time = time.perf_counter()
+            if self.on_first is not None and self.start is not None:
+                self.on_first(self.time - self.start)
+        return scores
+
+
+class _Timer:
+    """Accumulated wall time of a module's forward calls (forward pre/post hooks)."""
+
+    def __init__(self, module, device):
+        self.total, self.device, self._t = 0.0, device, None
+        self.handles = [module.register_forward_pre_hook(self._start), module.register_forward_hook(self._stop)]
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _start(self, *args):
+        self._sync()
+        self._t = time.perf_counter()
+
+    def _stop(self, *args):
+        self._sync()
+        self.total += time.perf_counter() - self._t
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _vision_tower(model):
+    return getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
+
+
+def _now(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def answer(video, question: str, options: Sequence[str] | None = None, *, model=None, sparse: bool = True,
+           config=None, fps: float | None = None, num_frames: int | None = None, max_frames: int | None = None,
+           max_pixels: int | None = None, total_pixels: int | None = None, start: float | None = None,
+           end: float | None = None, max_new_tokens: int = 64, device=None, dtype=None, system: str | None = None,
+           dense_layers=(), backend: str = "auto", keep_masks: bool = True,
+           progress: Callable[[str], None] | None = None, generate_kwargs: dict | None = None) -> Answer:
+    """Answer ``question`` about ``video`` (a file path), greedily, with UniSparse prefill unless ``sparse=False``.
+
+    Args:
+        options: multiple-choice options ("A. ..." or plain texts, 2-10); the prompt then asks
+            for a letter and ``Answer.letter`` holds the one read from the text.
+        model: a path or hub id, ``"random"``, a :class:`videoqa.model.LoadedModel`, or None
+            for the default (see :mod:`videoqa.model`; the random stand-in's answers are meaningless).
+        config: a :class:`unisparse.UniSparseConfig` (default: its defaults).
+        fps, num_frames, max_frames, max_pixels, total_pixels, start, end: frame sampling, as in
+            :func:`videoqa.video.sample_frames`; unset ones take the model's defaults
+            (``LoadedModel.video_defaults``).
+        dense_layers, backend: passed to :func:`unisparse.enable`.
+        progress: called with a short line before each long step (the CLI prints them).
+        generate_kwargs: extra arguments for ``model.generate``.
+
+    Raises:
+        ValueError: empty question, bad options, bad sampling arguments.
+        videoqa.video.VideoError (a ValueError): missing, unreadable or corrupt video.
+    """
+    from .model import (RANDOM, RANDOM_NOTICE, LoadedModel, is_cached, load_model, resolve_name, set_sparsity,
+                        video_defaults)
+    from .video import sample_frames
+
+    t_start = time.perf_counter()
+    question = check_question(question)
+    options = check_options(options)
+    if int(max_new_tokens) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    say = progress or (lambda line: None)
+
+    # The video first: a missing or corrupt file fails before a (possibly long) model load.
+    say(f"decoding {video}")
+    sampling = dict(model.video_defaults if isinstance(model, LoadedModel) else video_defaults(model))
+    if num_frames is not None:
+        sampling.pop("fps", None)
+    given = dict(fps=fps, num_frames=num_frames, max_frames=max_frames, max_pixels=max_pixels,
+                 total_pixels=total_pixels, start=start, end=end)
+    sampling.update({k: v for k, v in given.items() if v is not None})
+    frames = sample_frames(video, **sampling)
+    t_decoded = time.perf_counter()
+
+    if not isinstance(model, LoadedModel) and not is_cached(model, device=device, dtype=dtype):
+        name = resolve_name(model)
+        say(f"loading model {name}" + (f" ({RANDOM_NOTICE})" if name == RANDOM else ""))
+    loaded = load_model(model, device=device, dtype=dtype)
+    t_loaded = time.perf_counter()
+
+    prepared = build_inputs(loaded.processor, frames, question, options, system=system)
+    inputs = {k: v.to(loaded.device) for k, v in prepared.inputs.items()}
+    model_ = loaded.model
+    if prepared.second_per_grid_t is not None and "second_per_grid_ts" in inspect.signature(model_.forward).parameters:
+        inputs["second_per_grid_ts"] = torch.tensor([prepared.second_per_grid_t], device=loaded.device)
+    t_prepared = _now(loaded.device)
+
+    import unisparse
+    from transformers import LogitsProcessorList
+
+    first = _FirstToken(loaded.device, lambda s: say(f"prefill done in {s:.3f} s; generating up to "
+                                                     f"{max_new_tokens} tokens"))
+    eos = loaded.processor.eos_token_ids
+    pad = loaded.processor.tokenizer.pad_token_id
+    # Greedy: the sampling knobs of a checkpoint's generation_config are switched off explicitly.
+    gen_args = dict(max_new_tokens=int(max_new_tokens), do_sample=False, temperature=None, top_p=None, top_k=None,
+                    eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad)
+    gen_args.update(generate_kwargs or {})
+    gen_args["logits_processor"] = LogitsProcessorList([first, *gen_args.get("logits_processor", [])])
+    with loaded.lock:
+        if sparse:
+            used = set_sparsity(loaded, True, config, dense_layers=dense_layers, backend=backend)
+        else:
+            used = set_sparsity(loaded, False)
+        vision = _vision_tower(model_)
+        timer = _Timer(vision, loaded.device) if vision is not None else None
+        say(f"prefill: {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), "
+            f"{'UniSparse' if sparse else 'dense'} attention")
+        try:
+            with torch.inference_mode(), unisparse.record(keep_masks=keep_masks) as rec:
+                t0 = first.start = _now(loaded.device)
+                out = model_.generate(**inputs, **gen_args)
+                t_end = _now(loaded.device)
+        finally:
+            if timer is not None:
+                timer.remove()
+    t_first = first.time if first.time is not None else t_end
+    new = out[0, prepared.num_tokens:]
+    text = loaded.processor.decode(new).strip()
+
+    sparse_layers = [r for r in rec.layers if r.path == "sparse"]
+    density = sum(r.density for r in sparse_layers) / len(sparse_layers) if sparse_layers else None
+    info = frames.info
+    timings = {
+        "decode_video": t_decoded - t_start,
+        "load_model": t_loaded - t_decoded,
+        "preprocess": t_prepared - t_loaded,
+        "prefill": t_first - t0,
+        "vision_encoder": timer.total if timer is not None else 0.0,
+        "generate": t_end - t_first,
+    }
+    timings["total"] = time.perf_counter() - t_start
+    return Answer(
+        text=text,
+        letter=extract_letter(text, options) if options is not None else None,
+        question=question, options=options, model=loaded.name, random_model=loaded.random, sparse=bool(sparse),
+        density=density, visual_tokens=prepared.visual_tokens, total_tokens=prepared.num_tokens,
+        new_tokens=int(new.numel()),
+        frames=FramesInfo(frames.num_frames, list(frames.timestamps_s), int(frames.frames.shape[3]),
+                          int(frames.frames.shape[2]), float(frames.sample_fps), float(info.duration_s),
+                          float(info.fps), (int(info.width), int(info.height))),
+        timings=timings, layers=list(rec.layers),
+        config=dataclasses.asdict(used) if used is not None else None,
+    )
