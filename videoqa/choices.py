@@ -14,6 +14,8 @@ LETTERS = "ABCDEFGHIJ"
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 _ARTICLE = r"A\s+(?!or\b|and\b)[a-z]"  # "A man ...": the article, not option A
 _PREFIX = re.compile(r"^\s*\(?([A-J])\s*[.):]\s*")
+# Right after a chosen letter: "or B", "and B", ", B", "/B", "& B" mean several options, not one.
+_NOT_ALONE = r"(?!\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[A-J]\b)"
 
 
 def split_option(option: str, index: int) -> tuple[str, str]:
@@ -61,7 +63,8 @@ def extract_letter(text: str, options: Sequence[str] | int = 4) -> str | None:
     ``options`` is the option list (its texts then also count as answers) or just their number.
     Tried in order: a leading letter ("B", "(B)", "B.", "B: ..."); "answer/option/choice is B";
     a parenthesised "(B)"; the option's text appearing alone; a single standalone capital letter
-    in range (the article "A" before a lowercase word does not count).
+    in range (the article "A" before a lowercase word does not count). A letter joined to
+    another by "or", "and", a comma, "/" or "&" ("The answer is B or C") picks several: ``None``.
     """
     if isinstance(options, int):
         n, texts = options, []
@@ -73,10 +76,11 @@ def extract_letter(text: str, options: Sequence[str] | int = 4) -> str | None:
     if not s:
         return None
 
-    m = re.match(r"^\(?([A-J])\)?(?=$|[\s.,:;)!])(?!\s+or\b)", s)
+    m = re.match(r"^\(?([A-J])(?:\)|(?!\)))(?=$|[\s.,:;)!])(?!\s+or\b)" + _NOT_ALONE, s)
     if m and m.group(1) in valid and not re.match(_ARTICLE, s):
         return m.group(1)
-    m = re.search(r"\b(?:answer|option|choice)\b\s*(?:is|would be|:)?\s*(?:option\s*)?\(?([A-J])\b", s, re.I)
+    m = re.search(r"\b(?:answer|option|choice)\b\s*(?:is|would be|:)?\s*(?:option\s*)?\(?([A-J])\b(?:\)|(?!\)))"
+                  + _NOT_ALONE, s, re.I)
     if m and m.group(1).upper() in valid:
         return m.group(1).upper()
     found = set(re.findall(r"\(([A-J])\)", s)) & set(valid)
