@@ -137,9 +137,18 @@ def _run_ask(args) -> int:
     return 0
 
 
+def _run_eval(args) -> int:
+    from .model import load_model
+    from .videomme_cli import run_from_args
+
+    return run_from_args(args, load_model=load_model)
+
+
 COMMANDS: dict[str, Command] = {
     "ask": Command("ask", "answer a question about a video", _ask_arguments, _run_ask),
     "info": Command("info", "duration, fps, frames, resolution and codec of a video", _info_arguments, _run_info),
+    "eval": Command("eval", "Video-MME evaluation (dense, sparse or both; resumable; torchrun shards)",
+                    "videoqa.videomme_cli:add_arguments", _run_eval),
 }
 
 
