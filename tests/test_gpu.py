@@ -24,15 +24,21 @@ def inputs(hq, hkv, seq_len, d, dtype, seed):
 
 
 def check_selection(q, k, cfg, tol, eps):
+    """Scores match the reference; the mask lies between the reference masks at ``top_p -+ eps``
+    (a near-tie sandwich). ``eps`` is at least twice the worst row's L1 score error over its
+    mass: an error that size can move any cumulative share by about that much."""
     nb = -(-q.shape[2] // cfg.block_size)
     out = poisoned_like((q.shape[0], q.shape[1] // cfg.head_pool, nb, nb), torch.float32, "cuda")
     scores = selection.block_scores(q, k, cfg, out=out)
     ref = R.block_scores(q, k, cfg)
     assert rel_err(scores, ref) < tol
+    row_err = ((scores - ref).abs().sum(-1) / ref.sum(-1)).max().item()
+    assert row_err < 1e-2, row_err
+    eps = max(eps, 2 * row_err)
     mask = unisparse.select_blocks(q, k, cfg, backend="triton")
     lo = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p - eps)), cfg.head_pool)
     hi = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=min(1.0, cfg.top_p + eps))), cfg.head_pool)
-    assert torch.all(lo <= mask) and torch.all(mask <= hi)
+    assert torch.all(lo <= mask) and torch.all(mask <= hi), f"worst row score error {row_err:.2e}"
     return mask
 
 
