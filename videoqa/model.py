@@ -141,8 +141,10 @@ def random_model(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2VLForConditionalGeneration(random_config()).eval()
-    model.generation_config.eos_token_id = model.config.eos_token_id
-    model.generation_config.pad_token_id = model.config.pad_token_id
+    # transformers < 5.2x keeps these ids on the text config only
+    text = model.config.get_text_config()
+    model.generation_config.eos_token_id = getattr(model.config, "eos_token_id", None) or text.eos_token_id
+    model.generation_config.pad_token_id = getattr(model.config, "pad_token_id", None) or text.pad_token_id
     return model, offline_processor()
 
 
