@@ -200,6 +200,15 @@ def bench_length(L, args, us, timer, flex, device, dtype, backend):
 
     # 1. End to end.
     r["select_ms"] = attempt(lambda: timer(lambda: us.select_blocks(q, k, cfg, backend=backend)))
+    # The same-stack peer: XAttention's antidiagonal estimation (stride 16, threshold 0.9, its
+    # Qwen2-VL video setting) through the same fused scoring kernel.
+    from unisparse.selectors import make_selector
+
+    xattn = make_selector("xattention", backend=backend)
+    r["xattn_select_ms"] = attempt(lambda: timer(lambda: xattn(q, k)))
+    r["xattn_density"] = then(attempt(lambda: xattn(q, k)), lambda m: (
+        m & torch.ones(nb, nb, dtype=torch.bool, device=device).tril()).sum().item() / (B * Hq * causal_block_count(nb)))
+    r["select_speedup_vs_xattn"] = ratio(r["xattn_select_ms"], r["select_ms"])
     r["kernel_ms"] = attempt(lambda: timer(ours_kernel(mask)))
     r["total_ms"] = attempt(lambda: timer(lambda: us.sparse_attention(q, k, v, cfg, backend=backend)))
     for name, fn in dense.items():
@@ -282,6 +291,10 @@ def report(results, header) -> str:
           r["flex_causal_ms"], r["flex_same_mask_ms"], r["total_speedup_vs_flash"],
           r["total_speedup_vs_cudnn"], r["kernel_speedup_vs_flex_same_mask"],
           mem(r)] for r in ok])]
+    parts += ["", "### Selection: UniSparse vs XAttention's antidiagonal estimate on the same fused kernel (ms)", "", table(
+        ["L", "UniSparse select", "density", "XAttention select", "its density", "x XAttention"],
+        [[r["L"], r["select_ms"], r["density"], r["xattn_select_ms"], r["xattn_density"],
+          r["select_speedup_vs_xattn"]] for r in ok])]
     parts += ["", "### Sanity: relative error", "", table(
         ["L", "ours vs Flex (same mask)", "ours at density 1.0 vs cuDNN"],
         [[r["L"], sci(r["err_vs_flex_same_mask"]), sci(r["err_d1_vs_cudnn"])] for r in ok])]

@@ -124,3 +124,39 @@ def test_top_p_one_triton_equals_dense(seed):
     cfg = UniSparseConfig(block_size=64, top_p=1.0)
     out = unisparse.sparse_attention(q, k, v, cfg, backend="triton")
     assert rel_err(out, naive_attention(q, k, v)) < TOLERANCE[torch.float32]
+
+
+# XAttention's antidiagonal scores through the fused scoring kernel (features stride * D wide,
+# multiplied in slices) against the PyTorch definition in unisparse.selectors.xattention.
+@pytest.mark.parametrize("hq,hkv,seq_len,d,stride,dtype", [
+    (4, 2, 640, 64, 16, torch.float32),
+    (7, 1, 1000, 32, 8, torch.float32),   # GQA 7, a length that is no multiple of stride or block
+    (2, 2, 517, 64, 16, torch.float16),
+    (4, 1, 384, 128, 4, torch.float32),
+])
+def test_antidiagonal_kernel_matches_xattention_definition(seed, hq, hkv, seq_len, d, stride, dtype):
+    from unisparse.kernels.antidiagonal import antidiagonal_block_scores as fused
+    from unisparse.selectors.xattention import antidiagonal_block_scores as definition
+
+    q, k, _ = make_qkv(1, hq, hkv, seq_len, d, dtype, True, seed)
+    nb = math.ceil(seq_len / 128)
+    out = poisoned_like((1, hq, nb, nb), torch.float32, DEVICE)
+    scale = 1.0 / math.sqrt(d)
+    scores = fused(q, k, 128, stride, scale, out=out)
+    ref = definition(q, k, 128, stride, scale)
+    assert rel_err(scores, ref) < {torch.float32: 1e-5, torch.float16: 1e-3}[dtype]
+    # rows sum to the strided queries holding a real token
+    n_real = math.ceil(seq_len / stride)
+    expected = torch.tensor([min(128 * (m + 1), n_real * stride) // stride - 128 * m // stride
+                             for m in range(nb)], dtype=torch.float32)
+    torch.testing.assert_close(scores.sum(-1)[0].cpu(), expected.expand(hq, nb), atol=1e-3, rtol=1e-4)
+
+
+def test_xattention_selector_backends_agree(seed):
+    from unisparse.selectors import make_selector
+
+    q, k, _ = make_qkv(1, 4, 2, 768, 64, torch.float32, True, seed)
+    fast = make_selector("xattention", stride=8, threshold=0.9, backend="triton")(q, k)
+    slow = make_selector("xattention", stride=8, threshold=0.9, backend="torch")(q, k)
+    assert fast.shape == slow.shape == (1, 4, 6, 6)
+    assert (fast == slow).float().mean() > 0.97  # float32: only near-ties may differ

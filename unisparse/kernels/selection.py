@@ -24,15 +24,35 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _masked_logits(q, k_base, offs_n, offs_d, last_q_token, n_k, qk_scale,
-                   K_POOL: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+def _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale,
+                   K_POOL: tl.constexpr, HEAD_DIM: tl.constexpr, D_CHUNK: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
                    DOT_PRECISION: tl.constexpr):
     """Base-2 logits of a composite-query tile against composite keys ``offs_n``; -inf where
-    the key starts after the query's last token or lies past the end."""
-    k = tl.load(k_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=offs_n[:, None] < n_k, other=0.0)
-    if UPCAST:
-        k = k.to(tl.float32)
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    the key starts after the query's last token or lies past the end.
+
+    ``D_CHUNK == HEAD_DIM``: the query tile ``q`` sits in registers. Wider features (the
+    antidiagonal estimator's ``stride * head_dim``) do not fit there: then the dot product runs
+    over ``D_CHUNK``-wide slices of queries (re-read from ``q_base``, cache-resident) and keys."""
+    if D_CHUNK == HEAD_DIM:
+        offs_d = tl.arange(0, HEAD_DIM)
+        k = tl.load(k_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=offs_n[:, None] < n_k, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    else:
+        offs_c = tl.arange(0, D_CHUNK)
+        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for c in range(0, HEAD_DIM, D_CHUNK):
+            qc = tl.load(q_base + offs_m[:, None] * HEAD_DIM + c + offs_c[None, :],
+                         mask=offs_m[:, None] < n_q, other=0.0)
+            kc = tl.load(k_base + offs_n[:, None] * HEAD_DIM + c + offs_c[None, :],
+                         mask=offs_n[:, None] < n_k, other=0.0)
+            if UPCAST:
+                qc = qc.to(tl.float32)
+                kc = kc.to(tl.float32)
+            s += tl.dot(qc, tl.trans(kc), input_precision=DOT_PRECISION)
+    s = s * qk_scale
     visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
     return tl.where(visible, s, float("-inf"))
 
@@ -44,7 +64,7 @@ def _block_score_kernel(
     Q_POOL: tl.constexpr, K_POOL: tl.constexpr,
     ROWS_PER_BLOCK: tl.constexpr, COLS_PER_BLOCK: tl.constexpr,
     Q_BLOCKS: tl.constexpr, K_BLOCKS: tl.constexpr,
-    HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    HEAD_DIM: tl.constexpr, D_CHUNK: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = Q_BLOCKS * ROWS_PER_BLOCK
     BLOCK_N: tl.constexpr = K_BLOCKS * COLS_PER_BLOCK
@@ -56,11 +76,13 @@ def _block_score_kernel(
     heads_k = heads // q_per_k_head
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(qc_ptr + (pid_bh * n_q + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
-                mask=offs_m[:, None] < n_q, other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
+    q_base = qc_ptr + pid_bh * n_q * HEAD_DIM
+    q = 0.0  # the query tile, when it fits in registers
+    if D_CHUNK == HEAD_DIM:
+        offs_d = tl.arange(0, HEAD_DIM)
+        q = tl.load(q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=offs_m[:, None] < n_q, other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
     k_base = kc_ptr + (b * heads_k + kv_h) * n_k * HEAD_DIM
     last_q_token = tl.minimum((offs_m + 1) * Q_POOL - 1, seq_len - 1)
     # Composite keys any row of this tile can see.
@@ -71,8 +93,8 @@ def _block_score_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start_n in range(0, k_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        s = _masked_logits(q, k_base, offs_n, offs_d, last_q_token, n_k, qk_scale,
-                           K_POOL, HEAD_DIM, UPCAST, DOT_PRECISION)
+        s = _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale,
+                           K_POOL, HEAD_DIM, D_CHUNK, BLOCK_M, BLOCK_N, UPCAST, DOT_PRECISION)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
         m_i = m_new
@@ -82,8 +104,8 @@ def _block_score_kernel(
     out_base = out_ptr + pid_bh * n_blocks * n_blocks
     for start_n in range(0, k_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        s = _masked_logits(q, k_base, offs_n, offs_d, last_q_token, n_k, qk_scale,
-                           K_POOL, HEAD_DIM, UPCAST, DOT_PRECISION)
+        s = _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale,
+                           K_POOL, HEAD_DIM, D_CHUNK, BLOCK_M, BLOCK_N, UPCAST, DOT_PRECISION)
         p = tl.exp2(s - m_i[:, None]) * inv_l[:, None]  # exp2(-inf) = 0 where not visible
         p = tl.reshape(p, (Q_BLOCKS, ROWS_PER_BLOCK, K_BLOCKS, COLS_PER_BLOCK))
         tile = tl.sum(tl.sum(p, 3), 1)
@@ -120,22 +142,38 @@ def block_scores(
     k_head_group = max(1, ch // group)  # KV heads averaged into one pooled key head
     qc = pool_tokens(q, config.q_pool, ch)
     kc = pool_tokens(k, config.k_pool, k_head_group)
-    heads = qc.shape[1]
-    q_per_k_head = heads // kc.shape[1]
-    nb = triton.cdiv(seq_len, config.block_size)
-    rows, cols = config.q_per_block, config.k_per_block
-    q_blocks, k_blocks = _blocks_per_tile(rows), _blocks_per_tile(cols)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
+    return compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale, out=out)
+
+
+def compressed_block_scores(
+    qc: torch.Tensor, kc: torch.Tensor, seq_len: int, block_size: int, q_pool: int, k_pool: int,
+    scale: float, out: torch.Tensor | None = None, d_chunk: int | None = None,
+) -> torch.Tensor:
+    """Softmax(qc kc^T * scale), causal in token space, summed per ``block_size`` tile, fused.
+
+    ``qc [B, H, Nq, F]`` and ``kc [B, Hk, Nk, F]`` are contiguous; composite query ``i`` stands
+    for tokens ``[i q_pool, (i+1) q_pool)`` and key ``j`` for ``[j k_pool, ...)``; ``H`` is a
+    multiple of ``Hk``. Features wider than 256 are multiplied in ``d_chunk`` slices.
+    """
+    b, heads, n_q, feat = qc.shape
+    q_per_k_head = heads // kc.shape[1]
+    nb = triton.cdiv(seq_len, block_size)
+    rows, cols = block_size // q_pool, block_size // k_pool
+    q_blocks, k_blocks = _blocks_per_tile(rows), _blocks_per_tile(cols)
+    d_chunk = d_chunk or (feat if feat <= 256 else 64)
+    if feat % d_chunk:
+        raise ValueError(f"feature width {feat} is not a multiple of d_chunk={d_chunk}")
     if out is None:
-        out = torch.empty(b, heads, nb, nb, dtype=torch.float32, device=q.device)
+        out = torch.empty(b, heads, nb, nb, dtype=torch.float32, device=qc.device)
     grid = (triton.cdiv(nb, q_blocks), b * heads)
     _block_score_kernel[grid](
         qc, kc, out,
-        seq_len, qc.shape[2], kc.shape[2], nb, heads, q_per_k_head, scale * LOG2E,
-        Q_POOL=config.q_pool, K_POOL=config.k_pool,
+        seq_len, n_q, kc.shape[2], nb, heads, q_per_k_head, scale * LOG2E,
+        Q_POOL=q_pool, K_POOL=k_pool,
         ROWS_PER_BLOCK=rows, COLS_PER_BLOCK=cols, Q_BLOCKS=q_blocks, K_BLOCKS=k_blocks,
-        HEAD_DIM=d, UPCAST=needs_upcast(q.dtype),
-        DOT_PRECISION=dot_precision(q.dtype),
+        HEAD_DIM=feat, D_CHUNK=d_chunk, UPCAST=needs_upcast(qc.dtype),
+        DOT_PRECISION=dot_precision(qc.dtype),
         num_warps=4, num_stages=2,
     )
     return out

@@ -33,7 +33,9 @@ bf16, before summing tiles); queries are processed in chunks of query blocks siz
 not their fixed 16K-token ``chunk_size`` (the result does not depend on it); GQA is handled by
 index arithmetic (they repeat K per query head); ties in the sort go to the lower block index.
 Their Triton path (``flat_group_gemm_fuse_reshape`` + ``softmax_fuse_block_sum``) computes the
-same quantities fused; ours is plain PyTorch.
+same quantities fused; so does ours with ``backend="triton"`` (the default on CUDA):
+:mod:`unisparse.kernels.antidiagonal` runs them through UniSparse's own fused scoring kernel, so
+that the two selectors are compared on one stack. ``backend="torch"`` is the definition below.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import torch.nn.functional as F
 
 from ..config import UniSparseConfig
 from ..reference import compute_dtype, top_p_mask
-from ..validation import check_block_size, num_blocks
+from ..validation import check_block_size, check_triton_inputs, num_blocks, resolve_backend
 from ._common import check_fraction, check_inputs, check_positive_int
 
 MAX_ELEMENTS = 1 << 25  # strided logits per step (about 128 MB in float32)
@@ -105,6 +107,7 @@ class XAttentionSelector:
     stride: int = 16
     threshold: float = 0.9
     norm: float = 1.0
+    backend: str = "auto"
     name: ClassVar[str] = "xattention"
 
     def __post_init__(self) -> None:
@@ -124,6 +127,11 @@ class XAttentionSelector:
     def block_scores(self, q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """The antidiagonal block scores ``[B, Hq, nb, nb]`` that selection ranks."""
         scale = check_inputs(q, k, self.block_size, scale)
+        if resolve_backend(self.backend, q.device) == "triton":
+            check_triton_inputs(q)
+            from ..kernels.antidiagonal import antidiagonal_block_scores as fused
+
+            return fused(q, k, self.block_size, self.stride, scale, self.norm)
         return antidiagonal_block_scores(q, k, self.block_size, self.stride, scale, self.norm)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
