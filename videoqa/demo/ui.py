@@ -130,8 +130,8 @@ def build_app(model=None, *, device=None, max_upload_mb: float | None = DEFAULT_
         outs = [answer_md, metrics_md, density, block_map, layer, head, frames, frames_md, state]
         ask.click(on_ask, inputs, outs, scroll_to_output=True)
         question.submit(on_ask, inputs, outs)
-        layer.release(handlers.heatmap, [state, layer, head], block_map)
-        head.input(handlers.heatmap, [state, layer, head], block_map)
+        layer.input(handlers.heatmap, [state, layer, head], block_map)  # the user moved it (not an update)
+        head.select(handlers.heatmap, [state, layer, head], block_map)  # once per choice (.input fires twice)
     app.queue(default_concurrency_limit=1)
     return app
 
