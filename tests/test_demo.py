@@ -162,7 +162,8 @@ def test_unisparse_only_and_free_text(loaded):
     (dict(options=("red", "", "blue", "")), "Option B is empty"),
     (dict(options=("only one", "", "", "")), "at least two options"),
     (dict(mode="Sparse-ish"), "Unknown attention mode"),
-    (dict(max_upload_bytes=20_000), f"The video is {SHAPES.stat().st_size / 1024:.1f} KB, over this server's upload limit of 19.5 KB"),
+    (dict(max_upload_bytes=20_000),
+     f"The video is {SHAPES.stat().st_size / 1024:.1f} KB, over this server's upload limit of 19.5 KB"),
 ])
 def test_input_errors_are_one_readable_line(loaded, kwargs, message):
     args = dict(video=str(SHAPES), question="What moves?", options=OPTIONS, mode="Both")
@@ -229,8 +230,9 @@ def test_samples_and_suggestions():
     video, question, *opts = handlers.pick_sample("vp9.webm")  # no suggestion: a free-text question
     assert video.endswith("vp9.webm") and question and opts == ["", "", "", ""]
     assert all(u == {"__type__": "update"} for u in handlers.pick_sample(None))
-    with pytest.raises(gr.Error, match="missing"):
-        handlers.pick_sample("nope.mp4")
+    for bad in ("nope.mp4", "../manifest.json", "../samples/shapes.mp4"):
+        with pytest.raises(gr.Error, match="missing"):
+            handlers.pick_sample(bad)
     assert list_samples(ROOT / "nowhere") == []
 
 
@@ -250,6 +252,17 @@ def test_build_app_queues_one_request_at_a_time_and_launch_binds_localhost(loade
     ui.launch(model=loaded, block=False)
     assert seen["server_name"] == "127.0.0.1" and seen["server_port"] is None and seen["warmed"]
     assert seen["max_file_size"] == 500 * 2**20 and str(SAMPLES) in seen["allowed_paths"]
+
+
+def test_demo_app_entry_reexports_the_package():
+    import importlib.util
+
+    from videoqa.demo import ui
+
+    spec = importlib.util.spec_from_file_location("demo_app_entry", ROOT / "demo" / "app.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    assert entry.build_app is ui.build_app and entry.launch is ui.launch
 
 
 def test_videoqa_demo_command(monkeypatch):

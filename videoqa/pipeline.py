@@ -112,7 +112,7 @@ def video_token_span(input_ids: torch.Tensor, video_token_id: int) -> tuple[int,
 
 
 def _thumbnails(frames: torch.Tensor, keep) -> torch.Tensor:
-    """``frames`` as kept for display: as sampled (``keep=True``) or scaled down to ``keep`` pixels on the longer side."""
+    """``frames`` kept for display: as sampled (``keep=True``), or scaled to ``keep`` pixels on the longer side."""
     from .video import _resize
 
     if keep is True or max(frames.shape[2:]) <= int(keep):

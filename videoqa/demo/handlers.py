@@ -266,7 +266,7 @@ def pick_sample(file: str | None, samples_dir: Path | str = SAMPLES_DIR) -> tupl
     if not file:
         return (gr.update(),) * (2 + len(OPTION_LETTERS))
     path = Path(samples_dir) / file
-    if not path.is_file():
+    if Path(file).name != file or not path.is_file():  # a bare name from the menu, nothing like ../x
         raise gr.Error(f"Sample {file} is missing from {samples_dir}.", print_exception=False)
     question, options = suggestion(file)
     options = (options + [""] * len(OPTION_LETTERS))[:len(OPTION_LETTERS)]

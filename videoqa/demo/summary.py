@@ -49,7 +49,8 @@ def answer_markdown(dense=None, sparse=None) -> str:
             same, what = dense.letter == sparse.letter, "option"
         else:
             same, what = dense.text == sparse.text, "answer"
-        lines += ["", f"Dense and UniSparse give the same {what}." if same else f"Dense and UniSparse give different {what}s."]
+        verdict = f"give the same {what}" if same else f"give different {what}s"
+        lines += ["", f"Dense and UniSparse {verdict}."]
     if any(a.random_model for _, a in runs):
         lines += ["", "> " + random_warning()]
     return "\n".join(lines)
@@ -89,7 +90,8 @@ def metrics_markdown(dense=None, sparse=None, *, device: str | None = None) -> s
               f"**Tokens:** {a0.total_tokens} in the prompt, {a0.visual_tokens} of them visual "
               f"({a0.visual_tokens / max(a0.total_tokens, 1):.0%}).  ",
               f"**Frames:** {f.count} sampled at {f.sample_fps:.2f} per second, {f.width}x{f.height} each, "
-              f"from a {f.video_duration_s:.1f} s video ({f.video_size[0]}x{f.video_size[1]}, {f.video_fps:.1f} fps).  ",
+              f"from a {f.video_duration_s:.1f} s video ({f.video_size[0]}x{f.video_size[1]}, "
+              f"{f.video_fps:.1f} fps).  ",
               f"**Model:** `{a0.model}`" + (f" on {device}" if device else "") + "."]
     if dense is not None and sparse is not None:
         note = "One run each, dense first, on a model warmed up by one question in each mode."

@@ -122,7 +122,7 @@ def build_app(model=None, *, device=None, max_upload_mb: float | None = DEFAULT_
         frames_md = gr.Markdown(elem_id="frames-caption")
         frames = gr.Gallery(label="Sampled frames", columns=8, height="auto", elem_id="frames",
                             object_fit="contain", allow_preview=True)
-        state = gr.State(None)
+        state = gr.State(None, time_to_live=3600)  # a visitor's answers (masks included), dropped after an hour
 
         sample.change(on_sample, sample, [video, question, *options], queue=False)
         video.upload(lambda: None, None, sample, queue=False)  # an upload replaces the chosen sample
