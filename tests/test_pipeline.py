@@ -195,3 +195,42 @@ def test_qwen2_5_vl_directory_gets_its_class_and_seconds_per_grid(loaded, tmp_pa
                config=UniSparseConfig(block_size=64))
     assert seen and seen[0].tolist() == pytest.approx([2 / a.frames.sample_fps])
     assert a.layers and all(r.path == "sparse" for r in a.layers)
+
+
+def test_video_span_marks_the_video_tokens_and_frames_are_kept_on_request(loaded):
+    """Answer.video_span is where the <|video_pad|> run sits in the prompt; frame_token_spans maps it to frames."""
+    from videoqa.pipeline import video_token_span
+    from videoqa.prompt import build_inputs
+    from videoqa.video import sample_frames
+
+    kw = dict(num_frames=6, max_pixels=28 * 28 * 12, max_new_tokens=2, sparse=False)
+    a = answer(COUNTING, "Which digit comes last?", model=loaded, keep_frames=True, **kw)
+    # the same prompt, built independently: the span holds exactly the video tokens
+    frames = sample_frames(COUNTING, num_frames=6, max_pixels=28 * 28 * 12)
+    ids = build_inputs(loaded.processor, frames, "Which digit comes last?").inputs["input_ids"][0]
+    start, end = a.video_span
+    vid = loaded.processor.video_token_id
+    assert end - start == a.visual_tokens and len(ids) == a.total_tokens
+    assert (ids[start:end] == vid).all() and not (ids[:start] == vid).any() and not (ids[end:] == vid).any()
+    assert 0 < start and end < a.total_tokens  # the chat template's text comes before, the question after
+    t, h, w = a.video_grid_thw
+    assert t == 3 and t * h * w // 4 == a.visual_tokens
+    spans = a.frame_token_spans()
+    assert [s[:2] for s in spans] == [(start + i * (end - start) // 3, start + (i + 1) * (end - start) // 3)
+                                      for i in range(3)]
+    ts = a.frames.timestamps_s
+    assert [s[2:] for s in spans] == [(ts[0], ts[1]), (ts[2], ts[3]), (ts[4], ts[5])]
+    # kept frames are the frames the model saw; a size scales them down; they never reach to_dict
+    assert torch.equal(a.frame_images, frames.frames)
+    small = answer(COUNTING, "Which digit comes last?", model=loaded, keep_frames=40, **kw)
+    assert small.frame_images.shape[:2] == (6, 3) and max(small.frame_images.shape[2:]) == 40
+    assert small.frame_images.dtype == torch.uint8
+    d = small.to_dict()
+    assert "frame_images" not in d and d["video_span"] == (start, end)
+    assert answer(COUNTING, "Q?", model=loaded, **kw).frame_images is None  # off by default
+    with pytest.raises(ValueError, match="keep_frames"):
+        answer(COUNTING, "Q?", model=loaded, keep_frames=-3, **kw)
+    # the helper itself: none, and a split run (a bug upstream) is refused
+    assert video_token_span(torch.tensor([[1, 2, 3]]), vid) is None
+    with pytest.raises(RuntimeError, match="contiguous"):
+        video_token_span(torch.tensor([[vid, 1, vid]]), vid)

@@ -1,4 +1,5 @@
-"""The ``videoqa`` command: ``ask`` a question about a video, ``info`` about a video file.
+"""The ``videoqa`` command: ``ask`` a question about a video, ``info`` about a video file, ``eval``
+(Video-MME), ``demo`` (the web demo).
 
 Progress lines for the long steps go to stderr, results to stdout (``--json`` for machines).
 Every expected failure (missing or corrupt video, bad arguments, a model that cannot be loaded)
@@ -149,6 +150,8 @@ COMMANDS: dict[str, Command] = {
     "info": Command("info", "duration, fps, frames, resolution and codec of a video", _info_arguments, _run_info),
     "eval": Command("eval", "Video-MME evaluation (dense, sparse or both; resumable; torchrun shards)",
                     "videoqa.videomme_cli:add_arguments", _run_eval),
+    "demo": Command("demo", "start the web demo (Gradio; binds 127.0.0.1 unless --host says otherwise)",
+                    "videoqa.demo.cli:add_arguments", "videoqa.demo.cli:run"),
 }
 
 

@@ -4,7 +4,9 @@
 (:mod:`videoqa.prompt`), switches UniSparse on or off on the language model
 (:func:`videoqa.model.set_sparsity`) and generates greedily, recording every prefill attention
 call (:func:`unisparse.record`). The :class:`Answer` carries the text, the chosen option letter,
-the token counts, the per-layer densities and masks, and the time of each step.
+the token counts, the per-layer densities and masks, and the time of each step; and, for
+drawing the masks, where the video's tokens sit in the prompt (``video_span``,
+``frame_token_spans()``) and, when asked, the sampled frames themselves.
 
 Timing: ``prefill`` is the time from the start of ``generate`` to the first new token's logits
 (the vision encoder plus the language model's prefill: time to first token), taken by a logits
@@ -60,14 +62,64 @@ class Answer:
     # unisparse LayerRecord per language-model prefill call (masks, densities, times); empty when dense
     layers: list = dataclasses.field(default_factory=list, repr=False)
     config: dict | None = None  # UniSparseConfig in force (None when dense)
+    # Where the video sits in the prompt: token positions [start, end) of the <|video_pad|> run, and
+    # the video grid (temporal patches, patch rows, patch columns) that produced those tokens.
+    video_span: tuple[int, int] | None = None
+    video_grid_thw: tuple[int, int, int] | None = None
+    # The sampled frames, uint8 [T, 3, H, W], only when answer(keep_frames=...) asked for them
+    # (a display aid; never serialised by to_dict).
+    frame_images: torch.Tensor | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self, *, layers: bool = True) -> dict:
-        """JSON-ready: every field; per-layer records without their masks."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "layers"}
+        """JSON-ready: every field but the frame pixels; per-layer records without their masks."""
+        skip = ("layers", "frame_images")
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         d["frames"] = dataclasses.asdict(self.frames)
         if layers:
             d["layers"] = [r.to_dict() for r in self.layers]
         return d
+
+    def frame_token_spans(self) -> list[tuple[int, int, float, float]]:
+        """Per temporal patch, ``(first token, end token, first frame's time, last frame's time)``.
+
+        Qwen2-VL merges consecutive frames into one temporal patch and lays out the video tokens
+        patch by patch, each taking ``visual_tokens / grid_t`` tokens; this maps token positions
+        back to the frames (and seconds) they came from. Empty when the span is unknown.
+        """
+        if self.video_span is None or self.video_grid_thw is None:
+            return []
+        steps = int(self.video_grid_thw[0])
+        start, end = self.video_span
+        per_step, per_frames = (end - start) // steps, max(1, self.frames.count // steps)
+        ts = self.frames.timestamps_s
+        return [(start + i * per_step, start + (i + 1) * per_step, float(ts[min(i * per_frames, len(ts) - 1)]),
+                 float(ts[min((i + 1) * per_frames - 1, len(ts) - 1)])) for i in range(steps)]
+
+
+def video_token_span(input_ids: torch.Tensor, video_token_id: int) -> tuple[int, int] | None:
+    """``[start, end)`` of the video tokens in a one-prompt batch; None without any.
+
+    Raises RuntimeError when they are not one contiguous run (one video per prompt is all the
+    pipeline builds, so anything else is a bug upstream).
+    """
+    where = (input_ids[0] == video_token_id).nonzero().flatten()
+    if where.numel() == 0:
+        return None
+    start, end = int(where[0]), int(where[-1]) + 1
+    if end - start != where.numel():
+        raise RuntimeError(f"video tokens are not contiguous: {where.numel()} of them spread over [{start}, {end})")
+    return start, end
+
+
+def _thumbnails(frames: torch.Tensor, keep) -> torch.Tensor:
+    """``frames`` kept for display: as sampled (``keep=True``), or scaled to ``keep`` pixels on the longer side."""
+    from .video import _resize
+
+    if keep is True or max(frames.shape[2:]) <= int(keep):
+        return frames.clone()
+    scale = int(keep) / max(frames.shape[2:])
+    h, w = max(1, round(frames.shape[2] * scale)), max(1, round(frames.shape[3] * scale))
+    return _resize(frames, h, w)
 
 
 class _FirstToken:
@@ -124,7 +176,7 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
            config=None, fps: float | None = None, num_frames: int | None = None, max_frames: int | None = None,
            max_pixels: int | None = None, total_pixels: int | None = None, start: float | None = None,
            end: float | None = None, max_new_tokens: int = 64, device=None, dtype=None, system: str | None = None,
-           dense_layers=(), backend: str = "auto", keep_masks: bool = True,
+           dense_layers=(), backend: str = "auto", keep_masks: bool = True, keep_frames: bool | int = False,
            progress: Callable[[str], None] | None = None, generate_kwargs: dict | None = None) -> Answer:
     """Answer ``question`` about ``video`` (a file path), greedily, with UniSparse prefill unless ``sparse=False``.
 
@@ -138,6 +190,10 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
             :func:`videoqa.video.sample_frames`; unset ones take the model's defaults
             (``LoadedModel.video_defaults``).
         dense_layers, backend: passed to :func:`unisparse.enable`.
+        keep_masks: keep each layer's block mask in ``Answer.layers`` (bit-packed; see :mod:`unisparse.recording`).
+        keep_frames: keep the sampled frames in ``Answer.frame_images`` (for display): ``True`` as
+            the model saw them, an int to scale them down to that many pixels on the longer side.
+            Off by default: a long video's frames take far more memory than the answer.
         progress: called with a short line before each long step (the CLI prints them).
         generate_kwargs: extra arguments for ``model.generate``.
 
@@ -154,6 +210,8 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
     options = check_options(options)
     if int(max_new_tokens) < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if keep_frames is not True and keep_frames is not False and int(keep_frames) < 1:
+        raise ValueError(f"keep_frames must be True, False or a size >= 1 in pixels, got {keep_frames}")
     say = progress or (lambda line: None)
 
     # The video first: a missing or corrupt file fails before a (possibly long) model load.
@@ -236,4 +294,7 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
                           float(info.fps), (int(info.width), int(info.height))),
         timings=timings, layers=list(rec.layers),
         config=dataclasses.asdict(used) if used is not None else None,
+        video_span=video_token_span(prepared.inputs["input_ids"], loaded.processor.video_token_id),
+        video_grid_thw=tuple(int(v) for v in prepared.grid_thw),
+        frame_images=_thumbnails(frames.frames, keep_frames) if keep_frames else None,
     )

@@ -1,0 +1,23 @@
+"""The web demo's entry at the repository root: ``python demo/app.py [--host H] [--port N] [--model M]``.
+
+The demo itself lives in :mod:`videoqa.demo` (installed with the package, so ``videoqa demo`` works
+anywhere); this file only re-exports :func:`build_app` and :func:`launch` for those who look for the
+demo here, and runs the same command line as ``videoqa demo`` when executed.
+"""
+
+import sys
+from pathlib import Path
+
+# This checkout's videoqa, even where another copy is installed (an editable install of another worktree).
+_ROOT = Path(__file__).resolve().parents[1]
+if (_ROOT / "videoqa" / "__init__.py").is_file() and str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from videoqa.demo.ui import build_app, launch  # noqa: E402
+
+__all__ = ["build_app", "launch"]
+
+if __name__ == "__main__":
+    from videoqa.cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))
