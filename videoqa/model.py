@@ -7,7 +7,9 @@ Which model, in order:
    processor config; ``"random"`` forces the random stand-in below.
 2. the environment variable ``VIDEOQA_MODEL``, read the same way;
 3. the embedded default model, ``data/models/default/`` in the repository, whenever it holds a
-   saved model (``config.json``); nothing to configure once it is there;
+   saved model (``config.json``); nothing to configure once it is there. A directory with a
+   ``videoqa_default.json`` marker is the compact export of :mod:`videoqa.default.export`
+   (vision tower only; the language model is rebuilt from SmolLM2's GGUF) and loads through it;
 4. otherwise the **random stand-in**: a tiny Qwen2-VL built from a config with seeded random
    weights and the byte-level tokenizer of :mod:`videoqa.offline`. It exercises the whole
    pipeline offline (video tokens, M-RoPE, UniSparse on the language model, generation) but has
@@ -175,6 +177,13 @@ def _load(name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
 
     if _looks_like_path(name) and not os.path.isdir(name):
         raise OSError(f"model directory not found: {name}")
+    from .default.export import is_compact
+
+    if os.path.isdir(name) and is_compact(name):  # the embedded default model's compact export
+        from .default.export import load_compact
+
+        model, processor = load_compact(name, dtype=dtype, device=device)
+        return LoadedModel(model, processor, name, name, device, dtype, "qwen2_vl", False)
     try:
         cls, family = _model_class(name)
         model = cls.from_pretrained(name, dtype=dtype, attn_implementation="sdpa").to(device).eval()

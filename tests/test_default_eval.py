@@ -1,0 +1,75 @@
+"""scripts/eval_default_model.py on a tiny model (numbers meaningless): suites, dense vs sparse, outputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from videoqa.default.build import build_default_model, tiny_source  # noqa: E402
+from videoqa.default.evaluate import build_suite, main, summarise  # noqa: E402
+from videoqa.default.export import save_full  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_suites_have_the_asked_layout():
+    single = build_suite("single", per_kind=2)
+    assert len(single) == 8 and all(e.num_frames == 2 for _, e in single)
+    needle = build_suite("needle", depths=(0.1, 0.9), frames=(64, 128), per_cell=2)
+    assert len(needle) == 8
+    assert sorted({(e.num_frames, e.meta["depth"]) for _, e in needle}) == [(64, 0.1), (64, 0.9), (128, 0.1), (128, 0.9)]
+    assert {e.kind for _, e in needle} == {"needle_digit", "needle_color"}
+
+
+def test_eval_script_dense_and_sparse_on_a_tiny_model(tmp_path, capsys):
+    model, processor = build_default_model({"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2},
+                                           source=tiny_source())
+    save_full(model, processor, tmp_path / "tiny", dtype=None)
+    out = tmp_path / "eval"
+    main(["--model", str(tmp_path / "tiny"), "--device", "cpu", "--per-kind", "1", "--needle-frames", "64",
+          "--depths", "0.5", "--per-cell", "1", "--max-new-tokens", "3", "--output", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "| needle (all) |" in printed and "| single |" in printed
+    data = json.loads(out.with_suffix(".json").read_text())
+    results = data["results"]
+    assert len(results) == 2 * (4 + 1)  # 4 single-frame + 1 needle question, each dense and sparse
+    needle = [r for r in results if r["suite"] == "needle"]
+    dense = next(r for r in needle if r["mode"] == "dense")
+    sparse = next(r for r in needle if r["mode"] == "sparse")
+    assert dense["density"] is None and dense["tokens"] > 512  # 64 frames at 112x112: 32 x 16 visual tokens
+    assert 0 < sparse["density"] <= 1  # long enough for UniSparse's 128-token blocks
+    rows = {r["group"]: r for r in data["summary"]}
+    assert rows["all"]["n"] == 5 and "needle T=64 depth=50%" in rows
+    assert out.with_suffix(".csv").read_text().count("\n") == 11
+
+
+def test_summary_ratio_and_density():
+    from videoqa.default.evaluate import Result
+
+    def r(mode, correct, density=None):
+        return Result("needle", "needle_digit", 0, False, 64, 0.5, mode, "", "1", correct, density, 600, 0.1)
+
+    rows = {x["group"]: x for x in summarise([r("dense", True), r("dense", True), r("sparse", True, 0.4),
+                                               r("sparse", False, 0.6)])}
+    assert rows["all"]["dense_acc"] == 1.0 and rows["all"]["sparse_acc"] == 0.5
+    assert rows["all"]["sparse_over_dense"] == 0.5 and rows["all"]["mean_density"] == pytest.approx(0.5)
+
+
+def test_scripts_show_help():
+    for script in ("train_default_model.py", "eval_default_model.py"):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "usage" in done.stdout

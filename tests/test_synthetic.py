@@ -1,0 +1,196 @@
+"""videoqa.default.synthetic: determinism, splits, and every kind's answer re-derived from the pixels."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from videoqa.choices import extract_letter
+from videoqa.default import synthetic as S
+from videoqa.default.synthetic import COLORS, KINDS, is_correct, make_example, nearest_color
+
+
+def _rgb_at(frame, mask):
+    """Median colour of the masked pixels of one [3, H, W] frame."""
+    px = frame.permute(1, 2, 0).numpy()[mask]
+    return np.median(px, axis=0)
+
+
+def test_same_arguments_same_example_and_splits_differ():
+    for kind in KINDS:
+        a = make_example("train", 5, kind=kind)
+        b = make_example("train", 5, kind=kind)
+        assert torch.equal(a.frames, b.frames) and a.question == b.question and a.target == b.target
+        assert a.options == b.options and a.meta == b.meta
+        h = make_example("heldout", 5, kind=kind)
+        assert h.frames.shape != a.frames.shape or not torch.equal(h.frames, a.frames)
+    # without a forced kind the stream differs from the forced one, but is still reproducible
+    assert torch.equal(make_example("train", 3).frames, make_example("train", 3).frames)
+    with pytest.raises(ValueError):
+        make_example("test", 0)
+    with pytest.raises(ValueError):
+        make_example("train", 0, size=(100, 112))
+    with pytest.raises(ValueError):
+        make_example("train", 0, kind="needle_digit", num_frames=3)
+
+
+def test_shapes_types_and_formats():
+    for i, kind in enumerate(KINDS * 2):
+        e = make_example("heldout", i, kind=kind, mc=bool(i % 2))
+        assert e.frames.dtype == torch.uint8 and e.frames.ndim == 4 and e.frames.shape[1] == 3
+        assert e.frames.shape[0] % 2 == 0 and e.frames.shape[2] % 28 == 0 and e.frames.shape[3] % 28 == 0
+        json.dumps(e.meta)  # plain Python values only
+        if e.options is None:
+            assert e.target == e.answer and e.question.endswith(".")  # with its answer-format hint
+        else:
+            assert len(set(e.options)) == len(e.options) >= 2 and e.answer in e.options
+            assert e.target == "ABCDEFGHIJ"[e.options.index(e.answer)]
+            assert extract_letter(e.target, e.options) == e.target
+
+
+def test_colour_and_shape_answers_come_from_the_pixels():
+    for i in range(12):
+        e = make_example("train", i, kind="color", noise=0)
+        a = e.meta["asked"]
+        h, w = e.frames.shape[2:]
+        mask = S.shape_mask(a["shape"], h, w, a["cx"], a["cy"], a["r"])
+        assert nearest_color(_rgb_at(e.frames[0], mask)) == e.answer
+        assert type(e.answer) is str and (e.options is None or e.answer in e.options)
+        assert a["shape"] in e.question
+        # the background really is the recorded one, and far from every object's colour
+        corner_free = ~np.any([S.shape_mask(o["shape"], h, w, o["cx"], o["cy"], o["r"]) for o in e.meta["objects"]], 0)
+        assert (e.frames[0].permute(1, 2, 0).numpy()[corner_free] == e.meta["background"]).all()
+    for i in range(12):
+        e = make_example("train", i, kind="shape", noise=0)
+        a = e.meta["asked"]
+        h, w = e.frames.shape[2:]
+        # the pixels of the asked colour form the asked shape and nothing else
+        rgb = np.array(a["rgb"])
+        drawn = (e.frames[0].permute(1, 2, 0).numpy() == rgb).all(-1)
+        assert (drawn == S.shape_mask(e.answer, h, w, a["cx"], a["cy"], a["r"])).all()
+        assert a["color"] in e.question
+
+
+def test_noise_keeps_colours_recoverable():
+    for i in range(8):
+        e = make_example("train", i, kind="color", noise=4)
+        a = e.meta["asked"]
+        mask = S.shape_mask(a["shape"], *e.frames.shape[2:], a["cx"], a["cy"], a["r"])
+        assert nearest_color(_rgb_at(e.frames[0], mask)) == e.answer
+
+
+def _read_digit(frame, meta):
+    """Which seven-segment digit is lit, read from the pixels at each segment's centre."""
+    x0, y0 = meta["cell_xy"] if "cell_xy" in meta else (None, None)
+    s = meta["height"] / 18.0
+    bg = np.array(meta["background"])
+    lit = ""
+    img = frame.permute(1, 2, 0).numpy().astype(int)
+    for seg, (a, b, c, d) in S._SEGMENT_BOXES.items():
+        cx, cy = int(x0 + (a + c) / 2 * s), int(y0 + (b + d) / 2 * s)
+        if np.abs(img[cy, cx] - bg).sum() > 60:
+            lit += seg
+    return next(i for i, segs in enumerate(S.DIGIT_SEGMENTS) if set(segs) == set(lit))
+
+
+def test_digit_answer_is_the_lit_segments():
+    seen = set()
+    for i in range(20):
+        e = make_example("train", i, kind="digit", noise=0)
+        assert str(_read_digit(e.frames[0], e.meta)) == e.answer
+        seen.add(e.answer)
+    assert len(seen) >= 6
+    # the ten digits are ten different segment sets
+    assert len({frozenset(s) for s in S.DIGIT_SEGMENTS}) == 10
+
+
+def test_count_answer_matches_the_drawn_objects():
+    for i in range(12):
+        e = make_example("train", i, kind="count", noise=0)
+        shape = e.meta["shape"]
+        objs = [o for o in e.meta["objects"] if o["shape"] == shape]
+        assert len(objs) == int(e.answer) and 1 <= int(e.answer) <= S.MAX_COUNT
+        img = e.frames[0].permute(1, 2, 0).numpy()
+        for o in e.meta["objects"]:  # every object is visible at its centre, in its own colour
+            assert (img[int(o["cy"]), int(o["cx"])] == o["rgb"]).all()
+        assert f"{shape}s" in e.question
+
+
+def test_motion_direction_from_the_movers_pixels():
+    seen = set()
+    for i in range(12):
+        e = make_example("train", i, kind="motion", noise=0)
+        rgb = np.array(e.meta["mover"]["rgb"])
+        cents = []
+        for f in e.frames:
+            ys, xs = np.nonzero((f.permute(1, 2, 0).numpy() == rgb).all(-1))
+            cents.append((xs.mean(), ys.mean()))
+        (x0, y0), (x1, y1) = cents[0], cents[-1]
+        derived = ("left to right" if x1 > x0 else "right to left") if abs(x1 - x0) > abs(y1 - y0) else \
+            ("top to bottom" if y1 > y0 else "bottom to top")
+        assert derived == e.answer
+        seen.add(e.answer)
+    assert len(seen) >= 3
+
+
+def test_scene_answers_from_first_and_last_frames():
+    for i in range(10):
+        e = make_example("train", i, kind="scene", noise=0)
+        first, last = e.frames[0, :, 0, 0].numpy(), e.frames[-1, :, 0, 0].numpy()
+        # corners are background unless an object covers them: use the frame's most common colour
+        def dominant(f):
+            px = f.permute(1, 2, 0).reshape(-1, 3).numpy()
+            vals, counts = np.unique(px, axis=0, return_counts=True)
+            return vals[counts.argmax()]
+        start, end = nearest_color(dominant(e.frames[0])), nearest_color(dominant(e.frames[-1]))
+        assert e.answer == (end if "end" in e.question else start)
+        assert start != end
+        del first, last
+    changes = [make_example("train", i, kind="scene_change", noise=0) for i in range(12)]
+    for e in changes:
+        differs = bool((e.frames[0] != e.frames[-1]).any())
+        assert e.answer == ("yes" if differs else "no")
+    assert {e.answer for e in changes} == {"yes", "no"}
+
+
+@pytest.mark.parametrize("kind", ["needle_digit", "needle_color", "needle_time"])
+def test_needle_is_exactly_where_the_meta_says(kind):
+    for depth, t, label in ((0.1, 64, "beginning"), (0.5, 128, "middle"), (0.9, 96, "end")):
+        e = make_example("heldout", 0, kind=kind, num_frames=t, depth=depth, noise=0)
+        start, k = e.meta["needle_start"], e.meta["needle_frames"]
+        assert start == round(depth * (t - k))
+        rgb = None
+        # needle frames hold pixels of a colour no other frame has
+        base = e.frames[start - 1] if start > 0 else e.frames[start + k]
+        diff = (e.frames[start] != base).any(0)
+        rgb = e.frames[start][:, diff].permute(1, 0).numpy()
+        needle_color = nearest_color(np.median(rgb, 0))
+        assert needle_color == e.meta["color"]
+        target = np.array(COLORS[needle_color])
+        has = [bool((np.abs(f.permute(1, 2, 0).numpy().astype(int) - target).sum(-1) <= 3 * S.COLOR_JITTER).sum() > 20)
+               for f in e.frames]
+        assert [i for i, x in enumerate(has) if x] == list(range(start, start + k))
+        if kind == "needle_color":
+            assert e.answer == needle_color
+        if kind == "needle_time":
+            assert e.answer == label == S.needle_time_label(start, k, t)
+        if kind == "needle_digit":
+            assert e.answer == str(e.meta["digit"])
+
+
+def test_is_correct_free_form_and_multiple_choice():
+    e = make_example("heldout", 0, kind="color", mc=False)
+    other = next(c for c in COLORS if c != e.answer)
+    assert is_correct(e, e.answer) and is_correct(e, f"The {e.meta['asked']['shape']} is {e.answer.upper()}.")
+    assert not is_correct(e, other) and not is_correct(e, f"{e.answer} or {other}") and not is_correct(e, "")
+    n = make_example("heldout", 1, kind="count", mc=False)
+    words = dict(zip("123456", ["one", "two", "three", "four", "five", "six"]))
+    assert is_correct(n, n.answer) and is_correct(n, words[n.answer]) and not is_correct(n, "9")
+    m = make_example("heldout", 2, kind="motion", mc=False)
+    assert is_correct(m, f"It moves from {m.answer}.")
+    wrong = next(d for d in S.DIRECTIONS if d != m.answer)
+    assert not is_correct(m, wrong)
+    mc = make_example("heldout", 3, kind="shape", mc=True)
+    assert is_correct(mc, mc.target) and is_correct(mc, f"{mc.target}. {mc.answer}")
+    assert not is_correct(mc, next(x for x in "ABCD" if x != mc.target))

