@@ -1,0 +1,72 @@
+"""Fidelity of UniSparse config variants on SmolLM2 (one text, one length): the experiments
+behind ``benchmarks/NOTES-fidelity.md``. Each variant is ``name:field=value,field=value`` over
+the default ``UniSparseConfig``; results append to ``--output`` (CSV, the columns of
+``scripts/eval_fidelity.py``).
+
+  python scripts/fidelity_variants.py --text code --length 8192 \\
+      --variants p99:top_p=0.99 q4:top_p=0.98,q_pool=4 --output benchmarks/fidelity_runs/variants.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unisparse import UniSparseConfig  # noqa: E402
+from unisparse.fidelity import corpus_tokens, dense_reference, evaluate_selector, load_smollm2  # noqa: E402
+from unisparse.selectors import make_selector  # noqa: E402
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, fields = text.partition(":")
+    changes = {}
+    for item in filter(None, fields.split(",")):
+        key, _, value = item.partition("=")
+        changes[key] = float(value) if "." in value else int(value)
+    return name, changes
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--text", choices=["code", "prose"], default="code")
+    p.add_argument("--length", type=int, default=8192)
+    p.add_argument("--variants", nargs="+", required=True)
+    p.add_argument("--recall", action="store_true", help="also measure the exact mass recalled (slower)")
+    p.add_argument("--output", type=Path, required=True)
+    args = p.parse_args(argv)
+    model, tokenizer = load_smollm2("cpu")
+    ids = corpus_tokens(tokenizer, args.text, args.length)
+    dense = dense_reference(model, ids)
+    new = not args.output.exists()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.output, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["text", "seq_len", "variant", "config", "density", "ppl_change_pct", "top1_agreement",
+                             "mean_recall", "seconds", "density_per_layer"])
+        for spec in args.variants:
+            name, changes = parse_variant(spec)
+            config = UniSparseConfig().replace(**changes)
+            start = time.perf_counter()
+            r = evaluate_selector(model, ids, make_selector("unisparse", config=config), dense, config=config,
+                                  measure_recall=args.recall)
+            secs = time.perf_counter() - start
+            writer.writerow([args.text, args.length, name, json.dumps(changes), f"{r['density']:.4f}",
+                             f"{r['ppl_change_pct']:.3f}", f"{r['top1_agreement']:.4f}",
+                             f"{r.get('mean_recall', float('nan')):.4f}", f"{secs:.0f}",
+                             json.dumps([round(x, 3) for x in r["density_per_layer"]])])
+            handle.flush()
+            os.fsync(handle.fileno())
+            print(f"{name:10} {changes} density {r['density']:.3f} ppl {r['ppl_change_pct']:+.2f}% "
+                  f"top1 {100 * r['top1_agreement']:.1f}% ({secs:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
