@@ -28,3 +28,13 @@ def seed():
     torch.manual_seed(value)
     print(f"seed={value}")
     return value
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models spend their time in thread hand-offs: on a busy 2-core machine one torch thread
+    is 10-30x faster than two. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -24,13 +24,7 @@ SENTENCE = ("The Eiffel Tower was built in Paris for the 1889 World's Fair. At f
             "but today it is the most visited monument in France.")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a busy 2-core machine two threads make these forward passes 10x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from videoqa.default import training as T  # noqa: E402
 from videoqa.default.export import is_compact  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models spend their time in thread hand-offs: one thread is 10-30x faster on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path=None, **kw):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli import _positive_float
 from . import DEFAULT_MAX_UPLOAD_MB
 
 DEFAULT_HOST = "127.0.0.1"
@@ -17,13 +18,6 @@ def _port(text: str) -> int:
     return value
 
 
-def _megabytes(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
@@ -32,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model directory or hub id (Qwen2-VL / Qwen2.5-VL); default: $VIDEOQA_MODEL, "
                         "data/models/default, else a random stand-in whose answers are meaningless")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--max-upload-mb", type=_megabytes, default=DEFAULT_MAX_UPLOAD_MB,
+    p.add_argument("--max-upload-mb", type=_positive_float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest video a visitor may upload, in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
 
 
