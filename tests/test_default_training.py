@@ -76,7 +76,7 @@ def test_overfits_one_repeated_batch(rank):
     frozen = {k: v.clone() for k, v in model.model.language_model.state_dict().items()}
     losses = []
     for _ in range(20):
-        loss, _ = T.answer_loss(model, batch)
+        loss, _, _ = T.answer_loss(model, batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -122,3 +122,35 @@ def test_export_compact_after_the_last_step(tmp_path):
     assert r["export"] == str(tmp_path / "model") and is_compact(tmp_path / "model")
     marker = json.loads((tmp_path / "model" / "videoqa_default.json").read_text())
     assert marker["trained_steps"] == 2 and marker["lora"]["rank"] == 2
+
+
+def test_visual_scale_penalty_pulls_visual_tokens_to_the_text_scale():
+    """With only the penalty to minimise (answer loss detached), the merger's RMS moves to the text RMS."""
+    cfg = tiny(lora_rank=0)
+    model, processor, _, _ = T.build(cfg)
+    model.train()
+    batch = T.collate([T.encode(processor, e) for e in T.step_examples(cfg, 0)], pad_id=0)
+    text_rms = float(model.model.language_model.embed_tokens.weight.float().pow(2).mean().sqrt())
+    with torch.no_grad():
+        model.model.visual.merger.mlp[-1].weight.mul_(20.0)  # blow the visual tokens up, as training did
+        model.model.visual.merger.mlp[-1].bias.mul_(20.0)
+    _, _, before = T.answer_loss(model, batch)
+    assert before > 5 * text_rms
+    opt = torch.optim.Adam(model.model.visual.parameters(), lr=3e-2)
+    for _ in range(100):
+        plain, _, _ = T.answer_loss(model, batch)
+        total, _, rms = T.answer_loss(model, batch, visual_scale_weight=1.0, text_rms=text_rms)
+        opt.zero_grad()
+        (total - plain).backward()  # the penalty's gradient only
+        opt.step()
+    _, _, after = T.answer_loss(model, batch)
+    assert abs(after / text_rms - 1) < 0.5 < abs(before / text_rms - 1), (before, after, text_rms)
+
+
+def test_export_on_stop_writes_a_snapshot(tmp_path):
+    r = T.train(tiny(tmp_path, steps=50, stop_at=2, export=str(tmp_path / "snap"), export_on_stop=True),
+                log=lambda rec: None)
+    assert r["stopped"] == "stop_at" and is_compact(tmp_path / "snap")
+    assert json.loads((tmp_path / "snap" / "videoqa_default.json").read_text())["trained_steps"] == 2
+    r = T.train(tiny(tmp_path / "b", steps=50, stop_at=2, export=str(tmp_path / "none")), log=lambda rec: None)
+    assert not (tmp_path / "none").exists()

@@ -194,3 +194,28 @@ def test_is_correct_free_form_and_multiple_choice():
     mc = make_example("heldout", 3, kind="shape", mc=True)
     assert is_correct(mc, mc.target) and is_correct(mc, f"{mc.target}. {mc.answer}")
     assert not is_correct(mc, next(x for x in "ABCD" if x != mc.target))
+
+
+def test_caption_names_every_object_left_to_right_from_the_pixels():
+    seen = set()
+    for i in range(24):
+        e = make_example("train", i, kind=S.CAPTION_KIND, noise=0)
+        assert e.options is None and e.target == e.answer and is_correct(e, e.answer)
+        h, w = e.frames.shape[2:]
+        if e.answer.startswith("the digit"):
+            seen.add("digit")
+            assert e.answer == f"the digit {e.meta['digit']} in {e.meta['color']}"
+            lit = (e.frames[0].permute(1, 2, 0).numpy() != e.meta["background"]).any(-1)
+            assert lit.any()
+            continue
+        seen.add("objects")
+        objects = sorted(e.meta["objects"], key=lambda o: o["cx"])
+        for o in objects:  # each named colour is what is drawn inside that shape
+            mask = S.shape_mask(o["shape"], h, w, o["cx"], o["cy"], o["r"])
+            assert nearest_color(_rgb_at(e.frames[0], mask)) == o["color"]
+        names = [f"a {o['color']} {o['shape']}" for o in objects]
+        assert e.answer.split(" and ")[-1] == names[-1] and all(n in e.answer for n in names)
+        assert [e.answer.index(n) for n in names] == sorted(e.answer.index(n) for n in names)
+    assert seen == {"digit", "objects"}
+    assert S.CAPTION_KIND not in KINDS  # training only: evaluation never draws it
+    assert not is_correct(make_example("train", 0, kind=S.CAPTION_KIND), "a red circle and a blue triangle and more")

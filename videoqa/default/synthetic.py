@@ -66,6 +66,10 @@ STATIC_KINDS = ("color", "shape", "digit", "count")
 VIDEO_KINDS = ("motion", "scene", "scene_change")
 NEEDLE_KINDS = ("needle_digit", "needle_color", "needle_time")
 KINDS = STATIC_KINDS + VIDEO_KINDS + NEEDLE_KINDS
+# Training-only: a caption naming everything in a static picture. Many answer tokens per example
+# (colour, shape and digit words) give the vision tower far more signal per step than a one-word
+# answer: the alignment stage of LLaVA-style training. Not in KINDS, so evaluation never draws it.
+CAPTION_KIND = "describe"
 # Frame sizes (H, W), multiples of 28. Needle videos are long, so their frames are small.
 SIZES = [(112, 112), (112, 168), (168, 112), (168, 168), (168, 224), (224, 168), (224, 224),
          (224, 308), (252, 336), (308, 224)]
@@ -219,11 +223,12 @@ def _mc(rng, answer: str, pool, n: int = 4) -> tuple[list[str], str]:
     return options, "ABCDEFGHIJ"[options.index(answer)]
 
 
-HINTS = {"word": "Answer with one word.", "number": "Answer with a number.", "phrase": "Answer with a short phrase."}
+HINTS = {"word": "Answer with one word.", "number": "Answer with a number.", "phrase": "Answer with a short phrase.",
+         "caption": "Name each object with its colour."}
 
 
 def _finalise(rng, kind, split, index, frames, question, answer, pool, hint, mc, meta) -> Example:
-    mc = bool(rng.integers(2)) if mc is None else bool(mc)
+    mc = False if pool is None else bool(rng.integers(2)) if mc is None else bool(mc)
     if mc:
         options, letter = _mc(rng, answer, pool)
         return Example(frames, question, options, answer, letter, kind, split, index, meta)
@@ -427,8 +432,21 @@ def _needle(rng, kind, h, w, t, depth, needle_frames):
     return frames, q, label, list(TIMES), "word", meta
 
 
+def _caption(rng, h, w, t):
+    """A static picture and its caption: the objects left to right ("a red circle and a blue square"), or the digit."""
+    if rng.integers(3) == 0:
+        img, _, d, _, _, meta = _static(rng, "digit", h, w, t)
+        caption = f"the digit {d} in {meta['color']}"
+    else:
+        img, _, _, _, _, meta = _static(rng, "shape", h, w, t)
+        names = [f"a {o['color']} {o['shape']}" for o in sorted(meta["objects"], key=lambda o: o["cx"])]
+        caption = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    q = rng.choice(["Describe the video.", "What is in the video?", "What do you see?"])
+    return img, q, caption, None, "caption", meta
+
+
 def default_num_frames(rng, kind) -> int:
-    if kind in STATIC_KINDS:
+    if kind in STATIC_KINDS or kind == CAPTION_KIND:
         return int(rng.choice([2, 4]))
     if kind == "motion":
         return 2 * int(rng.integers(3, 9))  # 6-16
@@ -443,7 +461,7 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
     """The example ``index`` of ``split`` ("train" or "heldout"): same arguments, same example.
 
     Args:
-        kind: one of :data:`KINDS` (default: drawn uniformly).
+        kind: one of :data:`KINDS`, or :data:`CAPTION_KIND` (training only) (default: drawn uniformly from KINDS).
         num_frames: T (even, >= 2; default per kind: static 2-4, motion 6-16, scenes 8-32, needles 16-256).
         size: (H, W), multiples of 28 (default: drawn from :data:`SIZES`, needles from :data:`NEEDLE_SIZES`).
         mc: True multiple choice, False free-form, None either.
@@ -453,9 +471,10 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    key = [SPLITS[split], int(index), KINDS.index(kind) + 1 if kind else 0, int(num_frames or 0),
+    if kind is not None and kind not in KINDS + (CAPTION_KIND,):
+        raise ValueError(f"kind must be one of {KINDS + (CAPTION_KIND,)}, got {kind!r}")
+    kind_key = (KINDS + (CAPTION_KIND,)).index(kind) + 1 if kind else 0
+    key = [SPLITS[split], int(index), kind_key, int(num_frames or 0),
            *(size or (0, 0)), int(round(1e6 * depth)) + 1 if depth is not None else 0, int(needle_frames)]
     rng = np.random.default_rng(np.random.SeedSequence(key))
     kind = kind or str(rng.choice(KINDS))
@@ -466,8 +485,9 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
     h, w = size if size else sizes[int(rng.integers(len(sizes)))]
     if h % 28 or w % 28:
         raise ValueError(f"size must be multiples of 28, got {h}x{w}")
-    if kind in STATIC_KINDS:
-        img, q, answer, pool, hint, meta = _static(rng, kind, h, w, t)
+    if kind in STATIC_KINDS or kind == CAPTION_KIND:
+        make = _caption if kind == CAPTION_KIND else (lambda *a: _static(rng, kind, *a[1:]))
+        img, q, answer, pool, hint, meta = make(rng, h, w, t)
         frames = np.broadcast_to(img, (t, h, w, 3)).copy()
     elif kind == "motion":
         if t < 4:
@@ -510,6 +530,8 @@ def is_correct(example: Example, text: str) -> bool:
     Free-form: the answer appears as whole words and no other candidate answer of the same kind
     does ("Red." and "The circle is red" are right; "red or blue" is not). Number words count as digits.
     """
+    if example.kind == CAPTION_KIND:
+        return _normalise(text) == _normalise(example.answer)
     if example.options is not None:
         from ..choices import extract_letter
 

@@ -37,10 +37,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .synthetic import KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS, Example, default_num_frames, make_example
+from .synthetic import CAPTION_KIND, KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS, Example, default_num_frames, make_example
 
-GROUPS = {"single": STATIC_KINDS, "video": ("motion", "scene", "scene_change"), "needle": NEEDLE_KINDS}
-DEFAULT_GROUP_WEIGHTS = {"single": 0.45, "video": 0.25, "needle": 0.30}
+GROUPS = {"single": STATIC_KINDS, "video": ("motion", "scene", "scene_change"), "needle": NEEDLE_KINDS,
+          "caption": (CAPTION_KIND,)}
+DEFAULT_GROUP_WEIGHTS = {"caption": 0.2, "single": 0.35, "video": 0.2, "needle": 0.25}
 TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 
 
@@ -61,6 +62,7 @@ class TrainConfig:
     vision: dict = dataclasses.field(default_factory=dict)  # overrides of build.DEFAULT_VISION
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    visual_scale_weight: float = 0.0  # penalty on log(visual token RMS / text embedding RMS)^2; 0: off
     seed: int = 0
     device: str = "auto"
     tiny: bool = False  # tiny random LM + tiny vision tower: for tests and dry runs
@@ -73,6 +75,7 @@ class TrainConfig:
     stop_at: int | None = None  # checkpoint and stop after this step (as a time limit would), e.g. to split a run
     export: str | None = None
     export_format: str = "compact"  # or "full"
+    export_on_stop: bool = False  # also export when stopping early (time limit / stop_at), as a snapshot
     workers: int = 0
     log_every: int = 10
 
@@ -80,7 +83,7 @@ class TrainConfig:
         """What must not change between a run and its resumption."""
         return {k: getattr(self, k) for k in ("steps", "batch_size", "token_budget", "lr", "lora_lr", "warmup",
                                                "weight_decay", "frames", "max_frames", "size", "group_weights",
-                                               "vision", "lora_rank", "lora_alpha", "seed", "tiny")}
+                                               "vision", "lora_rank", "lora_alpha", "visual_scale_weight", "seed", "tiny")}
 
 
 # ----------------------------------------------------------------------------- data
@@ -174,23 +177,36 @@ def build(cfg: TrainConfig):
     return model, processor, lora, source
 
 
-def answer_loss(model, batch: dict) -> tuple[torch.Tensor, float]:
-    """Mean cross-entropy over answer tokens, and the teacher-forced token accuracy.
+def answer_loss(model, batch: dict, visual_scale_weight: float = 0.0, text_rms: float | None = None):
+    """Mean cross-entropy over answer tokens (+ the visual scale penalty), the token accuracy, the visual RMS.
 
     Logits are computed only where a label is, not over the whole (mostly visual) sequence.
+    The penalty keeps the merger's outputs at the text embeddings' scale: with the language model
+    frozen, growing the visual tokens is the optimiser's easiest way to be heard, and tokens 50-100x
+    the text scale swamp the residual stream (measured on a CPU run, docs/default-model.md).
     """
     labels = batch["labels"]
-    out = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+    captured = []
+    hook = model.model.visual.merger.register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        out = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       mm_token_type_ids=batch["mm_token_type_ids"], pixel_values_videos=batch["pixel_values_videos"],
                       video_grid_thw=batch["video_grid_thw"], use_cache=False)
+    finally:
+        hook.remove()
+    visual = captured[0].float()
+    rms = visual.pow(2).mean(-1).sqrt()
     target = labels[:, 1:]
     keep = target != -100
     hidden = out.last_hidden_state[:, :-1][keep]
     logits = model.lm_head(hidden).float()
     tgt = target[keep]
     loss = torch.nn.functional.cross_entropy(logits, tgt)
+    if visual_scale_weight:
+        ref = text_rms if text_rms is not None else float(model.model.language_model.embed_tokens.weight.float().pow(2).mean().sqrt())
+        loss = loss + visual_scale_weight * torch.log(rms.clamp_min(1e-6) / ref).pow(2).mean()
     acc = (logits.argmax(-1) == tgt).float().mean().item()
-    return loss, acc
+    return loss, acc, rms.mean().item()
 
 
 def lr_at(cfg: TrainConfig, step: int, base: float) -> float:
@@ -314,6 +330,7 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
     if lora is not None:
         lora.to(device)
     model.train()
+    text_rms = float(model.model.language_model.embed_tokens.weight.float().pow(2).mean().sqrt())
     optimizer = make_optimizer(cfg, model, lora)
     step = 0
     if cfg.resume:
@@ -384,7 +401,7 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
         for g in optimizer.param_groups:
             g["lr"] = lr_at(cfg, step, g["base_lr"])
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            loss, tok_acc = answer_loss(model, batch)
+            loss, tok_acc, vis_rms = answer_loss(model, batch, cfg.visual_scale_weight, text_rms)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
@@ -394,10 +411,11 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
-        window.append((loss.item(), tok_acc))
+        window.append((loss.item(), tok_acc, vis_rms))
         if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
             emit({"event": "train", "step": step, "loss": float(np.mean([w[0] for w in window])),
-                  "token_acc": float(np.mean([w[1] for w in window])), "lr": optimizer.param_groups[0]["lr"],
+                  "token_acc": float(np.mean([w[1] for w in window])),
+                  "visual_rms": round(float(np.mean([w[2] for w in window])), 3), "lr": optimizer.param_groups[0]["lr"],
                   "grad_norm": float(gnorm), "batch": int(batch["input_ids"].shape[0]),
                   "tokens": int(batch["input_ids"].shape[1]), "step_s": round(dt, 3)})
             window = []
@@ -416,20 +434,24 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
             exported = export(cfg, model, processor, lora, source)
             emit({"event": "exported", "path": exported, "format": cfg.export_format})
     else:
+        if cfg.export and cfg.export_on_stop and step > 0:
+            exported = export(cfg, model, processor, lora, source, trained_steps=step)
+            emit({"event": "exported", "path": exported, "format": cfg.export_format, "step": step, "snapshot": True})
         emit({"event": f"stopped ({stopped})", "step": step, "of": cfg.steps, "checkpoint": last_ckpt,
               "resume_with": "--resume"})
     return {"step": step, "stopped": stopped, "checkpoint": last_ckpt, "export": exported, "history": history,
             "model": model, "processor": processor, "lora": lora}
 
 
-def export(cfg: TrainConfig, model, processor, lora, source) -> str:
+def export(cfg: TrainConfig, model, processor, lora, source, trained_steps: int | None = None) -> str:
     """Save the trained model for ``videoqa.model.load_model`` (compact: vision + LoRA only; full: everything)."""
     from .export import save_compact, save_full
 
     model.eval()
     if cfg.export_format == "compact":
         save_compact(model, processor, cfg.export, source=source, lora=lora,
-                     extra={"trained_steps": cfg.steps, "train_config": cfg.schedule_key()})
+                     extra={"trained_steps": cfg.steps if trained_steps is None else trained_steps,
+                            "train_config": cfg.schedule_key()})
     elif cfg.export_format == "full":
         save_full(model, processor, cfg.export, lora=lora)
     else:
@@ -476,12 +498,14 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--max-frames", type=int, default=d.max_frames)
     p.add_argument("--size", type=_size, default=None, help="HxW frame size for every example (default: random)")
     p.add_argument("--group-weights", type=_weights, default=None,
-                   help="task mix, e.g. single=0.45,video=0.25,needle=0.3 (the default)")
+                   help="task mix, e.g. caption=0.2,single=0.35,video=0.2,needle=0.25 (the default)")
     p.add_argument("--vision-depth", type=int)
     p.add_argument("--vision-dim", type=int, help="vision embed dim")
     p.add_argument("--vision-heads", type=int)
     p.add_argument("--lora-rank", type=int, default=d.lora_rank, help="0: no LoRA")
     p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
+    p.add_argument("--visual-scale-weight", type=float, default=d.visual_scale_weight,
+                   help="penalty keeping visual tokens at the text embeddings' RMS (0: off)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--tiny", action="store_true", help="tiny random LM and vision tower (tests, dry runs)")
@@ -494,6 +518,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--stop-at", type=int, help="checkpoint and stop after this step")
     p.add_argument("--export", help="after the last step, save the model here (e.g. data/models/default)")
     p.add_argument("--export-format", choices=("compact", "full"), default=d.export_format)
+    p.add_argument("--export-on-stop", action="store_true", help="export a snapshot also when stopping early")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
     p.add_argument("--log-every", type=int, default=d.log_every)
     a = p.parse_args(argv)
@@ -501,10 +526,12 @@ def parse_args(argv=None) -> TrainConfig:
               if v is not None}
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, token_budget=a.token_budget, lr=a.lr, lora_lr=a.lora_lr,
                        warmup=a.warmup, weight_decay=a.weight_decay, frames=a.frames, max_frames=a.max_frames,
-                       size=a.size, group_weights=a.group_weights or dict(DEFAULT_GROUP_WEIGHTS), vision=vision, lora_rank=a.lora_rank, lora_alpha=a.lora_alpha, seed=a.seed,
+                       size=a.size, group_weights=a.group_weights or dict(DEFAULT_GROUP_WEIGHTS), vision=vision, lora_rank=a.lora_rank, lora_alpha=a.lora_alpha,
+                       visual_scale_weight=a.visual_scale_weight, seed=a.seed,
                        device=a.device, tiny=a.tiny, eval_every=a.eval_every, eval_examples=a.eval_examples,
                        checkpoint_every=a.checkpoint_every, checkpoint_dir=a.checkpoint_dir, resume=a.resume,
                        time_limit_s=a.time_limit_s, stop_at=a.stop_at, export=a.export, export_format=a.export_format,
+                       export_on_stop=a.export_on_stop,
                        workers=a.workers, log_every=a.log_every)
 
 

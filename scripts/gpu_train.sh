@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Default-model training on the lent GPU machine (device tool), in calls of under 10 minutes.
+# The machine is bare and keeps git-ignored paths (out/) between calls while it stays warm.
+#   bash scripts/gpu_train.sh setup                 # join the two carried GGUF parts, install wheels
+#   bash scripts/gpu_train.sh sweep SECONDS NAME="ARGS" [NAME="ARGS" ...]   # runs in parallel, one GPU
+#   bash scripts/gpu_train.sh continue SECONDS [NAME]   # resume NAME (default: best last eval) alone
+# Each run: checkpoints in out/runs/NAME/ckpt, a snapshot export in out/runs/NAME/model, its log
+# copied to $OUT/NAME.jsonl. docs/default-model.md has the whole procedure.
+set -uo pipefail
+OUT="${OUT:-$(pwd)/out/results}"
+mkdir -p "$OUT" out/runs
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+[ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+[ -f out/smollm2.gguf ] && export VIDEOQA_SMOLLM2_GGUF="${VIDEOQA_SMOLLM2_GGUF:-$(pwd)/out/smollm2.gguf}"
+COMMON=(--steps 3000 --eval-every 300 --eval-examples 60 --checkpoint-every 300 --export-on-stop --log-every 20)
+
+case "${1:-}" in
+setup)
+    cat out/carry/smollm2.gguf.part0* > out/smollm2.gguf
+    echo "$(cat out/carry/smollm2.gguf.sha256)  out/smollm2.gguf" | sha256sum -c || exit 1
+    # transformers as where the model is served (M-RoPE positions after a video differ between versions)
+    pip install --quiet --no-deps --target /tmp/site out/carry/wheels/*.whl 2>&1 | tail -2
+    if ! PYTHONPATH=/tmp/site python3 -c "import transformers, gguf; print('transformers', transformers.__version__)"; then
+        echo "carried transformers does not import here; using the machine's own"; rm -rf /tmp/site
+        pip install --quiet --no-deps --target /tmp/site out/carry/wheels/gguf-*.whl
+    fi
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    ;;
+sweep)
+    seconds=$2; shift 2
+    for spec in "$@"; do
+        name=${spec%%=*}; args=${spec#*=}
+        mkdir -p "out/runs/$name"
+        # shellcheck disable=SC2086
+        python3 scripts/train_default_model.py "${COMMON[@]}" $args --checkpoint-dir "out/runs/$name/ckpt" --resume \
+            --time-limit-s "$seconds" --export "out/runs/$name/model" > "out/runs/$name/stdout.log" 2>&1 &
+        echo "$args" > "out/runs/$name/args"
+    done
+    wait
+    for spec in "$@"; do
+        name=${spec%%=*}
+        cp "out/runs/$name/ckpt/log.jsonl" "$OUT/$name.jsonl" 2>/dev/null
+        echo "== $name: $(cat out/runs/$name/args)"; grep -v Convert "out/runs/$name/stdout.log" | grep -E '"eval"|exported|stopped|Error|error' | cut -c1-400 | tail -6
+        grep '"train"' "out/runs/$name/stdout.log" | tail -1 | cut -c1-300
+    done
+    ;;
+continue)
+    seconds=$2; name=${3:-}
+    if [ -z "$name" ]; then
+        name=$(python3 - <<'PY'
+import glob, json, os
+best = None
+for log in glob.glob("out/runs/*/ckpt/log.jsonl"):
+    evals = [json.loads(l) for l in open(log) if '"eval"' in l]
+    score = evals[-1]["accuracy"] if evals else -1.0
+    if best is None or score > best[0]:
+        best = (score, log.split(os.sep)[2])
+print(best[1] if best else "")
+PY
+)
+    fi
+    [ -n "$name" ] || { echo "no run to continue"; exit 1; }
+    echo "continuing $name: $(cat out/runs/$name/args)"
+    # shellcheck disable=SC2046
+    python3 scripts/train_default_model.py "${COMMON[@]}" $(cat "out/runs/$name/args") --workers 12 \
+        --checkpoint-dir "out/runs/$name/ckpt" --resume --time-limit-s "$seconds" --export "out/runs/$name/model" \
+        > "out/runs/$name/stdout2.log" 2>&1
+    cp "out/runs/$name/ckpt/log.jsonl" "$OUT/$name.jsonl"
+    grep -v Convert "out/runs/$name/stdout2.log" | grep -E '"eval"|exported|stopped|Error|error|resumed' | cut -c1-400 | tail -8
+    tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model && ls -la "$OUT"
+    ;;
+*)
+    sed -n 2,9p "$0"; exit 2 ;;
+esac
