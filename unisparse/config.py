@@ -51,7 +51,7 @@ class UniSparseConfig:
     top_p: float = 0.95
     sink_blocks: int = 1
     local_blocks: int = 2
-    min_seq_len: int = 0
+    min_seq_len: int = 12288
 
     def __post_init__(self) -> None:
         for name in ("block_size", "q_pool", "k_pool", "head_pool", "local_blocks"):

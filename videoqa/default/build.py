@@ -313,8 +313,8 @@ def build_default_model(vision_config: dict | None = None, *, source: Source | N
         p.requires_grad_(False)
     for p in model.model.visual.parameters():
         p.requires_grad_(True)
-    model.generation_config.eos_token_id = config.eos_token_id
-    model.generation_config.pad_token_id = config.pad_token_id
+    model.generation_config.eos_token_id = getattr(config, "eos_token_id", None) or config.text_config.eos_token_id
+    model.generation_config.pad_token_id = getattr(config, "pad_token_id", None) or config.text_config.pad_token_id
     model.config.videoqa_source = source.name  # kept in config.json: where the language model came from
     v = config.vision_config
     spec = PatchSpec(patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size, merge_size=v.spatial_merge_size)
