@@ -91,6 +91,7 @@ class GroundConfig:
     object_weight: float = 0.75  # share of the loss on object tokens (few) vs background tokens (many)
     seed: int = 0
     device: str = "auto"
+    workers: int = 0  # data loader processes (drawing and patchifying is the CPU-bound part)
 
 
 def step_examples(cfg: GroundConfig, step: int) -> list[Example]:
@@ -103,16 +104,34 @@ def step_examples(cfg: GroundConfig, step: int) -> list[Example]:
             for j in range(cfg.batch_size)]
 
 
-def ground_loss(visual, examples: list[Example], targets: WordTargets, spec, object_weight: float, device):
-    """Weighted MSE (relative to the embeddings' squared norm) between the tower's tokens and their word targets."""
+def prepare(examples: list[Example], spec) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, ...]]]:
+    """``(pixel_values, grid_thw, token labels)`` of a batch of examples, as the tower takes them."""
     pixels, grids, labels = [], [], []
     for ex in examples:
         px, grid = patchify_video(ex.frames, spec)
         pixels.append(px)
         grids.append(grid)
         labels += token_labels(ex)
+    return torch.cat(pixels), torch.tensor(grids), labels
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, cfg: GroundConfig, spec):
+        self.cfg, self.spec = cfg, spec
+
+    def __len__(self):
+        return self.cfg.steps
+
+    def __getitem__(self, step):
+        return prepare(step_examples(self.cfg, step), self.spec)
+
+
+def ground_loss(visual, batch, targets: WordTargets, object_weight: float, device):
+    """Weighted MSE (relative to the embeddings' squared norm) between the tower's tokens and their word targets."""
+    pixels, grids, labels = batch
+    labels = [tuple(lab) for lab in labels]  # a DataLoader worker hands tuples back as lists
     tgt, is_obj = targets.batch(labels)
-    out = visual(torch.cat(pixels).to(device, visual.dtype), grid_thw=torch.tensor(grids, device=device)).pooler_output
+    out = visual(pixels.to(device, visual.dtype), grid_thw=grids.to(device)).pooler_output
     err = (out.float() - tgt.to(device)).pow(2).sum(-1) / targets.norm ** 2
     is_obj = is_obj.to(device)
     obj = err[is_obj].mean() if is_obj.any() else err.new_zeros(())
@@ -136,11 +155,14 @@ def ground(model, processor, cfg: GroundConfig, *, log=None) -> list[dict]:
     targets = WordTargets(processor.tokenizer, model.model.language_model.embed_tokens.weight)
     opt = torch.optim.AdamW(visual.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     history, window, t0 = [], [], time.perf_counter()
-    for step in range(cfg.steps):
+    loader = torch.utils.data.DataLoader(_Batches(cfg, processor.spec), batch_size=None, num_workers=cfg.workers,
+                                         prefetch_factor=4 if cfg.workers else None,
+                                         worker_init_fn=(lambda _: torch.set_num_threads(1)) if cfg.workers else None)
+    for step, batch in enumerate(loader):
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss, info = ground_loss(visual, step_examples(cfg, step), targets, processor.spec, cfg.object_weight, device)
+        loss, info = ground_loss(visual, batch, targets, cfg.object_weight, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(visual.parameters(), 1.0)
@@ -168,11 +190,13 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=GroundConfig.lr)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0)
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--output", required=True, help="where the tower's state dict goes (.pt); training takes it as --init-vision")
     a = p.parse_args(argv)
     model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=a.tiny, seed=a.seed))
-    ground(model, processor, GroundConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device))
+    ground(model, processor, GroundConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device,
+                                          workers=a.workers))
     torch.save({k: v.detach().cpu() for k, v in model.model.visual.state_dict().items()}, a.output)
     print(json.dumps({"event": "saved", "path": a.output}))
     return 0

@@ -63,6 +63,7 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     visual_scale_weight: float = 0.0  # penalty on log(visual token RMS / text embedding RMS)^2; 0: off
+    init_vision: str | None = None  # a stage-0 tower (videoqa.default.grounding --output) to start from
     seed: int = 0
     device: str = "auto"
     tiny: bool = False  # tiny random LM + tiny vision tower: for tests and dry runs
@@ -83,7 +84,7 @@ class TrainConfig:
         """What must not change between a run and its resumption."""
         return {k: getattr(self, k) for k in ("steps", "batch_size", "token_budget", "lr", "lora_lr", "warmup",
                                                "weight_decay", "frames", "max_frames", "size", "group_weights",
-                                               "vision", "lora_rank", "lora_alpha", "visual_scale_weight", "seed", "tiny")}
+                                               "vision", "lora_rank", "lora_alpha", "visual_scale_weight", "init_vision", "seed", "tiny")}
 
 
 # ----------------------------------------------------------------------------- data
@@ -173,6 +174,8 @@ def build(cfg: TrainConfig):
     source = tiny_source(cfg.seed) if cfg.tiny else smollm2_source()
     vision = {**(TINY_VISION if cfg.tiny else {}), **cfg.vision}
     model, processor = build_default_model(vision, source=source, seed=cfg.seed)
+    if cfg.init_vision:
+        model.model.visual.load_state_dict(torch.load(cfg.init_vision, map_location="cpu"))
     lora = LoRA(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, seed=cfg.seed).attach() if cfg.lora_rank else None
     return model, processor, lora, source
 
@@ -506,6 +509,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
     p.add_argument("--visual-scale-weight", type=float, default=d.visual_scale_weight,
                    help="penalty keeping visual tokens at the text embeddings' RMS (0: off)")
+    p.add_argument("--init-vision", help="start from this stage-0 tower (python -m videoqa.default.grounding)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--tiny", action="store_true", help="tiny random LM and vision tower (tests, dry runs)")
@@ -527,7 +531,7 @@ def parse_args(argv=None) -> TrainConfig:
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, token_budget=a.token_budget, lr=a.lr, lora_lr=a.lora_lr,
                        warmup=a.warmup, weight_decay=a.weight_decay, frames=a.frames, max_frames=a.max_frames,
                        size=a.size, group_weights=a.group_weights or dict(DEFAULT_GROUP_WEIGHTS), vision=vision, lora_rank=a.lora_rank, lora_alpha=a.lora_alpha,
-                       visual_scale_weight=a.visual_scale_weight, seed=a.seed,
+                       visual_scale_weight=a.visual_scale_weight, init_vision=a.init_vision, seed=a.seed,
                        device=a.device, tiny=a.tiny, eval_every=a.eval_every, eval_examples=a.eval_examples,
                        checkpoint_every=a.checkpoint_every, checkpoint_dir=a.checkpoint_dir, resume=a.resume,
                        time_limit_s=a.time_limit_s, stop_at=a.stop_at, export=a.export, export_format=a.export_format,
