@@ -1,6 +1,8 @@
 """Fidelity of UniSparse config variants on SmolLM2 (one text, one length): the experiments
 behind ``benchmarks/NOTES-fidelity.md``. Each variant is ``name:field=value,field=value`` over
-the default ``UniSparseConfig``; results append to ``--output`` (CSV, the columns of
+the default ``UniSparseConfig`` with ``min_seq_len=0`` (the sparse path at any length, also below
+the library default of 12288 tokens, where production runs dense; a variant may set
+``min_seq_len`` itself); results append to ``--output`` (CSV, the columns of
 ``scripts/eval_fidelity.py``).
 
   python scripts/fidelity_variants.py --text code --length 8192 \\
@@ -53,7 +55,7 @@ def main(argv=None) -> None:
                              "mean_recall", "seconds", "density_per_layer"])
         for spec in args.variants:
             name, changes = parse_variant(spec)
-            config = UniSparseConfig().replace(**changes)
+            config = UniSparseConfig(min_seq_len=0).replace(**changes)
             start = time.perf_counter()
             r = evaluate_selector(model, ids, make_selector("unisparse", config=config), dense, config=config,
                                   measure_recall=args.recall)

@@ -35,12 +35,14 @@ def test_ask_json_in_a_subprocess():
     env.pop("VIDEOQA_MODEL", None)
     cmd = [sys.executable, "-m", "videoqa", "ask", str(SAMPLES / "shapes.mp4"), "What moves?",
            "--options", "A. a red circle", "B. a blue square", "C. a green triangle", "D. nothing",
-           "--model", "random", "--max-frames", "8", "--max-new-tokens", "4", "--top-p", "0.9", "--json"]
+           "--model", "random", "--max-frames", "8", "--max-new-tokens", "4", "--top-p", "0.9", "--min-seq-len", "0",
+           "--json"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["model"] == "random" and d["random_model"] is True and d["sparse"] is True
     assert d["options"][1] == "B. a blue square" and d["config"]["top_p"] == 0.9
+    assert d["config"]["min_seq_len"] == 0  # --min-seq-len 0: sparse although the prompt is short
     assert d["frames"]["count"] == 8 and 1 <= d["new_tokens"] <= 4
     assert d["layers"] and all(r["path"] == "sparse" and "packed_mask" not in r for r in d["layers"])
     assert d["density"] == pytest.approx(sum(r["density"] for r in d["layers"]) / len(d["layers"]))
@@ -80,10 +82,40 @@ def test_errors_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
 
 
 def test_usage_errors_exit_2():
-    for argv in [[], ["ask"], ["ask", "v.mp4", "q", "--max-new-tokens", "0"], ["nope"]]:
+    for argv in [[], ["ask"], ["ask", "v.mp4", "q", "--max-new-tokens", "0"],
+                 ["ask", "v.mp4", "q", "--min-seq-len", "-1"], ["nope"]]:
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         assert e.value.code == 2
+
+
+def test_min_seq_len_flag_overrides_the_library_default(monkeypatch, capsys):
+    """Without --min-seq-len, ask keeps the library's config (dense below 12288 tokens)."""
+    import videoqa.pipeline
+    from unisparse import UniSparseConfig
+
+    seen = []
+
+    class Result:
+        random_model = False
+
+        def to_dict(self):
+            return {}
+
+    def fake_answer(video, question, options=None, *, sparse=True, config=None, **kwargs):
+        seen.append((sparse, config))
+        return Result()
+
+    monkeypatch.setattr(videoqa.pipeline, "answer", fake_answer)
+    for extra in [[], ["--min-seq-len", "0"], ["--min-seq-len", "4096", "--top-p", "0.9"],
+                  ["--dense", "--min-seq-len", "0"]]:
+        assert cli.main(["ask", "v.mp4", "Q?", "--json", *extra]) == 0
+    assert seen == [(True, None), (True, UniSparseConfig(min_seq_len=0)),
+                    (True, UniSparseConfig(top_p=0.9, min_seq_len=4096)), (False, None)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["ask", "-h"])
+    assert "--min-seq-len" in capsys.readouterr().out
 
 
 def test_subcommand_hook(monkeypatch, capsys):

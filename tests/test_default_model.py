@@ -95,10 +95,12 @@ def test_compact_export_is_the_default_model_and_answers(smol, tmp_path, monkeyp
         torch.testing.assert_close(loaded.model(input_ids=ids).logits[..., :49152], model(input_ids=ids).logits[..., :49152],
                                    atol=1e-5, rtol=0)
 
+    from unisparse import UniSparseConfig
     from videoqa import answer
 
+    # min_seq_len=0: this short prompt would run dense under the library default (12288 tokens)
     a = answer(SHAPES, "What colour is the circle?", model=loaded, num_frames=4, max_pixels=224 * 168,
-               max_new_tokens=4)
+               max_new_tokens=4, config=UniSparseConfig(min_seq_len=0))
     assert not a.random_model and a.model == str(out) and isinstance(a.text, str)
     assert a.visual_tokens == 2 * (a.frames.height // 28) * (a.frames.width // 28)
     assert a.sparse and a.density is not None and 0 < a.density <= 1  # SmolLM2's prefill went through UniSparse

@@ -52,6 +52,7 @@ def test_answer_handler_runs_dense_then_unisparse_on_the_same_prompt(both, loade
     assert dense.total_tokens == sparse.total_tokens and dense.video_span == sparse.video_span
     assert dense.frames.count == 8 and dense.frames.timestamps_s == sparse.frames.timestamps_s
     assert sparse.config["top_p"] == 0.6 and sparse.config["block_size"] == 64
+    assert sparse.config["min_seq_len"] == 0  # the demo shows the sparse path at any length
     assert 0 < sparse.density < 1 and all(r.path == "sparse" for r in sparse.layers)
     # progress: both runs reported, fractions never go back, and it ends at 1
     fractions = [f for f, _ in calls]
@@ -136,7 +137,7 @@ def test_heatmap_marks_the_video_and_labels_frame_times(both):
 
 def test_density_plot_and_block_map_of_layers_that_ran_dense(loaded):
     a = answer(SHAPES, "What moves?", model=loaded, num_frames=4, max_new_tokens=1, dense_layers=[0],
-               config=unisparse.UniSparseConfig(block_size=64, top_p=0.7))
+               config=unisparse.UniSparseConfig(block_size=64, top_p=0.7, min_seq_len=0))
     fig = plots.density_figure(a)
     ax = fig.axes[0]
     assert [p.get_height() for p in ax.patches] == pytest.approx([1.0] + [r.density for r in a.layers[1:]])
@@ -243,7 +244,9 @@ def test_build_app_queues_one_request_at_a_time_and_launch_binds_localhost(loade
     assert isinstance(app, gr.Blocks) and app._queue.default_concurrency_limit == 1
     ids = {b.elem_id for b in app.blocks.values()}
     assert {"sample", "video", "question", "option-a", "option-d", "mode", "top-p", "ask", "answer", "metrics",
-            "density", "heatmap", "layer", "head", "frames"} <= ids
+            "density", "heatmap", "layer", "head", "frames", "min-seq-len-note"} <= ids
+    note = next(b for b in app.blocks.values() if b.elem_id == "min-seq-len-note")
+    assert "12,288 tokens" in note.value and "dense" in note.value
     video = next(b for b in app.blocks.values() if b.elem_id == "video")
     assert "at most 12 MB" in video.label and video.format is None  # no ffmpeg conversion of uploads
     seen = {}
@@ -290,7 +293,15 @@ def test_warm_up_runs_both_modes(loaded, monkeypatch):
     import videoqa.pipeline
 
     real = videoqa.pipeline.answer
-    monkeypatch.setattr(videoqa.pipeline, "answer", lambda *a, **k: seen.append(k["sparse"]) or real(*a, **k))
+    configs = []
+
+    def spy(*a, **k):
+        seen.append(k["sparse"])
+        configs.append(k["config"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(videoqa.pipeline, "answer", spy)
     handlers.warm_up(loaded)
     assert seen == [False, True]
+    assert configs[1].min_seq_len == 0  # warms the sparse path (selection and kernel), not the dense fallback
     assert torch.is_grad_enabled()  # nothing left switched off

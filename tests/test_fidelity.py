@@ -32,7 +32,7 @@ def test_top_p_one_reproduces_dense(smollm2, code_2k):
 
     model, _ = smollm2
     ids, dense = code_2k
-    config = UniSparseConfig(top_p=1.0)
+    config = UniSparseConfig(top_p=1.0, min_seq_len=0)  # the sparse path at 2K tokens
     result = evaluate_selector(model, ids, UniSparseSelector(config), dense, config=config, measure_recall=False)
     assert result["density"] == 1.0
     assert abs(result["ppl_change_pct"]) < 0.01
@@ -44,10 +44,22 @@ def test_default_config_is_sparse_and_faithful(smollm2, code_2k):
 
     model, _ = smollm2
     ids, dense = code_2k
-    config = UniSparseConfig()
-    result = evaluate_selector(model, ids, UniSparseSelector(config), dense, config=config)
+    # no config: the harness runs the sparse path although 2K tokens is below the default min_seq_len
+    result = evaluate_selector(model, ids, UniSparseSelector(UniSparseConfig()), dense)
     assert len(result["density_per_layer"]) == 30 and len(result["recall_per_layer"]) == 30
     assert result["density"] < 0.75
     assert result["mean_recall"] > 0.9
     assert result["ppl_change_pct"] < 3.0
     assert result["top1_agreement"] > 0.9
+
+
+def test_a_config_passed_in_is_respected(smollm2, code_2k):
+    """The library default min_seq_len (12288) exceeds 2K tokens: every layer runs dense, with a warning."""
+    from unisparse.selectors import UniSparseSelector
+
+    model, _ = smollm2
+    ids, dense = code_2k
+    config = UniSparseConfig()
+    with pytest.warns(UserWarning, match="min_seq_len"):
+        result = evaluate_selector(model, ids, UniSparseSelector(config), dense, config=config, measure_recall=False)
+    assert result["density"] == 1.0 and abs(result["ppl_change_pct"]) < 1e-6

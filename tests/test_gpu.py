@@ -94,7 +94,7 @@ def test_sparse_attention_matches_flex_attention_with_same_mask(seed):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     q, k, v = inputs(28, 4, 8192, 128, torch.bfloat16, seed)
-    out, mask = unisparse.sparse_attention(q, k, v, return_mask=True)
+    out, mask = unisparse.sparse_attention(q, k, v, UniSparseConfig(min_seq_len=0), return_mask=True)
 
     def mask_mod(b, h, q_idx, kv_idx):
         return mask[b, h, q_idx // 128, kv_idx // 128] & (kv_idx <= q_idx)

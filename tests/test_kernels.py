@@ -112,7 +112,7 @@ def test_block_sparse_kernel_strided_inputs_and_empty_rows(seed):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_sparse_attention_backends_agree_end_to_end(seed, dtype):
     q, k, v = make_qkv(1, 4, 2, 1100, 64, dtype, True, seed)
-    cfg = UniSparseConfig(block_size=128, top_p=0.9)
+    cfg = UniSparseConfig(block_size=128, top_p=0.9, min_seq_len=0)
     out_t, mask_t = unisparse.sparse_attention(q, k, v, cfg, return_mask=True, backend="triton")
     ref = R.block_sparse_attention(q.double(), k.double(), v.double(), mask_t, 128)
     assert rel_err(out_t, ref) < TOLERANCE[dtype]
@@ -121,7 +121,7 @@ def test_sparse_attention_backends_agree_end_to_end(seed, dtype):
 
 def test_top_p_one_triton_equals_dense(seed):
     q, k, v = make_qkv(1, 4, 1, 400, 64, torch.float32, False, seed)
-    cfg = UniSparseConfig(block_size=64, top_p=1.0)
+    cfg = UniSparseConfig(block_size=64, top_p=1.0, min_seq_len=0)
     out = unisparse.sparse_attention(q, k, v, cfg, backend="triton")
     assert rel_err(out, naive_attention(q, k, v)) < TOLERANCE[torch.float32]
 

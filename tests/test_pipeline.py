@@ -38,7 +38,7 @@ def force(text, loaded):
 
 
 def test_sparse_answer_goes_through_unisparse(loaded):
-    cfg = UniSparseConfig(block_size=128, top_p=0.5)
+    cfg = UniSparseConfig(block_size=128, top_p=0.5, min_seq_len=0)
     a = answer(SHAPES, "What moves from left to right?", OPTIONS, model=loaded, config=cfg, max_new_tokens=6)
     assert isinstance(a, Answer) and a.sparse and a.random_model and a.model == "random"
     # frames: 2 fps over 10 s, resized to 28-multiples; visual tokens follow from them
@@ -72,7 +72,7 @@ def test_dense_and_top_p_one_agree_and_dense_records_nothing(loaded):
     unisparse.enable(loaded.model)  # left on by an earlier call: sparse=False must switch it off
     dense = answer(COUNTING, "Which digits appear?", sparse=False, **kw)
     assert not unisparse.is_enabled(loaded.model)
-    full = answer(COUNTING, "Which digits appear?", config=UniSparseConfig(top_p=1.0), **kw)
+    full = answer(COUNTING, "Which digits appear?", config=UniSparseConfig(top_p=1.0, min_seq_len=0), **kw)
     assert unisparse.is_enabled(loaded.model)
     assert not dense.sparse and dense.density is None and dense.layers == [] and dense.config is None
     assert full.density == 1.0 and all(r.path == "sparse" for r in full.layers)
@@ -192,7 +192,7 @@ def test_qwen2_5_vl_directory_gets_its_class_and_seconds_per_grid(loaded, tmp_pa
 
     monkeypatch.setattr(q25.model.model, "get_rope_index", spy)
     a = answer(SHAPES, "What moves?", model=q25, num_frames=8, max_pixels=28 * 28 * 20, max_new_tokens=3,
-               config=UniSparseConfig(block_size=64))
+               config=UniSparseConfig(block_size=64, min_seq_len=0))
     assert seen and seen[0].tolist() == pytest.approx([2 / a.frames.sample_fps])
     assert a.layers and all(r.path == "sparse" for r in a.layers)
 

@@ -29,7 +29,7 @@ def test_llama_generates_the_same_tokens_with_top_p_one(backend):
     model = tiny_llama()
     inputs = prompt()
     expected = greedy(model, **inputs)
-    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0), backend=backend)
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0, min_seq_len=0), backend=backend)
     with unisparse.record() as rec:
         got = greedy(model, **inputs)
     assert torch.equal(got, expected)
@@ -41,9 +41,9 @@ def test_llama_prefill_logits_match_dense_and_sparse_differs_below_one():
     model = tiny_llama()
     inputs = prompt(300)
     dense = model(**inputs).logits
-    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0), backend="torch")
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0, min_seq_len=0), backend="torch")
     torch.testing.assert_close(model(**inputs).logits, dense, rtol=1e-4, atol=1e-4)
-    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.3, sink_blocks=0), backend="torch")
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.3, sink_blocks=0, min_seq_len=0), backend="torch")
     with unisparse.record() as rec:
         sparse = model(**inputs).logits
     assert all(r.density < 1.0 for r in rec.layers)
@@ -52,7 +52,7 @@ def test_llama_prefill_logits_match_dense_and_sparse_differs_below_one():
 
 def test_decode_steps_go_to_sdpa_untouched(monkeypatch):
     model = tiny_llama()
-    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.5), backend="torch")
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.5, min_seq_len=0), backend="torch")
     calls = []
     real = integration._sdpa()
 
@@ -70,7 +70,7 @@ def test_qwen2vl_video_generation_same_with_top_p_one_and_vision_untouched():
     model = tiny_qwen2vl()
     inputs = video_inputs(frames=8, height=112, width=112, text_tokens=60)
     expected = greedy(model, **inputs)
-    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0), backend="torch")
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0, min_seq_len=0), backend="torch")
     assert model.config.text_config._attn_implementation == "unisparse"
     assert model.config.vision_config._attn_implementation == "sdpa"
     with unisparse.record() as rec:
@@ -87,7 +87,7 @@ def test_qwen2vl_video_generation_same_with_top_p_one_and_vision_untouched():
 def test_recording_content_masks_and_times():
     model = tiny_qwen2vl()
     inputs = video_inputs(frames=8, height=112, width=112, text_tokens=60)
-    cfg = UniSparseConfig(block_size=BLOCK, top_p=0.6, sink_blocks=0)
+    cfg = UniSparseConfig(block_size=BLOCK, top_p=0.6, sink_blocks=0, min_seq_len=0)
     unisparse.enable(model, cfg, backend="torch")
     with unisparse.record() as rec:
         model(**inputs)

@@ -431,6 +431,17 @@ def test_cli_dry_run_and_errors(tmp_path, capsys):
     assert len(lines_of(tmp_path / "o")) == 4
 
 
+def test_cli_min_seq_len_reaches_the_answerer(tmp_path, capsys):
+    from unisparse import UniSparseConfig
+
+    common = ["--dataset", str(SAMPLE), "--limit", "2", "--mode", "sparse", "--no-progress"]
+    default, opted = FakeAnswerer(), FakeAnswerer()
+    assert cli_main(common + ["--output", str(tmp_path / "a")], answer_fn=default) == 0
+    assert cli_main(common + ["--output", str(tmp_path / "b"), "--min-seq-len", "0"], answer_fn=opted) == 0
+    assert [c["config"] for c in default.calls] == [None, None]  # the library default
+    assert [c["config"] for c in opted.calls] == [UniSparseConfig(min_seq_len=0)] * 2
+
+
 # ----------------------------------------------------------------------------- interruption and sharding
 
 

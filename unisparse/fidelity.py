@@ -12,6 +12,11 @@ second half (so every scored token has a long context), and compared with the de
 * density (kept / causal blocks), per layer and overall;
 * recalled attention mass: the share of the exact attention mass of each query block that the
   selected blocks hold (1.0 = nothing lost), per layer.
+
+The harness measures the method at any length, so by default it runs the sparse path even
+below ``UniSparseConfig.min_seq_len`` (12288 by default, the length under which production runs
+dense because sparse is slower there): ``evaluate_selector`` without a ``config`` uses
+``min_seq_len=0``. A config passed in is used as given, its ``min_seq_len`` included.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import dataclasses
 import inspect
 import math
 import os
+import warnings
 
 import torch
 
@@ -135,9 +141,19 @@ def evaluate_selector(
     measure_recall: bool = True,
     backend: str = "auto",
 ) -> dict:
-    """Run one prefill with ``selector`` and compare it with ``dense``. Returns a flat dict."""
+    """Run one prefill with ``selector`` and compare it with ``dense``. Returns a flat dict.
+
+    ``config`` goes to :func:`unisparse.enable` (its ``block_size`` and ``min_seq_len`` apply to
+    any selector). Default: the selector's block size and ``min_seq_len=0``, so the sparse path
+    runs at any length. A config whose ``min_seq_len`` exceeds the text's length is respected:
+    every layer runs dense (density 1.0), with a warning.
+    """
     eval_from = eval_from or ids.shape[1] // 2
-    config = config or UniSparseConfig(block_size=selector.block_size)
+    if config is None:
+        config = UniSparseConfig(block_size=selector.block_size, min_seq_len=0)
+    elif ids.shape[1] < config.min_seq_len:
+        warnings.warn(f"config.min_seq_len={config.min_seq_len} exceeds the {ids.shape[1]} tokens evaluated: "
+                      f"every layer runs dense; pass min_seq_len=0 to measure the selector", stacklevel=2)
     probe = MassRecallProbe(selector) if measure_recall else selector
     enable(model, config, selector=probe, backend=backend)
     try:

@@ -81,6 +81,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+MIN_SEQ_LEN_HELP = ("UniSparse runs on prompts of at least N tokens, dense attention on shorter ones "
+                    "(default 12288, the library default: below ~12K tokens selection plus the sparse kernel "
+                    "is slower than dense cuDNN on an H100, benchmarks/attention_d128_h100_sweep.md); "
+                    "0 runs sparse at any length")
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -99,6 +112,7 @@ def _ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dense", action="store_true", help="dense attention (no UniSparse)")
     p.add_argument("--top-p", type=float, default=None, help="UniSparse Top-P threshold (default 0.95)")
     p.add_argument("--block-size", type=int, default=None, help="UniSparse block size (default 128)")
+    p.add_argument("--min-seq-len", type=_non_negative_int, default=None, metavar="N", help=MIN_SEQ_LEN_HELP)
     p.add_argument("--fps", type=_positive_float, default=None, help="frames sampled per second (default 2)")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="at most this many frames")
     p.add_argument("--max-pixels", type=_positive_int, default=None, help="pixel budget per frame")
@@ -111,10 +125,11 @@ def _run_ask(args) -> int:
     from .pipeline import answer
 
     config = None
-    if not args.dense and (args.top_p is not None or args.block_size is not None):
+    kw = {k: v for k, v in (("top_p", args.top_p), ("block_size", args.block_size),
+                            ("min_seq_len", args.min_seq_len)) if v is not None}
+    if not args.dense and kw:
         from unisparse import UniSparseConfig
 
-        kw = {k: v for k, v in (("top_p", args.top_p), ("block_size", args.block_size)) if v is not None}
         config = UniSparseConfig(**kw)
     result = answer(args.video, args.question, args.options, model=args.model, sparse=not args.dense,
                     config=config, fps=args.fps, max_frames=args.max_frames, max_pixels=args.max_pixels,

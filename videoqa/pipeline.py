@@ -185,7 +185,9 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
             for a letter and ``Answer.letter`` holds the one read from the text.
         model: a path or hub id, ``"random"``, a :class:`videoqa.model.LoadedModel`, or None
             for the default (see :mod:`videoqa.model`; the random stand-in's answers are meaningless).
-        config: a :class:`unisparse.UniSparseConfig` (default: its defaults).
+        config: a :class:`unisparse.UniSparseConfig` (default: its defaults, which run dense attention
+            on prompts shorter than ``min_seq_len`` = 12288 tokens, where sparse is slower; pass
+            ``min_seq_len=0`` for sparse prefill at any length).
         fps, num_frames, max_frames, max_pixels, total_pixels, start, end: frame sampling, as in
             :func:`videoqa.video.sample_frames`; unset ones take the model's defaults
             (``LoadedModel.video_defaults``).

@@ -6,6 +6,7 @@ backends can inject the answering function and the model loader.
 
     videoqa eval --dataset DIR --output DIR [--model M] [--mode dense|sparse|both] [--limit N]
                  [--duration short|medium|long] [--subtitles] [--fps F] [--max-frames N]
+                 [--min-seq-len N]
 
 Multi-GPU: ``torchrun --nproc-per-node 8 scripts/eval_videomme.py ...`` (see videomme_run).
 """
@@ -17,6 +18,7 @@ import importlib
 import sys
 from typing import Callable
 
+from .cli import MIN_SEQ_LEN_HELP, _non_negative_int
 from .videomme import DEFAULT_SUBTITLE_CHARS, DURATIONS, DatasetError
 from .videomme_run import JournalError, SettingsMismatch, run_eval
 
@@ -41,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help=f"subtitle budget in characters, 0 for none (default {DEFAULT_SUBTITLE_CHARS})")
     p.add_argument("--fps", type=float, default=None, help="frames sampled per second (pipeline default if unset)")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per video")
+    p.add_argument("--min-seq-len", type=_non_negative_int, default=None, metavar="N",
+                   help="sparse mode: " + MIN_SEQ_LEN_HELP)
     p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per answer (default 16)")
     p.add_argument("--skip-missing", action="store_true",
                    help="evaluate the questions whose videos are present (default: stop, listing the missing)")
@@ -70,10 +74,16 @@ def run_from_args(args: argparse.Namespace, *, answer_fn: Callable | None = None
         answer_fn = load_callable("videoqa.videomme_dryrun:answer")
     elif answer_fn is None and args.answerer:
         answer_fn = load_callable(args.answerer)
+    config = None
+    if getattr(args, "min_seq_len", None) is not None:
+        from unisparse import UniSparseConfig
+
+        config = UniSparseConfig(min_seq_len=args.min_seq_len)
     model = load_model(args.model) if load_model is not None and args.model is not None else args.model
     try:
         report = run_eval(args.dataset, args.output, answer_fn=answer_fn, model=model, model_name=args.model,
-                          mode=args.mode, limit=args.limit, durations=args.duration, subtitles=args.subtitles,
+                          config=config, mode=args.mode, limit=args.limit, durations=args.duration,
+                          subtitles=args.subtitles,
                           subtitle_select=args.subtitle_select, subtitle_max_chars=args.subtitle_max_chars or None,
                           fps=args.fps, max_frames=args.max_frames, max_new_tokens=args.max_new_tokens,
                           skip_missing=args.skip_missing, questions_table=args.questions,

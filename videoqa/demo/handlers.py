@@ -8,6 +8,10 @@ line too, so a visitor never sees a stack trace.
 
 "Both" runs dense first, then UniSparse, on the same question and settings (each run samples the
 frames itself: :func:`videoqa.answer` takes a file, and its timings then cover the same steps).
+
+The UniSparse mode runs the sparse path at any length (:func:`demo_config`: ``min_seq_len=0``):
+the demo exists to show which blocks UniSparse selects, and its sample videos make prompts far
+shorter than the 12,288 tokens below which the library's default config runs dense attention.
 """
 
 from __future__ import annotations
@@ -156,6 +160,17 @@ class _Progress:
 # ----------------------------------------------------------------------------- the answer button
 
 
+def demo_config(top_p: float = 0.95, block_size: int = 128):
+    """The demo's UniSparse config: ``min_seq_len=0``, so that selection runs (and shows) at any length.
+
+    The library default (``min_seq_len=12288``) runs dense attention on shorter prompts, where
+    selection plus the sparse kernel is slower than dense (benchmarks/attention_d128_h100_sweep.md).
+    """
+    from unisparse import UniSparseConfig
+
+    return UniSparseConfig(top_p=float(top_p), block_size=int(block_size), min_seq_len=0)
+
+
 def run_question(video, question: str, options=(), mode: str = "Both", top_p: float = 0.95, *,
                  block_size: int = 128, fps: float | None = None, max_frames: int | None = None,
                  max_new_tokens: int = 32, model=None, device=None,
@@ -170,12 +185,10 @@ def run_question(video, question: str, options=(), mode: str = "Both", top_p: fl
     tracker = _Progress(progress, len(runs))
     result = DemoResult()
     with readable_errors(path):
-        from unisparse import UniSparseConfig
-
         from ..model import LoadedModel, is_cached, load_model, resolve_name
         from ..pipeline import answer
 
-        config = UniSparseConfig(top_p=float(top_p), block_size=int(block_size))
+        config = demo_config(top_p, block_size)
         if progress is not None and not isinstance(model, LoadedModel) and not is_cached(model, device=device):
             progress(0.0, desc=f"loading model {resolve_name(model)} (once per server)")
         loaded = load_model(model, device=device)  # cached per process: loads once
@@ -206,8 +219,8 @@ def warm_up(model=None, *, device=None, video: Path | str = SAMPLES_DIR / "shape
     from ..pipeline import answer
 
     for sparse in (False, True):
-        answer(video, "What moves?", model=model, device=device, sparse=sparse, num_frames=8, max_new_tokens=1,
-               keep_masks=False)
+        answer(video, "What moves?", model=model, device=device, sparse=sparse, config=demo_config(),
+               num_frames=8, max_new_tokens=1, keep_masks=False)
 
 
 def frame_gallery(answer, limit: int = GALLERY_MAX) -> list[tuple[np.ndarray, str]]:

@@ -24,6 +24,8 @@ from . import DEFAULT_MAX_UPLOAD_MB, handlers
 from .samples import SAMPLES_DIR, list_samples
 
 TITLE = "UniSparse VideoQA"
+MIN_SEQ_LEN_NOTE = ("The demo runs UniSparse at any length to show its selection; production (the library "
+                    "default) runs dense below 12,288 tokens, where sparse is slower (measured on an H100).")
 CSS = """
 #answer, #metrics { min-height: 2em; }
 #frames .caption-label { font-size: 0.75em; }
@@ -102,6 +104,7 @@ def build_app(model=None, *, device=None, max_upload_mb: float | None = DEFAULT_
                 top_p = gr.Slider(0.5, 1.0, value=0.95, step=0.01, label="UniSparse Top-P threshold",
                                   info="Share of the estimated attention mass each query block keeps; 1 = all.",
                                   elem_id="top-p")
+                gr.Markdown(f"<small>{MIN_SEQ_LEN_NOTE}</small>", elem_id="min-seq-len-note")
                 with gr.Accordion("Frame sampling and generation", open=False):
                     block_size = gr.Dropdown([64, 128], value=128, label="Block size (tokens)")
                     fps = gr.Number(value=defaults.get("fps"), label="Frames per second", minimum=0.01)
