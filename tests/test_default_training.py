@@ -154,3 +154,23 @@ def test_export_on_stop_writes_a_snapshot(tmp_path):
     assert json.loads((tmp_path / "snap" / "videoqa_default.json").read_text())["trained_steps"] == 2
     r = T.train(tiny(tmp_path / "b", steps=50, stop_at=2, export=str(tmp_path / "none")), log=lambda rec: None)
     assert not (tmp_path / "none").exists()
+
+
+def test_a_non_finite_step_is_skipped_and_logged(tmp_path, monkeypatch):
+    real = T.answer_loss
+    calls = []
+
+    def poisoned(model, batch, *a, **kw):
+        loss, acc, rms = real(model, batch, *a, **kw)
+        calls.append(1)
+        return (loss * float("nan"), acc, rms) if len(calls) == 2 else (loss, acc, rms)
+
+    monkeypatch.setattr(T, "answer_loss", poisoned)
+    events = []
+    r = T.train(tiny(steps=3), log=events.append)
+    bad = [e for e in events if e["event"] == "nonfinite"]
+    assert r["step"] == 3 and [e["step"] for e in bad] == [2]
+    assert all(torch.isfinite(p).all() for p in r["model"].model.visual.parameters())
+    calls.clear()
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        T.train(tiny(steps=3, max_skipped=0), log=lambda rec: None)

@@ -42,6 +42,11 @@ def object_masks(example: Example) -> list[tuple[np.ndarray, str, str]]:
     return [(shape_mask(o["shape"], h, w, o["cx"], o["cy"], o["r"]), o["color"], o["shape"]) for o in m["objects"]]
 
 
+def _word(name: str) -> str:
+    """How the word appears mid-sentence: " circle", but "7" (SmolLM2 splits " 7" into " " and "7")."""
+    return name if name.isdigit() else " " + name
+
+
 def token_labels(example: Example, merge: int = 28, min_cover: float = 0.15) -> list[tuple[str, ...]]:
     """Per merged token (order ``t, h-block, w-block``, as the tower emits them): the words it should read as.
 
@@ -57,12 +62,12 @@ def token_labels(example: Example, merge: int = 28, min_cover: float = 0.15) -> 
         cover = mask.reshape(gh, merge, gw, merge).mean(axis=(1, 3))
         take = (cover >= min_cover) & (cover > best)
         best[take], words[take] = cover[take], i
-    per_frame = [(BACKGROUND_WORD,) if i < 0 else (" " + objects[i][1], " " + objects[i][2]) for i in words.ravel()]
+    per_frame = [(BACKGROUND_WORD,) if i < 0 else (" " + objects[i][1], _word(objects[i][2])) for i in words.ravel()]
     return per_frame * (t // 2)
 
 
 class WordTargets:
-    """Target vectors for word tuples: the mean of their first-token embeddings, rescaled to the mean embedding norm."""
+    """Target vectors for word tuples: the mean of their embeddings, rescaled to the mean embedding norm."""
 
     def __init__(self, tokenizer, embeddings: torch.Tensor):
         self.tokenizer, self.embeddings = tokenizer, embeddings.detach().float()
@@ -71,8 +76,9 @@ class WordTargets:
 
     def __call__(self, words: tuple[str, ...]) -> torch.Tensor:
         if words not in self._cache:
-            ids = [self.tokenizer(wd, add_special_tokens=False)["input_ids"][0] for wd in words]
-            v = self.embeddings[ids].mean(0)
+            # a word's vector: the mean of its tokens' embeddings (SmolLM2 has one token per word used here)
+            v = torch.stack([self.embeddings[self.tokenizer(wd, add_special_tokens=False)["input_ids"]].mean(0)
+                             for wd in words]).mean(0)
             self._cache[words] = v * (self.norm / v.norm().clamp_min(1e-6))
         return self._cache[words]
 

@@ -79,6 +79,8 @@ class TrainConfig:
     export_on_stop: bool = False  # also export when stopping early (time limit / stop_at), as a snapshot
     workers: int = 0
     log_every: int = 10
+    max_skipped: int = 20  # non-finite steps tolerated (skipped, logged) before the run stops with an error
+    lm_dtype: str = "auto"  # the frozen LM on CUDA: "auto" (bfloat16 under autocast) or "float32" (no autocast)
 
     def schedule_key(self) -> dict:
         """What must not change between a run and its resumption."""
@@ -327,7 +329,10 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
     model, processor, lora, source = build(cfg)
-    lm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if cfg.lm_dtype not in ("auto", "float32"):
+        raise ValueError(f"lm_dtype must be 'auto' or 'float32', got {cfg.lm_dtype!r}")
+    use_bf16 = device.type == "cuda" and cfg.lm_dtype == "auto"
+    lm_dtype = torch.bfloat16 if use_bf16 else torch.float32
     model.to(device)
     model.model.language_model.to(lm_dtype)
     if lora is not None:
@@ -372,7 +377,7 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
             eval_set = mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames))
         model.eval()
         t0 = time.perf_counter()
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
             res = accuracy(model, processor, eval_set)
         model.train()
         emit({"event": "eval", "step": step, **res, "seconds": round(time.perf_counter() - t0, 1)})
@@ -384,7 +389,7 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
                                          worker_init_fn=_one_thread if cfg.workers else None,
                                          persistent_workers=False, pin_memory=device.type == "cuda")
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    step_time, ckpt_time, stopped, last_ckpt = None, 0.0, "done", None
+    step_time, ckpt_time, stopped, last_ckpt, skipped = None, 0.0, "done", None, 0
     it = iter(loader)
     window = []
     while step < cfg.steps:
@@ -403,12 +408,20 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
         batch = _move(batch, device)
         for g in optimizer.param_groups:
             g["lr"] = lr_at(cfg, step, g["base_lr"])
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
             loss, tok_acc, vis_rms = answer_loss(model, batch, cfg.visual_scale_weight, text_rms)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
-        optimizer.step()
+        if torch.isfinite(loss) and torch.isfinite(gnorm):
+            optimizer.step()
+        else:  # one bad batch must not poison the weights (two H100 runs went NaN for good, benchmarks/default_model_runs)
+            skipped += 1
+            emit({"event": "nonfinite", "step": step + 1, "loss": float(loss), "grad_norm": float(gnorm),
+                  "tokens": int(batch["input_ids"].shape[1]), "batch": int(batch["input_ids"].shape[0]),
+                  "skipped_so_far": skipped})
+            if skipped > cfg.max_skipped:
+                raise FloatingPointError(f"{skipped} non-finite steps (last: step {step + 1}); see the log")
         step += 1
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -525,6 +538,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--export-on-stop", action="store_true", help="export a snapshot also when stopping early")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
     p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--max-skipped", type=int, default=d.max_skipped, help="non-finite steps skipped before giving up")
+    p.add_argument("--lm-dtype", choices=("auto", "float32"), default=d.lm_dtype,
+                   help="frozen LM precision on CUDA (auto: bfloat16 under autocast)")
     a = p.parse_args(argv)
     vision = {k: v for k, v in (("depth", a.vision_depth), ("embed_dim", a.vision_dim), ("num_heads", a.vision_heads))
               if v is not None}
@@ -536,7 +552,7 @@ def parse_args(argv=None) -> TrainConfig:
                        checkpoint_every=a.checkpoint_every, checkpoint_dir=a.checkpoint_dir, resume=a.resume,
                        time_limit_s=a.time_limit_s, stop_at=a.stop_at, export=a.export, export_format=a.export_format,
                        export_on_stop=a.export_on_stop,
-                       workers=a.workers, log_every=a.log_every)
+                       workers=a.workers, log_every=a.log_every, max_skipped=a.max_skipped, lm_dtype=a.lm_dtype)
 
 
 def main(argv=None) -> int:
