@@ -174,3 +174,20 @@ def test_a_non_finite_step_is_skipped_and_logged(tmp_path, monkeypatch):
     calls.clear()
     with pytest.raises(FloatingPointError, match="non-finite"):
         T.train(tiny(steps=3, max_skipped=0), log=lambda rec: None)
+
+
+def test_text_only_stage_trains_the_lora_alone_and_hands_it_on(tmp_path):
+    """Stage A: described scenes, no video; only the LoRA moves, and stage 1 can start from it."""
+    r = T.train(tiny(tmp_path, steps=3, text_only=True, eval_every=1), log=lambda rec: None)
+    built, _, lora0, _ = T.build(tiny(steps=3))
+    assert all(torch.equal(a, b) for a, b in zip(r["model"].model.visual.state_dict().values(),
+                                                  built.model.visual.state_dict().values()))
+    assert any(not torch.equal(a, b) for a, b in zip(r["lora"].state_dict().values(), lora0.state_dict().values()))
+    batch = T.collate([T.encode(r["processor"], e, text_only=True) for e in T.step_examples(tiny(text_only=True), 0)], 0)
+    assert "pixel_values_videos" not in batch
+    assert not (batch["input_ids"] == r["processor"].video_token_id).any()
+    ckpt = tmp_path / "ckpt" / "step-0000003" / "trainable.pt"
+    _, _, lora1, _ = T.build(tiny(init_lora=str(ckpt)))
+    assert all(torch.equal(a, b) for a, b in zip(lora1.state_dict().values(), r["lora"].state_dict().values()))
+    with pytest.raises(ValueError, match="lora_rank"):
+        T.build(tiny(text_only=True, lora_rank=0))

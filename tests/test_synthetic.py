@@ -219,3 +219,14 @@ def test_caption_names_every_object_left_to_right_from_the_pixels():
     assert seen == {"digit", "objects"}
     assert S.CAPTION_KIND not in KINDS  # training only: evaluation never draws it
     assert not is_correct(make_example("train", 0, kind=S.CAPTION_KIND), "a red circle and a blue triangle and more")
+
+
+def test_describe_names_what_is_drawn():
+    for i in range(8):
+        e = make_example("train", i, kind="color")
+        text = S.describe(e)
+        assert text.startswith("The picture shows ") and all(f"{o['color']} {o['shape']}" in text for o in e.meta["objects"])
+        d = make_example("train", i, kind="digit")
+        assert S.describe(d) == f"The picture shows the digit {d.meta['digit']} in {d.meta['color']}."
+    with pytest.raises(ValueError, match="static"):
+        S.describe(make_example("train", 0, kind="motion"))

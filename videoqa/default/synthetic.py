@@ -506,6 +506,22 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
     return _finalise(rng, kind, split, index, _finish(rng, frames, noise), str(q), answer, pool, hint, mc, meta)
 
 
+def describe(example: Example) -> str:
+    """The picture of a static example in words ("The picture shows a red circle and a blue square.").
+
+    For the text-only stage of training: the language model learns to answer from a description
+    before it learns to answer from visual tokens (frozen SmolLM2 cannot do the former either).
+    """
+    m = example.meta
+    if example.kind == "digit" or (example.kind == CAPTION_KIND and "digit" in m):
+        return f"The picture shows the digit {m['digit']} in {m['color']}."
+    if example.kind not in STATIC_KINDS + (CAPTION_KIND,):
+        raise ValueError(f"descriptions exist for the static kinds, not {example.kind!r}")
+    names = [f"a {o['color']} {o['shape']}" for o in sorted(m["objects"], key=lambda o: o["cx"])]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"The picture shows {listed}."
+
+
 # ----------------------------------------------------------------------------- scoring
 
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(DIGIT_WORDS)}

@@ -62,8 +62,11 @@ class TrainConfig:
     vision: dict = dataclasses.field(default_factory=dict)  # overrides of build.DEFAULT_VISION
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    lora_targets: tuple = ("q_proj", "v_proj")  # the text-only probe learnt with all seven projections (docs)
     visual_scale_weight: float = 0.0  # penalty on log(visual token RMS / text embedding RMS)^2; 0: off
     init_vision: str | None = None  # a stage-0 tower (videoqa.default.grounding --output) to start from
+    init_lora: str | None = None  # a checkpoint's trainable.pt whose LoRA factors to start from (e.g. the text stage's)
+    text_only: bool = False  # stage A: static scenes described in words, no video; trains the LoRA only
     seed: int = 0
     device: str = "auto"
     tiny: bool = False  # tiny random LM + tiny vision tower: for tests and dry runs
@@ -86,7 +89,7 @@ class TrainConfig:
         """What must not change between a run and its resumption."""
         return {k: getattr(self, k) for k in ("steps", "batch_size", "token_budget", "lr", "lora_lr", "warmup",
                                                "weight_decay", "frames", "max_frames", "size", "group_weights",
-                                               "vision", "lora_rank", "lora_alpha", "visual_scale_weight", "init_vision", "seed", "tiny")}
+                                               "vision", "lora_rank", "lora_alpha", "lora_targets", "visual_scale_weight", "init_vision", "init_lora", "text_only", "seed", "tiny")}
 
 
 # ----------------------------------------------------------------------------- data
@@ -97,7 +100,7 @@ def step_examples(cfg: TrainConfig, step: int, split: str = "train") -> list[Exa
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7919, int(step)]))
     names = sorted(cfg.group_weights)
     w = np.array([cfg.group_weights[n] for n in names], float)
-    group = names[int(rng.choice(len(names), p=w / w.sum()))]
+    group = "single" if cfg.text_only else names[int(rng.choice(len(names), p=w / w.sum()))]
     kinds = GROUPS[group]
     first = str(kinds[int(rng.integers(len(kinds)))])
     t = int(cfg.frames) if cfg.frames else min(default_num_frames(rng, first), cfg.max_frames)
@@ -115,14 +118,26 @@ def step_examples(cfg: TrainConfig, step: int, split: str = "train") -> list[Exa
     return out
 
 
-def encode(processor, example: Example) -> dict:
-    """Prompt + answer tokens for one example; ``labels`` are -100 except on the answer and ``<|im_end|>``."""
-    from ..prompt import build_inputs
+def encode(processor, example: Example, text_only: bool = False) -> dict:
+    """Prompt + answer tokens for one example; ``labels`` are -100 except on the answer and ``<|im_end|>``.
 
-    prepared = build_inputs(processor, example.frames, example.question, example.options)
+    ``text_only``: the picture is described in words in place of the video (stage A).
+    """
+    from ..prompt import build_inputs, question_text
+    from .synthetic import describe
+
     tok = processor.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
     answer = tok(example.target, add_special_tokens=False)["input_ids"] + [end]
+    if text_only:
+        text = describe(example) + "\n" + question_text(example.question, example.options)
+        chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": text}]}])
+        prompt = tok(chat, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        ids = torch.cat([prompt, torch.tensor(answer)])
+        labels = torch.full_like(ids, -100)
+        labels[len(prompt):] = ids[len(prompt):]
+        return {"input_ids": ids, "labels": labels, "mm_token_type_ids": torch.zeros_like(ids)}
+    prepared = build_inputs(processor, example.frames, example.question, example.options)
     prompt = prepared.inputs["input_ids"][0]
     ids = torch.cat([prompt, torch.tensor(answer)])
     labels = torch.full_like(ids, -100)
@@ -144,9 +159,11 @@ def collate(encoded: list[dict], pad_id: int) -> dict:
     for i, e in enumerate(encoded):
         k = len(e["input_ids"])
         ids[i, :k], labels[i, :k], mask[i, :k], mm[i, :k] = e["input_ids"], e["labels"], 1, e["mm_token_type_ids"]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "mm_token_type_ids": mm,
-            "pixel_values_videos": torch.cat([e["pixel_values_videos"] for e in encoded]),
-            "video_grid_thw": torch.cat([e["video_grid_thw"] for e in encoded])}
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "mm_token_type_ids": mm}
+    if "pixel_values_videos" in encoded[0]:
+        out["pixel_values_videos"] = torch.cat([e["pixel_values_videos"] for e in encoded])
+        out["video_grid_thw"] = torch.cat([e["video_grid_thw"] for e in encoded])
+    return out
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -162,7 +179,7 @@ class StepBatches(torch.utils.data.Dataset):
         step = self.start + i
         pad = self.processor.tokenizer.pad_token_id
         pad = self.processor.eos_token_ids[0] if pad is None else pad
-        return step, collate([encode(self.processor, e) for e in step_examples(self.cfg, step)], pad)
+        return step, collate([encode(self.processor, e, self.cfg.text_only) for e in step_examples(self.cfg, step)], pad)
 
 
 # ----------------------------------------------------------------------------- model and loss
@@ -178,7 +195,17 @@ def build(cfg: TrainConfig):
     model, processor = build_default_model(vision, source=source, seed=cfg.seed)
     if cfg.init_vision:
         model.model.visual.load_state_dict(torch.load(cfg.init_vision, map_location="cpu"))
-    lora = LoRA(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, seed=cfg.seed).attach() if cfg.lora_rank else None
+    lora = (LoRA(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=tuple(cfg.lora_targets), seed=cfg.seed).attach()
+            if cfg.lora_rank else None)
+    if cfg.init_lora:
+        if lora is None:
+            raise ValueError("init_lora needs lora_rank > 0")
+        lora.load_state_dict(torch.load(cfg.init_lora, map_location="cpu")["lora"])
+    if cfg.text_only:
+        if lora is None:
+            raise ValueError("the text-only stage trains the LoRA: lora_rank must be > 0")
+        for p in model.model.visual.parameters():
+            p.requires_grad_(False)
     return model, processor, lora, source
 
 
@@ -195,19 +222,19 @@ def answer_loss(model, batch: dict, visual_scale_weight: float = 0.0, text_rms: 
     hook = model.model.visual.merger.register_forward_hook(lambda m, i, o: captured.append(o))
     try:
         out = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      mm_token_type_ids=batch["mm_token_type_ids"], pixel_values_videos=batch["pixel_values_videos"],
-                      video_grid_thw=batch["video_grid_thw"], use_cache=False)
+                          mm_token_type_ids=batch["mm_token_type_ids"], pixel_values_videos=batch.get("pixel_values_videos"),
+                          video_grid_thw=batch.get("video_grid_thw"), use_cache=False)
     finally:
         hook.remove()
-    visual = captured[0].float()
-    rms = visual.pow(2).mean(-1).sqrt()
+    visual = captured[0].float() if captured else None  # None: a text-only batch
+    rms = visual.pow(2).mean(-1).sqrt() if visual is not None else torch.zeros(1)
     target = labels[:, 1:]
     keep = target != -100
     hidden = out.last_hidden_state[:, :-1][keep]
     logits = model.lm_head(hidden).float()
     tgt = target[keep]
     loss = torch.nn.functional.cross_entropy(logits, tgt)
-    if visual_scale_weight:
+    if visual_scale_weight and visual is not None:
         ref = text_rms if text_rms is not None else float(model.model.language_model.embed_tokens.weight.float().pow(2).mean().sqrt())
         loss = loss + visual_scale_weight * torch.log(rms.clamp_min(1e-6) / ref).pow(2).mean()
     acc = (logits.argmax(-1) == tgt).float().mean().item()
@@ -223,8 +250,8 @@ def lr_at(cfg: TrainConfig, step: int, base: float) -> float:
 
 
 def make_optimizer(cfg: TrainConfig, model, lora):
-    groups = [{"params": [p for p in model.model.visual.parameters()], "lr": cfg.lr, "base_lr": cfg.lr,
-               "weight_decay": cfg.weight_decay}]
+    groups = [] if cfg.text_only else [{"params": [p for p in model.model.visual.parameters()], "lr": cfg.lr,
+                                        "base_lr": cfg.lr, "weight_decay": cfg.weight_decay}]
     if lora is not None:
         groups.append({"params": list(lora.parameters()), "lr": cfg.lora_lr, "base_lr": cfg.lora_lr,
                        "weight_decay": 0.0})
@@ -437,14 +464,14 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
             window = []
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             last_ckpt, ckpt_time = checkpoint()
-        if cfg.eval_every and step % cfg.eval_every == 0:
+        if cfg.eval_every and step % cfg.eval_every == 0 and not cfg.text_only:  # the held-out set is video
             evaluate()
     del it, loader
     if cfg.checkpoint_dir and (last_ckpt is None or not last_ckpt.endswith(f"step-{step:07d}")):
         last_ckpt, _ = checkpoint()
     exported = None
     if step == cfg.steps:
-        if cfg.eval_every and step % cfg.eval_every:
+        if cfg.eval_every and step % cfg.eval_every and not cfg.text_only:
             evaluate()
         if cfg.export:
             exported = export(cfg, model, processor, lora, source)
@@ -520,9 +547,14 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--vision-heads", type=int)
     p.add_argument("--lora-rank", type=int, default=d.lora_rank, help="0: no LoRA")
     p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
+    p.add_argument("--lora-targets", default=",".join(d.lora_targets),
+                   help="comma-separated Linear names, e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     p.add_argument("--visual-scale-weight", type=float, default=d.visual_scale_weight,
                    help="penalty keeping visual tokens at the text embeddings' RMS (0: off)")
     p.add_argument("--init-vision", help="start from this stage-0 tower (python -m videoqa.default.grounding)")
+    p.add_argument("--init-lora", help="start the LoRA from this checkpoint's trainable.pt (e.g. the text-only stage's)")
+    p.add_argument("--text-only", action="store_true",
+                   help="stage A: static scenes described in words, no video; trains the LoRA only")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--tiny", action="store_true", help="tiny random LM and vision tower (tests, dry runs)")
@@ -547,7 +579,9 @@ def parse_args(argv=None) -> TrainConfig:
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, token_budget=a.token_budget, lr=a.lr, lora_lr=a.lora_lr,
                        warmup=a.warmup, weight_decay=a.weight_decay, frames=a.frames, max_frames=a.max_frames,
                        size=a.size, group_weights=a.group_weights or dict(DEFAULT_GROUP_WEIGHTS), vision=vision, lora_rank=a.lora_rank, lora_alpha=a.lora_alpha,
-                       visual_scale_weight=a.visual_scale_weight, init_vision=a.init_vision, seed=a.seed,
+                       lora_targets=tuple(t.strip() for t in a.lora_targets.split(",") if t.strip()),
+                       visual_scale_weight=a.visual_scale_weight, init_vision=a.init_vision,
+                       init_lora=a.init_lora, text_only=a.text_only, seed=a.seed,
                        device=a.device, tiny=a.tiny, eval_every=a.eval_every, eval_examples=a.eval_examples,
                        checkpoint_every=a.checkpoint_every, checkpoint_dir=a.checkpoint_dir, resume=a.resume,
                        time_limit_s=a.time_limit_s, stop_at=a.stop_at, export=a.export, export_format=a.export_format,
