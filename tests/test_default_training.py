@@ -178,7 +178,9 @@ def test_a_non_finite_step_is_skipped_and_logged(tmp_path, monkeypatch):
 
 def test_text_only_stage_trains_the_lora_alone_and_hands_it_on(tmp_path):
     """Stage A: described scenes, no video; only the LoRA moves, and stage 1 can start from it."""
-    r = T.train(tiny(tmp_path, steps=3, text_only=True, eval_every=1), log=lambda rec: None)
+    r = T.train(tiny(tmp_path, steps=3, text_only=True, eval_every=3, eval_examples=4), log=lambda rec: None)
+    evals = [h for h in r["history"] if h["event"] == "eval"]
+    assert len(evals) == 1 and evals[0]["n"] == 4 and set(evals[0]["per_kind"]) == {"color", "shape", "digit", "count"}
     built, _, lora0, _ = T.build(tiny(steps=3))
     assert all(torch.equal(a, b) for a, b in zip(r["model"].model.visual.state_dict().values(),
                                                   built.model.visual.state_dict().values()))

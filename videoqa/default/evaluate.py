@@ -79,6 +79,12 @@ def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDL
     return out
 
 
+def static_examples(n: int, *, split: str = "heldout") -> list[Example]:
+    """``n`` held-out single-picture examples cycling over the static kinds, half multiple choice."""
+    return [make_example(split, i, kind=STATIC_KINDS[i % len(STATIC_KINDS)], num_frames=2, mc=bool((i // 4) % 2))
+            for i in range(n)]
+
+
 def mixed_examples(n: int, *, split: str = "heldout", max_frames: int = 64) -> list[Example]:
     """``n`` held-out examples cycling over every kind, short enough to score during training."""
     from .synthetic import KINDS, NEEDLE_SIZES
@@ -95,19 +101,33 @@ def mixed_examples(n: int, *, split: str = "heldout", max_frames: int = 64) -> l
     return out
 
 
+def described_prompt_ids(processor, example: Example) -> torch.Tensor:
+    """Token ids [L] of the text-only prompt: the picture described in words, then the question (stage A)."""
+    from ..prompt import question_text
+    from .synthetic import describe
+
+    text = describe(example) + "\n" + question_text(example.question, example.options)
+    chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": text}]}])
+    return processor.tokenizer(chat, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+
+
 @torch.inference_mode()
-def generate_text(model, processor, example: Example, *, max_new_tokens: int = 8) -> tuple[str, int]:
-    """Greedy answer to ``example`` with the pipeline's prompt: ``(text, prompt tokens)``."""
+def generate_text(model, processor, example: Example, *, max_new_tokens: int = 8,
+                  text_only: bool = False) -> tuple[str, int]:
+    """Greedy answer to ``example`` with the pipeline's prompt (or the described one): ``(text, prompt tokens)``."""
     from ..prompt import build_inputs
 
     device = next(model.parameters()).device
-    prepared = build_inputs(processor, example.frames, example.question, example.options)
-    inputs = {k: v.to(device) for k, v in prepared.inputs.items()}
+    if text_only:
+        ids = described_prompt_ids(processor, example)[None].to(device)
+        inputs, n = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, ids.shape[1]
+    else:
+        prepared = build_inputs(processor, example.frames, example.question, example.options)
+        inputs, n = {k: v.to(device) for k, v in prepared.inputs.items()}, prepared.num_tokens
     eos = processor.eos_token_ids
     pad = processor.tokenizer.pad_token_id
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
                          top_k=None, eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad)
-    n = prepared.num_tokens
     return processor.decode(out[0, n:]).strip(), n
 
 
@@ -133,11 +153,14 @@ def answer_example(model, processor, example: Example, *, sparse: bool, config=N
     return text, density, n, seconds
 
 
-def accuracy(model, processor, examples: list[Example], *, max_new_tokens: int = 8) -> dict:
-    """Dense accuracy overall and per kind (what training logs)."""
+def accuracy(model, processor, examples: list[Example], *, max_new_tokens: int = 8, text_only: bool = False) -> dict:
+    """Dense accuracy overall and per kind (what training logs); ``text_only``: on the described prompts."""
     per_kind: dict[str, list[bool]] = {}
     for ex in examples:
-        text, _, _, _ = answer_example(model, processor, ex, sparse=False, max_new_tokens=max_new_tokens)
+        if text_only:
+            text, _ = generate_text(model, processor, ex, max_new_tokens=max_new_tokens, text_only=True)
+        else:
+            text, _, _, _ = answer_example(model, processor, ex, sparse=False, max_new_tokens=max_new_tokens)
         per_kind.setdefault(ex.kind, []).append(is_correct(ex, text))
     flat = [c for v in per_kind.values() for c in v]
     return {"accuracy": sum(flat) / max(1, len(flat)), "n": len(flat),

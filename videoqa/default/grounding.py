@@ -155,8 +155,7 @@ def ground_loss(visual, batch, targets: WordTargets, object_weight: float, devic
 def ground(model, processor, cfg: GroundConfig, *, log=None) -> list[dict]:
     """Train ``model.model.visual`` in place (stage 0); returns the log records."""
     say = log or (lambda rec: print(json.dumps(rec), flush=True))
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     visual = model.model.visual.to(device).train()
     targets = WordTargets(processor.tokenizer, model.model.language_model.embed_tokens.weight)
     opt = torch.optim.AdamW(visual.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))

@@ -123,16 +123,14 @@ def encode(processor, example: Example, text_only: bool = False) -> dict:
 
     ``text_only``: the picture is described in words in place of the video (stage A).
     """
-    from ..prompt import build_inputs, question_text
-    from .synthetic import describe
+    from ..prompt import build_inputs
+    from .evaluate import described_prompt_ids
 
     tok = processor.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
     answer = tok(example.target, add_special_tokens=False)["input_ids"] + [end]
     if text_only:
-        text = describe(example) + "\n" + question_text(example.question, example.options)
-        chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": text}]}])
-        prompt = tok(chat, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        prompt = described_prompt_ids(processor, example)
         ids = torch.cat([prompt, torch.tensor(answer)])
         labels = torch.full_like(ids, -100)
         labels[len(prompt):] = ids[len(prompt):]
@@ -398,14 +396,15 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
 
     def evaluate():
         nonlocal eval_set
-        from .evaluate import accuracy, mixed_examples
+        from .evaluate import accuracy, mixed_examples, static_examples
 
         if eval_set is None:
-            eval_set = mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames))
+            eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
+                        else mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames)))
         model.eval()
         t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
-            res = accuracy(model, processor, eval_set)
+            res = accuracy(model, processor, eval_set, text_only=cfg.text_only)
         model.train()
         emit({"event": "eval", "step": step, **res, "seconds": round(time.perf_counter() - t0, 1)})
 
@@ -464,14 +463,14 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
             window = []
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             last_ckpt, ckpt_time = checkpoint()
-        if cfg.eval_every and step % cfg.eval_every == 0 and not cfg.text_only:  # the held-out set is video
+        if cfg.eval_every and step % cfg.eval_every == 0:
             evaluate()
     del it, loader
     if cfg.checkpoint_dir and (last_ckpt is None or not last_ckpt.endswith(f"step-{step:07d}")):
         last_ckpt, _ = checkpoint()
     exported = None
     if step == cfg.steps:
-        if cfg.eval_every and step % cfg.eval_every and not cfg.text_only:
+        if cfg.eval_every and step % cfg.eval_every:
             evaluate()
         if cfg.export:
             exported = export(cfg, model, processor, lora, source)
