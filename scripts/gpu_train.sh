@@ -4,6 +4,9 @@
 #   bash scripts/gpu_train.sh setup                 # join the two carried GGUF parts, install wheels
 #   bash scripts/gpu_train.sh sweep SECONDS NAME="ARGS" [NAME="ARGS" ...]   # runs in parallel, one GPU
 #   bash scripts/gpu_train.sh continue SECONDS [NAME]   # resume NAME (default: best last eval) alone
+#   bash scripts/gpu_train.sh stages SECONDS        # stage A (text LoRA) and stage 0 (grounding) side by side
+#   bash scripts/gpu_train.sh stage1 SECONDS        # stage 1 from both, two learning-rate settings (S, T) side by side
+#   bash scripts/gpu_train.sh evaluate NAME [ARGS]  # held-out suites on NAME's export; model tarball to $OUT
 # Each run: checkpoints in out/runs/NAME/ckpt, a snapshot export in out/runs/NAME/model, its log
 # copied to $OUT/NAME.jsonl. docs/default-model.md has the whole procedure.
 set -uo pipefail
@@ -12,6 +15,7 @@ mkdir -p "$OUT" out/runs
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 [ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 [ -f out/smollm2.gguf ] && export VIDEOQA_SMOLLM2_GGUF="${VIDEOQA_SMOLLM2_GGUF:-$(pwd)/out/smollm2.gguf}"
+LORA=(--lora-rank 16 --lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)
 COMMON=(--steps 3000 --eval-every 300 --eval-examples 60 --checkpoint-every 300 --export-on-stop --log-every 20)
 
 case "${1:-}" in
@@ -40,6 +44,9 @@ sweep)
     for spec in "$@"; do
         name=${spec%%=*}
         cp "out/runs/$name/ckpt/log.jsonl" "$OUT/$name.jsonl" 2>/dev/null
+        # the trainable weights travel back (a cold machine loses out/): resume from them with --init-*
+        latest=$(cat "out/runs/$name/ckpt/latest" 2>/dev/null) && \
+            split -b 15M "out/runs/$name/ckpt/$latest/trainable.pt" "$OUT/$name-trainable.pt.part"
         echo "== $name: $(cat out/runs/$name/args)"; grep -v Convert "out/runs/$name/stdout.log" | grep -E '"eval"|exported|stopped|Error|error' | cut -c1-400 | tail -6
         grep '"train"' "out/runs/$name/stdout.log" | tail -1 | cut -c1-300
     done
@@ -69,6 +76,37 @@ PY
     grep -v Convert "out/runs/$name/stdout2.log" | grep -E '"eval"|exported|stopped|Error|error|resumed' | cut -c1-400 | tail -8
     tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model && ls -la "$OUT"
     ;;
+stages)
+    # Stage A: SmolLM2 learns to answer from described pictures (LoRA only). Stage 0: the tower learns
+    # to write word embeddings (no LM forward). Independent, so they share the GPU; stage 1 starts
+    # from both (--init-lora out/textA/<latest>/trainable.pt --init-vision out/ground.pt).
+    seconds=$2
+    python3 scripts/train_default_model.py --text-only "${LORA[@]}" --lora-lr 1e-3 --steps 1500 --warmup 50 \
+        --batch-size 32 --eval-every 500 --eval-examples 48 --checkpoint-dir out/textA --lm-dtype float32 \
+        --workers 2 --log-every 50 --time-limit-s "$seconds" > out/textA.log 2>&1 &
+    python3 -m videoqa.default.grounding --steps 2000 --batch-size 16 --workers 12 --time-limit-s "$((seconds - 60))" \
+        --output out/ground.pt > out/ground.log 2>&1 &
+    wait
+    cp out/textA/log.jsonl "$OUT/textA.jsonl"; grep '"ground' out/ground.log > "$OUT/ground.jsonl"
+    cp out/ground.pt "$OUT/ground.pt"
+    grep -E '"eval"|stopped|Error' out/textA.log | cut -c1-400 | tail -4; tail -2 out/ground.log | cut -c1-300
+    grep -iE 'error|Traceback' out/textA.log out/ground.log | head -5
+    ;;
+stage1)
+    # Joint answer training from stages A and 0; the frozen LM in float32 (both bf16 runs went NaN).
+    # A resumed call must pass the same arguments, which this preset guarantees.
+    seconds=$2
+    base="--workers 6 ${LORA[*]} --init-lora out/textA/$(cat out/textA/latest)/trainable.pt --init-vision out/ground.pt"
+    base="$base --lm-dtype float32 --visual-scale-weight 0.1 --steps 2000"
+    base="$base --group-weights caption=0.15,single=0.4,video=0.15,needle=0.3"
+    bash "$0" sweep "$seconds" S="$base --lr 3e-4 --lora-lr 5e-4" T="$base --lr 1e-3 --lora-lr 1e-3"
+    ;;
+evaluate)
+    name=$2; shift 2
+    python3 scripts/eval_default_model.py --model "out/runs/$name/model" --device cuda --output "$OUT/eval-$name" --quiet "$@" \
+        2>&1 | grep -v Convert | tail -30
+    tar czf - -C "out/runs/$name" model | split -b 15M - "$OUT/$name-model.tgz.part" && ls -la "$OUT"
+    ;;
 *)
-    sed -n 2,9p "$0"; exit 2 ;;
+    sed -n 2,11p "$0"; exit 2 ;;
 esac

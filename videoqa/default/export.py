@@ -8,7 +8,7 @@ Compact (:func:`save_compact`, what ``data/models/default/`` holds): only what t
 or added, a few MB:
 
 * ``vision.safetensors``: the vision tower and merger, the added tokens' embedding rows and the
-  LoRA factors (bfloat16 by default);
+  LoRA factors (float16 unless the export is float32);
 * ``config.json``/``generation_config.json``: the full Qwen2-VL config (so tools that look for
   ``config.json`` see a model);
 * the tokenizer, chat template and ``preprocessor_config.json`` (:class:`VideoQAProcessor`);
@@ -66,7 +66,10 @@ def save_compact(model, processor, path, *, source, lora=None, dtype: torch.dtyp
     tensors[ADDED_ROWS] = embed[source_vocab_size:].detach().to("cpu", dtype).contiguous()
     if lora is not None:
         for k, v in lora.state_dict().items():
-            tensors[f"lora.{k}"] = v.detach().to("cpu", torch.float32).contiguous()  # tiny: keep full precision
+            # float16 (10 mantissa bits) unless a float32 export is asked for: rank 16 on all seven
+            # projections is 4.9M factors, 20 MB in float32, which is most of what git would carry
+            lora_dtype = torch.float32 if dtype == torch.float32 else torch.float16
+            tensors[f"lora.{k}"] = v.detach().to("cpu", lora_dtype).contiguous()
     save_file(tensors, os.path.join(path, TENSORS), metadata={"format": FORMAT})
     model.config.save_pretrained(path)
     model.generation_config.save_pretrained(path)

@@ -98,6 +98,7 @@ class GroundConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0  # data loader processes (drawing and patchifying is the CPU-bound part)
+    time_limit_s: float | None = None  # stop early (keeping what was learnt) so a GPU call of 10 minutes is never overrun
 
 
 def step_examples(cfg: GroundConfig, step: int) -> list[Example]:
@@ -164,6 +165,12 @@ def ground(model, processor, cfg: GroundConfig, *, log=None) -> list[dict]:
                                          prefetch_factor=4 if cfg.workers else None,
                                          worker_init_fn=(lambda _: torch.set_num_threads(1)) if cfg.workers else None)
     for step, batch in enumerate(loader):
+        if cfg.time_limit_s is not None and time.perf_counter() - t0 > cfg.time_limit_s:
+            rec = {"event": "ground stopped (time_limit)", "step": step, "of": cfg.steps,
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            history.append(rec)
+            say(rec)
+            break
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -197,11 +204,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--time-limit-s", type=float, help="stop after this many seconds of training (the tower is still saved)")
     p.add_argument("--output", required=True, help="where the tower's state dict goes (.pt); training takes it as --init-vision")
     a = p.parse_args(argv)
     model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=a.tiny, seed=a.seed))
     ground(model, processor, GroundConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device,
-                                          workers=a.workers))
+                                          workers=a.workers, time_limit_s=a.time_limit_s))
     torch.save({k: v.detach().cpu() for k, v in model.model.visual.state_dict().items()}, a.output)
     print(json.dumps({"event": "saved", "path": a.output}))
     return 0

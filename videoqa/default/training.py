@@ -358,6 +358,9 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
         raise ValueError(f"lm_dtype must be 'auto' or 'float32', got {cfg.lm_dtype!r}")
     use_bf16 = device.type == "cuda" and cfg.lm_dtype == "auto"
     lm_dtype = torch.bfloat16 if use_bf16 else torch.float32
+    if device.type == "cuda" and not use_bf16:  # float32 range (both bf16 GPU runs went NaN), TF32 tensor-core speed
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     model.to(device)
     model.model.language_model.to(lm_dtype)
     if lora is not None:
