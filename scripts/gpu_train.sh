@@ -6,6 +6,7 @@
 #   bash scripts/gpu_train.sh continue SECONDS [NAME]   # resume NAME (default: best last eval) alone
 #   bash scripts/gpu_train.sh stages SECONDS        # stage A (text LoRA) and stage 0 (grounding) side by side
 #   bash scripts/gpu_train.sh stage1 SECONDS        # stage 1 from both, two learning-rate settings (S, T) side by side
+#   bash scripts/gpu_train.sh from-export SECONDS DIR [NAME [ARGS]]   # stage 1 continued from a compact export (NAME: W)
 #   bash scripts/gpu_train.sh evaluate NAME [ARGS]  # held-out suites on NAME's export; model tarball to $OUT
 # Each run: checkpoints in out/runs/NAME/ckpt, a snapshot export in out/runs/NAME/model, its log
 # copied to $OUT/NAME.jsonl. docs/default-model.md has the whole procedure.
@@ -91,6 +92,7 @@ stages)
     cp out/ground.pt "$OUT/ground.pt"
     grep -E '"eval"|stopped|Error' out/textA.log | cut -c1-400 | tail -4; tail -2 out/ground.log | cut -c1-300
     grep -iE 'error|Traceback' out/textA.log out/ground.log | head -5
+    [ -f out/ground.pt ] && [ -f out/textA/latest ]  # the status: both stages left their output
     ;;
 stage1)
     # Joint answer training from stages A and 0; the frozen LM in float32 (both bf16 runs went NaN).
@@ -100,6 +102,15 @@ stage1)
     base="$base --lm-dtype float32 --visual-scale-weight 0.1 --steps 2000"
     base="$base --group-weights caption=0.15,single=0.4,video=0.15,needle=0.3"
     bash "$0" sweep "$seconds" S="$base --lr 3e-4 --lora-lr 5e-4" T="$base --lr 1e-3 --lora-lr 1e-3"
+    ;;
+from-export)
+    # A fresh machine has lost every checkpoint: start tower and LoRA from an export that came back
+    # (e.g. data/models/default-wip) with S's settings; later calls resume it with `continue SECONDS NAME`.
+    # Extra arguments after NAME are added (and win), e.g. --init-vision out/ground.pt for a new tower.
+    seconds=$2; src=$3; name=${4:-W}; shift $(( $# < 4 ? $# : 4 ))
+    base="--workers 12 ${LORA[*]} --init-from $src --lm-dtype float32 --visual-scale-weight 0.1 --steps 3000"
+    base="$base --warmup 50 --lr 3e-4 --lora-lr 5e-4 --group-weights caption=0.15,single=0.4,video=0.15,needle=0.3 $*"
+    bash "$0" sweep "$seconds" "$name=$base"
     ;;
 evaluate)
     name=$2; shift 2

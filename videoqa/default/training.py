@@ -66,6 +66,7 @@ class TrainConfig:
     visual_scale_weight: float = 0.0  # penalty on log(visual token RMS / text embedding RMS)^2; 0: off
     init_vision: str | None = None  # a stage-0 tower (videoqa.default.grounding --output) to start from
     init_lora: str | None = None  # a checkpoint's trainable.pt whose LoRA factors to start from (e.g. the text stage's)
+    init_from: str | None = None  # a compact export (tower + LoRA) to start from: how a run continues on a fresh machine
     text_only: bool = False  # stage A: static scenes described in words, no video; trains the LoRA only
     seed: int = 0
     device: str = "auto"
@@ -89,7 +90,7 @@ class TrainConfig:
         """What must not change between a run and its resumption."""
         return {k: getattr(self, k) for k in ("steps", "batch_size", "token_budget", "lr", "lora_lr", "warmup",
                                                "weight_decay", "frames", "max_frames", "size", "group_weights",
-                                               "vision", "lora_rank", "lora_alpha", "lora_targets", "visual_scale_weight", "init_vision", "init_lora", "text_only", "seed", "tiny")}
+                                               "vision", "lora_rank", "lora_alpha", "lora_targets", "visual_scale_weight", "init_vision", "init_lora", "init_from", "text_only", "seed", "tiny")}
 
 
 # ----------------------------------------------------------------------------- data
@@ -191,10 +192,29 @@ def build(cfg: TrainConfig):
     source = tiny_source(cfg.seed) if cfg.tiny else smollm2_source()
     vision = {**(TINY_VISION if cfg.tiny else {}), **cfg.vision}
     model, processor = build_default_model(vision, source=source, seed=cfg.seed)
-    if cfg.init_vision:
+    if cfg.init_from and cfg.init_lora:
+        raise ValueError("init_from (an export: tower and LoRA) and init_lora both give the LoRA; give one of them")
+    trained = None
+    if cfg.init_from:
+        from .export import fingerprint, read_trained
+
+        trained = read_trained(cfg.init_from)
+        want = trained.marker["language_model"]["fingerprint"]
+        if any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(fingerprint(source.model), want)):
+            raise ValueError(f"{cfg.init_from} was trained on another language model than {source.name}")
+        model.model.visual.load_state_dict({k: v.float() for k, v in trained.vision.items()})
+        with torch.no_grad():
+            model.model.language_model.embed_tokens.weight[-trained.added_rows.shape[0]:] = trained.added_rows.float()
+    if cfg.init_vision:  # after init_from: a newly grounded tower under an export's LoRA
         model.model.visual.load_state_dict(torch.load(cfg.init_vision, map_location="cpu"))
     lora = (LoRA(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=tuple(cfg.lora_targets), seed=cfg.seed).attach()
             if cfg.lora_rank else None)
+    if trained is not None and trained.lora is not None:
+        saved = trained.marker["lora"]
+        if lora is None or (saved["rank"], tuple(saved["targets"])) != (lora.rank, lora.targets):
+            raise ValueError(f"{cfg.init_from} has a LoRA of rank {saved['rank']} on {saved['targets']}: "
+                             "train with the same --lora-rank and --lora-targets")
+        lora.load_state_dict({k: v.float() for k, v in trained.lora.items()})
     if cfg.init_lora:
         if lora is None:
             raise ValueError("init_lora needs lora_rank > 0")
@@ -555,6 +575,7 @@ def parse_args(argv=None) -> TrainConfig:
                    help="penalty keeping visual tokens at the text embeddings' RMS (0: off)")
     p.add_argument("--init-vision", help="start from this stage-0 tower (python -m videoqa.default.grounding)")
     p.add_argument("--init-lora", help="start the LoRA from this checkpoint's trainable.pt (e.g. the text-only stage's)")
+    p.add_argument("--init-from", help="start tower and LoRA from this compact export (a run continued on a fresh machine)")
     p.add_argument("--text-only", action="store_true",
                    help="stage A: static scenes described in words, no video; trains the LoRA only")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -583,7 +604,7 @@ def parse_args(argv=None) -> TrainConfig:
                        size=a.size, group_weights=a.group_weights or dict(DEFAULT_GROUP_WEIGHTS), vision=vision, lora_rank=a.lora_rank, lora_alpha=a.lora_alpha,
                        lora_targets=tuple(t.strip() for t in a.lora_targets.split(",") if t.strip()),
                        visual_scale_weight=a.visual_scale_weight, init_vision=a.init_vision,
-                       init_lora=a.init_lora, text_only=a.text_only, seed=a.seed,
+                       init_lora=a.init_lora, init_from=a.init_from, text_only=a.text_only, seed=a.seed,
                        device=a.device, tiny=a.tiny, eval_every=a.eval_every, eval_examples=a.eval_examples,
                        checkpoint_every=a.checkpoint_every, checkpoint_dir=a.checkpoint_dir, resume=a.resume,
                        time_limit_s=a.time_limit_s, stop_at=a.stop_at, export=a.export, export_format=a.export_format,

@@ -1,0 +1,90 @@
+"""Does the default model's vision tower see digits? A linear probe on its pooled output.
+
+Why: the 2026-12-01 model answered digits at 0% from pixels while its LM answered them at 100%
+from words (docs/default-model.md). This script tells whether the digit is in the tower's
+output at all: it pools the merged tokens of seven-segment digit pictures (mean and max over
+tokens), fits a softmax regression on training pictures and reports accuracy on held-out ones
+(chance 10%). No language model forward; a couple of minutes on a CPU.
+
+  python scripts/probe_tower.py --tower out/ground.pt              # a stage-0 tower (state dict)
+  python scripts/probe_tower.py --tower data/models/default-wip    # the tower of a compact export
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from videoqa.default.grounding import prepare  # noqa: E402
+from videoqa.default.synthetic import make_example  # noqa: E402
+from videoqa.default.training import TrainConfig, build  # noqa: E402
+
+
+def tower_state(path: str) -> dict:
+    if os.path.isdir(path):
+        from videoqa.default.export import read_trained
+
+        return {k: v.float() for k, v in read_trained(path).vision.items()}
+    return torch.load(path, map_location="cpu")
+
+
+@torch.no_grad()
+def pooled(visual, processor, examples) -> torch.Tensor:
+    out = []
+    for ex in examples:
+        pixels, grid, _ = prepare([ex], processor.spec)
+        tokens = visual(pixels, grid_thw=grid).pooler_output.float()
+        out.append(torch.cat([tokens.mean(0), tokens.max(0).values]))
+    return torch.stack(out)
+
+
+def probe(x_train, y_train, x_test, y_test, steps: int = 500, l2: float = 1e-3) -> tuple[float, float]:
+    """Softmax regression on standardised features: (train accuracy, held-out accuracy)."""
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
+    w = torch.zeros(x_train.shape[1], int(y_train.max()) + 1, requires_grad=True)
+    b = torch.zeros(w.shape[1], requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=1e-2)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(x_train @ w + b, y_train) + l2 * w.pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return (((x_train @ w + b).argmax(-1) == y_train).float().mean().item(),
+                ((x_test @ w + b).argmax(-1) == y_test).float().mean().item())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tower", required=True, help="a stage-0 state dict (.pt) or a compact export directory")
+    p.add_argument("--train", type=int, default=300)
+    p.add_argument("--heldout", type=int, default=100)
+    p.add_argument("--sizes", nargs="+", default=["112x112", "224x224"])
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    model, processor, _, _ = build(TrainConfig(lora_rank=0))
+    model.model.visual.load_state_dict(tower_state(a.tower))
+    visual = model.model.visual.eval()
+    for text in a.sizes:
+        h, _, w = text.partition("x")
+        size = (int(h), int(w or h))
+        train = [make_example("train", 90_000 + i, kind="digit", num_frames=2, size=size) for i in range(a.train)]
+        test = [make_example("heldout", 90_000 + i, kind="digit", num_frames=2, size=size) for i in range(a.heldout)]
+        tr_acc, te_acc = probe(pooled(visual, processor, train), torch.tensor([e.meta["digit"] for e in train]),
+                               pooled(visual, processor, test), torch.tensor([e.meta["digit"] for e in test]))
+        print(json.dumps({"tower": a.tower, "size": text, "train_acc": round(tr_acc, 3), "heldout_acc": round(te_acc, 3),
+                          "chance": 0.1}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
