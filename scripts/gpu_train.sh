@@ -5,6 +5,7 @@
 #   bash scripts/gpu_train.sh sweep SECONDS NAME="ARGS" [NAME="ARGS" ...]   # runs in parallel, one GPU
 #   bash scripts/gpu_train.sh continue SECONDS [NAME]   # resume NAME (default: best last eval) alone
 #   bash scripts/gpu_train.sh stages SECONDS        # stage A (text LoRA) and stage 0 (grounding) side by side
+#   bash scripts/gpu_train.sh ground SECONDS [ARGS] # stage 0 alone (e.g. --kinds digit,digit,color,shape,count --digit-only), then the digit probe
 #   bash scripts/gpu_train.sh stage1 SECONDS        # stage 1 from both, two learning-rate settings (S, T) side by side
 #   bash scripts/gpu_train.sh from-export SECONDS DIR [NAME [ARGS]]   # stage 1 continued from a compact export (NAME: W)
 #   bash scripts/gpu_train.sh evaluate NAME [ARGS]  # held-out suites on NAME's export; model tarball to $OUT
@@ -93,6 +94,14 @@ stages)
     grep -E '"eval"|stopped|Error' out/textA.log | cut -c1-400 | tail -4; tail -2 out/ground.log | cut -c1-300
     grep -iE 'error|Traceback' out/textA.log out/ground.log | head -5
     [ -f out/ground.pt ] && [ -f out/textA/latest ]  # the status: both stages left their output
+    ;;
+ground)
+    seconds=$2; shift 2
+    python3 -m videoqa.default.grounding --steps 10000 --batch-size 16 --workers 14 --time-limit-s "$seconds" \
+        --output out/ground.pt "$@" > out/ground.log 2>&1
+    grep '"ground' out/ground.log > "$OUT/ground.jsonl"; tail -2 out/ground.log | cut -c1-300
+    python3 scripts/probe_tower.py --tower out/ground.pt --threads 8 2>&1 | grep heldout | tee "$OUT/probe.jsonl"
+    [ -f out/ground.pt ]
     ;;
 stage1)
     # Joint answer training from stages A and 0; the frozen LM in float32 (both bf16 runs went NaN).

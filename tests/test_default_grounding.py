@@ -62,3 +62,19 @@ def test_grounding_lowers_the_loss_on_a_tiny_tower():
     hist = G.ground(model, processor, G.GroundConfig(steps=40, batch_size=2, lr=3e-3, warmup=5, device="cpu"),
                     log=lambda rec: None)
     assert hist[-1]["loss"] < 0.8 * hist[0]["loss"], [h["loss"] for h in hist]
+
+
+def test_digit_only_targets_and_weighted_kinds():
+    ex = make_example("train", 3, kind="digit", num_frames=2, noise=0)
+    both, alone = G.token_labels(ex), G.token_labels(ex, digit_only=True)
+    digit = str(ex.meta["digit"])
+    assert {lab for lab in both if lab != (G.BACKGROUND_WORD,)} == {(" " + ex.meta["color"], digit)}
+    assert {lab for lab in alone if lab != (G.BACKGROUND_WORD,)} == {(digit,)}
+    assert [lab == (G.BACKGROUND_WORD,) for lab in both] == [lab == (G.BACKGROUND_WORD,) for lab in alone]
+    shapes = make_example("train", 4, kind="color", num_frames=2, noise=0)
+    assert G.token_labels(shapes, digit_only=True) == G.token_labels(shapes)  # only digits change
+    cfg = G.GroundConfig(batch_size=12, kinds=("digit", "digit", "count"))
+    kinds = [e.kind for s in range(4) for e in G.step_examples(cfg, s)]
+    assert set(kinds) == {"digit", "count"} and kinds.count("digit") > kinds.count("count")
+    with pytest.raises(ValueError, match="grounding kinds"):
+        G.step_examples(G.GroundConfig(kinds=("motion",)), 0)

@@ -47,7 +47,8 @@ def _word(name: str) -> str:
     return name if name.isdigit() else " " + name
 
 
-def token_labels(example: Example, merge: int = 28, min_cover: float = 0.15) -> list[tuple[str, ...]]:
+def token_labels(example: Example, merge: int = 28, min_cover: float = 0.15,
+                 digit_only: bool = False) -> list[tuple[str, ...]]:
     """Per merged token (order ``t, h-block, w-block``, as the tower emits them): the words it should read as.
 
     A token whose 28x28 window is at least ``min_cover`` covered by an object reads as that
@@ -62,7 +63,11 @@ def token_labels(example: Example, merge: int = 28, min_cover: float = 0.15) -> 
         cover = mask.reshape(gh, merge, gw, merge).mean(axis=(1, 3))
         take = (cover >= min_cover) & (cover > best)
         best[take], words[take] = cover[take], i
-    per_frame = [(BACKGROUND_WORD,) if i < 0 else (" " + objects[i][1], _word(objects[i][2])) for i in words.ravel()]
+    def named(i):  # digit_only: a digit's tokens read as the digit alone, not diluted by its colour's word
+        colour, identity = " " + objects[i][1], _word(objects[i][2])
+        return (identity,) if digit_only and identity.isdigit() else (colour, identity)
+
+    per_frame = [(BACKGROUND_WORD,) if i < 0 else named(i) for i in words.ravel()]
     return per_frame * (t // 2)
 
 
@@ -98,27 +103,32 @@ class GroundConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0  # data loader processes (drawing and patchifying is the CPU-bound part)
+    kinds: tuple = STATIC_KINDS  # the picture kinds drawn, uniformly: repeat one to weight it ("digit", "digit", ...)
+    digit_only: bool = False  # digit tokens target the digit word alone (see token_labels)
     time_limit_s: float | None = None  # stop early (keeping what was learnt) so a GPU call of 10 minutes is never overrun
 
 
 def step_examples(cfg: GroundConfig, step: int) -> list[Example]:
-    """Static pictures of every kind at the training and needle sizes (``frames=2``: one temporal patch)."""
+    """Static pictures of ``cfg.kinds`` at the training and needle sizes (``frames=2``: one temporal patch)."""
+    bad = [k for k in cfg.kinds if k not in STATIC_KINDS]
+    if bad or not cfg.kinds:
+        raise ValueError(f"grounding kinds must be among {STATIC_KINDS}, got {list(cfg.kinds)}")
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 4243, int(step)]))
     sizes = SIZES + NEEDLE_SIZES
     size = sizes[int(rng.integers(len(sizes)))]
     return [make_example("train", 10_000_000 + step * cfg.batch_size + j,
-                         kind=str(STATIC_KINDS[int(rng.integers(len(STATIC_KINDS)))]), num_frames=2, size=size)
+                         kind=str(cfg.kinds[int(rng.integers(len(cfg.kinds)))]), num_frames=2, size=size)
             for j in range(cfg.batch_size)]
 
 
-def prepare(examples: list[Example], spec) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, ...]]]:
+def prepare(examples: list[Example], spec, digit_only: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, ...]]]:
     """``(pixel_values, grid_thw, token labels)`` of a batch of examples, as the tower takes them."""
     pixels, grids, labels = [], [], []
     for ex in examples:
         px, grid = patchify_video(ex.frames, spec)
         pixels.append(px)
         grids.append(grid)
-        labels += token_labels(ex)
+        labels += token_labels(ex, digit_only=digit_only)
     return torch.cat(pixels), torch.tensor(grids), labels
 
 
@@ -130,7 +140,7 @@ class _Batches(torch.utils.data.Dataset):
         return self.cfg.steps
 
     def __getitem__(self, step):
-        return prepare(step_examples(self.cfg, step), self.spec)
+        return prepare(step_examples(self.cfg, step), self.spec, self.cfg.digit_only)
 
 
 def ground_loss(visual, batch, targets: WordTargets, object_weight: float, device):
@@ -205,11 +215,16 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--time-limit-s", type=float, help="stop after this many seconds of training (the tower is still saved)")
+    p.add_argument("--kinds", default=",".join(STATIC_KINDS),
+                   help="picture kinds, comma-separated; repeat one to weight it (digit,digit,color,shape,count)")
+    p.add_argument("--digit-only", action="store_true", help="digit tokens target the digit word alone")
     p.add_argument("--output", required=True, help="where the tower's state dict goes (.pt); training takes it as --init-vision")
     a = p.parse_args(argv)
     model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=a.tiny, seed=a.seed))
     ground(model, processor, GroundConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device,
-                                          workers=a.workers, time_limit_s=a.time_limit_s))
+                                          workers=a.workers, time_limit_s=a.time_limit_s,
+                                          kinds=tuple(k.strip() for k in a.kinds.split(",") if k.strip()),
+                                          digit_only=a.digit_only))
     torch.save({k: v.detach().cpu() for k, v in model.model.visual.state_dict().items()}, a.output)
     print(json.dumps({"event": "saved", "path": a.output}))
     return 0
