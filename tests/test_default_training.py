@@ -212,6 +212,8 @@ def test_init_from_an_export_restores_tower_and_lora(tmp_path):
     assert any(b.abs().sum() > 0 for b in lora.B.values())  # really the trained factors, not a fresh B = 0
     with pytest.raises(ValueError, match="same --lora-rank"):
         T.build(tiny(init_from=str(tmp_path / "model"), lora_rank=4))
+    with pytest.raises(ValueError, match="not the one this export was trained on"):
+        T.build(tiny(init_from=str(tmp_path / "model"), seed=1))  # tiny LM of another seed: other weights
     with pytest.raises(ValueError, match="both give the LoRA"):
         T.build(tiny(init_from=str(tmp_path / "model"), init_lora=str(tmp_path / "x.pt")))
     # a separately grounded tower replaces the export's, the export's LoRA stays

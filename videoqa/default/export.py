@@ -100,6 +100,15 @@ def read_marker(path) -> dict:
     return marker
 
 
+def check_source(path, marker: dict, source) -> None:
+    """Raise ValueError unless ``source`` (the language model) is the one the export at ``path`` was trained on."""
+    got = fingerprint(source.model)
+    want = marker["language_model"]["fingerprint"]
+    if len(got) != len(want) or any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(got, want)):
+        raise ValueError(f"{path}: the language model ({source.name}) is not the one this export was trained on "
+                         f"(weight fingerprint {got} != {want})")
+
+
 class Trained(NamedTuple):
     """The tensors of a compact export, unmerged: what training changed or added."""
 
@@ -143,11 +152,7 @@ def load_compact(path, *, dtype: torch.dtype = torch.float32, device=None, sourc
             raise ValueError(f"{path}: language model {lm_info['source']!r} cannot be rebuilt automatically; "
                              "pass source=")
         source = smollm2_source()
-    got = fingerprint(source.model)
-    want = lm_info["fingerprint"]
-    if len(got) != len(want) or any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(got, want)):
-        raise ValueError(f"{path}: the language model ({source.name}) is not the one this export was trained on "
-                         f"(weight fingerprint {got} != {want})")
+    check_source(path, marker, source)
     config = Qwen2VLConfig.from_pretrained(path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

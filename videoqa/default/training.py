@@ -196,12 +196,10 @@ def build(cfg: TrainConfig):
         raise ValueError("init_from (an export: tower and LoRA) and init_lora both give the LoRA; give one of them")
     trained = None
     if cfg.init_from:
-        from .export import fingerprint, read_trained
+        from .export import check_source, read_trained
 
         trained = read_trained(cfg.init_from)
-        want = trained.marker["language_model"]["fingerprint"]
-        if any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(fingerprint(source.model), want)):
-            raise ValueError(f"{cfg.init_from} was trained on another language model than {source.name}")
+        check_source(cfg.init_from, trained.marker, source)
         model.model.visual.load_state_dict({k: v.float() for k, v in trained.vision.items()})
         with torch.no_grad():
             model.model.language_model.embed_tokens.weight[-trained.added_rows.shape[0]:] = trained.added_rows.float()
