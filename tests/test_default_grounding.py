@@ -78,3 +78,12 @@ def test_digit_only_targets_and_weighted_kinds():
     assert set(kinds) == {"digit", "count"} and kinds.count("digit") > kinds.count("count")
     with pytest.raises(ValueError, match="grounding kinds"):
         G.step_examples(G.GroundConfig(kinds=("motion",)), 0)
+
+
+def test_command_line_trains_saves_and_continues(tmp_path):
+    first, again = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert G.main(["--tiny", "--steps", "2", "--batch-size", "2", "--kinds", "digit,count", "--digit-only",
+                   "--output", str(first)]) == 0
+    assert G.main(["--tiny", "--steps", "0", "--init", str(first), "--output", str(again)]) == 0
+    a, b = torch.load(first), torch.load(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # no steps: the tower it started from

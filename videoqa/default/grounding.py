@@ -218,9 +218,10 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", default=",".join(STATIC_KINDS),
                    help="picture kinds, comma-separated; repeat one to weight it (digit,digit,color,shape,count)")
     p.add_argument("--digit-only", action="store_true", help="digit tokens target the digit word alone")
+    p.add_argument("--init", help="continue from this tower (a state dict that --output wrote)")
     p.add_argument("--output", required=True, help="where the tower's state dict goes (.pt); training takes it as --init-vision")
     a = p.parse_args(argv)
-    model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=a.tiny, seed=a.seed))
+    model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=a.tiny, seed=a.seed, init_vision=a.init))
     ground(model, processor, GroundConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device,
                                           workers=a.workers, time_limit_s=a.time_limit_s,
                                           kinds=tuple(k.strip() for k in a.kinds.split(",") if k.strip()),
