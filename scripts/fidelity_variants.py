@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unisparse import UniSparseConfig  # noqa: E402
@@ -42,7 +44,13 @@ def main(argv=None) -> None:
     p.add_argument("--variants", nargs="+", required=True)
     p.add_argument("--recall", action="store_true", help="also measure the exact mass recalled (slower)")
     p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); set OMP_NUM_THREADS to match")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error("--threads must be a positive integer")
+        torch.set_num_threads(args.threads)
     model, tokenizer = load_smollm2("cpu")
     ids = corpus_tokens(tokenizer, args.text, args.length)
     dense = dense_reference(model, ids)
