@@ -106,12 +106,18 @@ def test_variance_corrected_block_scores_kernel_matches_reference(
     scores = selection.block_scores(q, k, cfg, out=out)
     ref = R.block_scores(q, k, cfg)
     assert rel_err(scores, ref) < {torch.float32: 1e-5, torch.float16: 5e-5, torch.bfloat16: 2e-3}[dtype]
-    assert rel_err(ref, R.block_scores(q, k, cfg.replace(variance_correction=0.0))) > 1e-4  # it acts
+    plain = R.block_scores(q, k, cfg.replace(variance_correction=0.0))
+    assert rel_err(ref, plain) > 1e-4  # the correction acts
 
+    # The mask is the union of Top-P on both estimates; it agrees up to near-ties (see above).
     eps = 1e-4 if dtype != torch.bfloat16 else 2e-3
     mask = unisparse.select_blocks(q, k, cfg, backend="triton")
-    lo = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p - eps)), hp)
-    hi = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p + eps)), hp)
+
+    def union(p):
+        c = cfg.replace(top_p=p)
+        return R.expand_heads(R.top_p_mask(ref, c) | R.top_p_mask(plain, c), hp)
+
+    lo, hi = union(cfg.top_p - eps), union(cfg.top_p + eps)
     assert torch.all(lo <= mask) and torch.all(mask <= hi)
     if dtype != torch.bfloat16:
         assert torch.equal(mask, unisparse.select_blocks(q, k, cfg, backend="torch"))

@@ -131,6 +131,18 @@ def test_variance_correction_raises_a_block_with_one_standout_key():
     assert plain[1] > plain[0] and true[0] > true[1] and corrected[0] > corrected[1]
 
 
+def test_variance_correction_keeps_the_union_of_both_estimates(seed):
+    q, k = randn(1, 4, 640, 32, dtype=torch.float32), randn(1, 2, 640, 32, dtype=torch.float32)
+    k = k * (4 * torch.rand(1, 2, 80, 1)).repeat_interleave(8, dim=2)  # groups of unequal spread
+    cfg = UniSparseConfig(block_size=64, top_p=0.8)
+    on = cfg.replace(variance_correction=1.0)
+    mask = unisparse.select_blocks(q, k, on, backend="torch")
+    plain = R.top_p_mask(R.block_scores(q, k, cfg), cfg)
+    corrected = R.top_p_mask(R.block_scores(q, k, on), on)
+    assert torch.equal(mask, plain | corrected)
+    assert not torch.equal(plain, corrected)
+
+
 def _mask_of(row_scores, top_p, **cfg):
     """Top-P on a single query block row placed last in a 4x4 score matrix."""
     scores = torch.zeros(4, 4)

@@ -15,12 +15,15 @@ Choices the paper leaves open, and how we settled them:
 * ``variance_correction``: off (0.0) by default. Averaging 8 keys into one composite key drops
   their spread, and with it the mass of a block where one key stands out (a far block that a
   few tokens attend to), because ``mean_j exp(q.k_j) >= exp(q.mean_j k_j)``. With
-  ``variance_correction = a > 0`` each composite logit gains the second-order term of that
-  gap, ``a * scale^2 / 2 * sum_d q_d^2 var_d(k)`` (the per-feature variance of the keys in the
-  group): ``a = 1`` is the Gaussian (cumulant) correction under a diagonal covariance. On
-  SmolLM2 at 8K tokens ``a = 0.5`` recalls about one point more of the exact attention mass at
-  equal density on both code and prose (benchmarks/NOTES-fidelity.md); it doubles the feature
-  width of the compressed attention (selection only, not the sparse kernel).
+  ``variance_correction = a > 0`` a second estimate is scored whose composite logits gain the
+  second-order term of that gap, ``a * scale^2 / 2 * sum_d q_d^2 var_d(k)`` (the per-feature
+  variance of the keys in the group; ``a = 1`` is the Gaussian correction under a diagonal
+  covariance), and a block is kept when Top-P keeps it on either estimate. The union, not the
+  corrected estimate alone: alone it recalls more mass on average but on SmolLM2 code it starves
+  a late-layer head (a group whose spread points away from the query), +2.6% perplexity; the
+  union keeps what the plain estimate keeps. On SmolLM2 at 8K tokens ``a = 0.5`` with the union
+  is above the default's fidelity-vs-density curve on code and prose (benchmarks/NOTES-fidelity.md).
+  Cost: two scoring passes, the second with twice the feature width (selection only).
 * ``min_seq_len``: ``sparse_attention`` runs dense attention below this length, where
   selection costs more than sparsity saves. Default 12288: on an H100 at top_p 0.95, selection
   plus the sparse kernel against dense cuDNN is 0.27x at 4K, 0.71x at 8K, 1.18x at 12K and 1.25x
@@ -55,8 +58,9 @@ class UniSparseConfig:
         sink_blocks: leading key blocks always kept.
         local_blocks: blocks ending at the diagonal that are always kept (>= 1).
         min_seq_len: below this length ``sparse_attention`` computes dense attention.
-        variance_correction: weight ``a >= 0`` of the key-spread term added to each composite
-            logit, ``a * scale^2 / 2 * sum_d q_d^2 var_d(k)``; 0 (the default) turns it off.
+        variance_correction: weight ``a >= 0`` of the key-spread term of the second estimate,
+            ``a * scale^2 / 2 * sum_d q_d^2 var_d(k)`` per composite logit; blocks kept by
+            Top-P on either estimate are kept. 0 (the default) turns it off.
     """
 
     block_size: int = 128

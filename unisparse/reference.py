@@ -184,8 +184,17 @@ def expand_heads(mask: torch.Tensor, head_pool: int) -> torch.Tensor:
 def select_blocks(
     q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None
 ) -> torch.Tensor:
-    """UniSparse selection: bool ``[B, Hq, nb, nb]``."""
+    """UniSparse selection: bool ``[B, Hq, nb, nb]``.
+
+    With ``config.variance_correction > 0`` a block is kept when Top-P keeps it on either the
+    plain or the variance-corrected scores (:func:`variance_features`): the corrected estimate
+    finds far blocks that one key dominates, the plain one guards against its failure (a group
+    whose spread points away from the query, which the diagonal term cannot tell).
+    """
     mask = top_p_mask(block_scores(q, k, config, scale), config)
+    if config.variance_correction > 0:
+        plain = top_p_mask(block_scores(q, k, config.replace(variance_correction=0.0), scale), config)
+        mask = mask | plain
     return expand_heads(mask, config.head_pool)
 
 

@@ -185,5 +185,12 @@ def compressed_block_scores(
 
 
 def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:
-    """Triton block scores, then the shared Top-P rule: bool ``[B, Hq, nb, nb]``."""
-    return expand_heads(top_p_mask(block_scores(q, k, config, scale), config), config.head_pool)
+    """Triton block scores, then the shared Top-P rule: bool ``[B, Hq, nb, nb]``.
+
+    With ``config.variance_correction > 0``: the union of Top-P on the plain and on the corrected
+    scores, as in :func:`unisparse.reference.select_blocks` (two scoring passes).
+    """
+    mask = top_p_mask(block_scores(q, k, config, scale), config)
+    if config.variance_correction > 0:
+        mask = mask | top_p_mask(block_scores(q, k, config.replace(variance_correction=0.0), scale), config)
+    return expand_heads(mask, config.head_pool)
