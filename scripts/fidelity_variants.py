@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unisparse import UniSparseConfig  # noqa: E402
@@ -31,18 +33,42 @@ def parse_variant(text: str) -> tuple[str, dict]:
     changes = {}
     for item in filter(None, fields.split(",")):
         key, _, value = item.partition("=")
-        changes[key] = float(value) if "." in value else int(value)
+        changes[key] = value if key == "screen" else float(value) if "." in value else int(value)
     return name, changes
+
+
+class ScreenSelector:
+    """A ``scripts/fidelity_screen_variants.py`` variant as a selector (PyTorch, unisparse blocks):
+    end-to-end runs of candidates that have no library knob yet."""
+
+    name = "screen"
+    block_size = 128
+
+    def __init__(self, variant: str, top_p: float):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from fidelity_screen_variants import VARIANTS
+
+        self.fn, self.top_p = VARIANTS[variant], top_p
+
+    def __call__(self, q, k, scale=None):
+        return self.fn(q, k, scale, self.top_p)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--text", choices=["code", "prose"], default="code")
     p.add_argument("--length", type=int, default=8192)
-    p.add_argument("--variants", nargs="+", required=True)
+    p.add_argument("--variants", nargs="+", required=True,
+                   help="name:field=value,...; or name:screen=VARIANT,top_p=P for a screen variant")
     p.add_argument("--recall", action="store_true", help="also measure the exact mass recalled (slower)")
     p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); set OMP_NUM_THREADS to match")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error("--threads must be a positive integer")
+        torch.set_num_threads(args.threads)
     model, tokenizer = load_smollm2("cpu")
     ids = corpus_tokens(tokenizer, args.text, args.length)
     dense = dense_reference(model, ids)
@@ -55,10 +81,14 @@ def main(argv=None) -> None:
                              "mean_recall", "seconds", "density_per_layer"])
         for spec in args.variants:
             name, changes = parse_variant(spec)
-            config = UniSparseConfig(min_seq_len=0).replace(**changes)
+            if "screen" in changes:
+                config = UniSparseConfig(min_seq_len=0)
+                selector = ScreenSelector(changes["screen"], changes["top_p"])
+            else:
+                config = UniSparseConfig(min_seq_len=0).replace(**changes)
+                selector = make_selector("unisparse", config=config)
             start = time.perf_counter()
-            r = evaluate_selector(model, ids, make_selector("unisparse", config=config), dense, config=config,
-                                  measure_recall=args.recall)
+            r = evaluate_selector(model, ids, selector, dense, config=config, measure_recall=args.recall)
             secs = time.perf_counter() - start
             writer.writerow([args.text, args.length, name, json.dumps(changes), f"{r['density']:.4f}",
                              f"{r['ppl_change_pct']:.3f}", f"{r['top1_agreement']:.4f}",

@@ -18,6 +18,8 @@ def qkv(hq=4, hkv=2, seq_len=256, d=64, dtype=torch.float32):
     ("top_p", 0.0), ("top_p", 1.5), ("top_p", -0.1), ("top_p", "0.9"),
     ("block_size", 100), ("block_size", 8), ("q_pool", 3), ("k_pool", 256),
     ("head_pool", 0), ("local_blocks", 0), ("sink_blocks", -1), ("min_seq_len", 1.5),
+    ("variance_correction", -0.5), ("variance_correction", float("nan")),
+    ("variance_correction", float("inf")), ("variance_correction", "0.5"), ("variance_correction", True),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):

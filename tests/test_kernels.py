@@ -40,6 +40,19 @@ def test_pooling_kernel_matches_reference(seed, dtype, factor, head_group, seq_l
     assert rel_err(out, ref) < (1e-6 if dtype == torch.float32 else 1e-2)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("factor,head_group,seq_len", [(8, 1, 203), (4, 2, 64), (8, 3, 9)])
+def test_pooling_kernel_variance_matches_reference(seed, dtype, factor, head_group, seq_len):
+    k = (torch.randn(2, 6, seq_len, 64) * 3 + torch.randn(64)).to(DEVICE, dtype)
+    q = torch.zeros(2, 6, seq_len, 64, dtype=dtype, device=DEVICE)  # head_pool = head_group, no GQA
+    mean, var = pooling.pool_tokens(k, factor, head_group, variance=True)
+    cfg = UniSparseConfig(block_size=128, k_pool=factor, head_pool=head_group)
+    ref = R.composite_key_variance(q, k, cfg)
+    assert var.dtype == torch.float32 and var.shape == ref.shape
+    assert rel_err(var, ref) < 1e-5
+    assert rel_err(mean, pooling.pool_tokens(k, factor, head_group)) == 0
+
+
 SCORE_CASES = [
     # b, hq, hkv, seq_len, d, block, q_pool, k_pool, head_pool, dtype, structured
     (1, 4, 4, 517, 64, 64, 8, 8, 1, torch.float32, True),
@@ -67,6 +80,44 @@ def test_block_scores_kernel_matches_reference(seed, b, hq, hkv, seq_len, d, blo
     mask = unisparse.select_blocks(q, k, cfg, backend="triton")
     lo = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p - eps)), hp)
     hi = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p + eps)), hp)
+    assert torch.all(lo <= mask) and torch.all(mask <= hi)
+    if dtype != torch.bfloat16:
+        assert torch.equal(mask, unisparse.select_blocks(q, k, cfg, backend="torch"))
+
+
+VARIANCE_CASES = [
+    # b, hq, hkv, seq_len, d, block, q_pool, k_pool, head_pool, dtype, structured, alpha
+    (1, 4, 4, 517, 64, 64, 8, 8, 1, torch.float32, True, 0.5),
+    (2, 4, 1, 300, 128, 64, 8, 8, 2, torch.float16, False, 1.0),
+    (1, 6, 2, 449, 64, 64, 4, 8, 6, torch.float16, True, 0.5),
+    (1, 6, 2, 320, 32, 32, 8, 4, 1, torch.float32, False, 2.0),
+    (1, 6, 2, 449, 64, 64, 4, 8, 1, torch.bfloat16, True, 0.5),
+]
+
+
+@pytest.mark.parametrize("b,hq,hkv,seq_len,d,block,qp,kp,hp,dtype,structured,alpha", VARIANCE_CASES)
+def test_variance_corrected_block_scores_kernel_matches_reference(
+        seed, b, hq, hkv, seq_len, d, block, qp, kp, hp, dtype, structured, alpha):
+    cfg = UniSparseConfig(block_size=block, q_pool=qp, k_pool=kp, head_pool=hp, top_p=0.9,
+                          variance_correction=alpha)
+    q, k, _ = make_qkv(b, hq, hkv, seq_len, d, dtype, structured, seed)
+    nb = math.ceil(seq_len / block)
+    out = poisoned_like((b, hq // hp, nb, nb), torch.float32, DEVICE)
+    scores = selection.block_scores(q, k, cfg, out=out)
+    ref = R.block_scores(q, k, cfg)
+    assert rel_err(scores, ref) < {torch.float32: 1e-5, torch.float16: 5e-5, torch.bfloat16: 2e-3}[dtype]
+    plain = R.block_scores(q, k, cfg.replace(variance_correction=0.0))
+    assert rel_err(ref, plain) > 1e-4  # the correction acts
+
+    # The mask is the union of Top-P on both estimates; it agrees up to near-ties (see above).
+    eps = 1e-4 if dtype != torch.bfloat16 else 2e-3
+    mask = unisparse.select_blocks(q, k, cfg, backend="triton")
+
+    def union(p):
+        c = cfg.replace(top_p=p)
+        return R.expand_heads(R.top_p_mask(ref, c) | R.top_p_mask(plain, c), hp)
+
+    lo, hi = union(cfg.top_p - eps), union(cfg.top_p + eps)
     assert torch.all(lo <= mask) and torch.all(mask <= hi)
     if dtype != torch.bfloat16:
         assert torch.equal(mask, unisparse.select_blocks(q, k, cfg, backend="torch"))

@@ -75,6 +75,74 @@ def test_block_scores_match_explicit_compressed_attention(seed):
     assert torch.all(scores.triu(1) == 0)
 
 
+@pytest.mark.parametrize("hp", [1, 2, 4])
+def test_variance_correction_matches_explicit_corrected_logits(seed, hp):
+    alpha, seq_len, d = 0.7, 150, 16
+    cfg = UniSparseConfig(block_size=32, q_pool=4, k_pool=8, head_pool=hp, variance_correction=alpha)
+    q, k = randn(1, 4, seq_len, d), randn(1, 2, seq_len, d)
+    scores = R.block_scores(q, k, cfg).double()
+    # Explicitly: logit = s qc.kc + alpha s^2 / 2 sum_d qc_d^2 var_d over the group's keys
+    # (tokens, and with head_pool the query heads' own KV heads).
+    s = 1 / math.sqrt(d)
+    nq, nk, nb = math.ceil(seq_len / 4), math.ceil(seq_len / 8), math.ceil(seq_len / 32)
+    expected = torch.zeros(1, 4 // hp, nb, nb, dtype=torch.float64)
+    for g in range(4 // hp):
+        heads = range(g * hp, (g + 1) * hp)
+        qc = torch.stack([torch.cat([q[0, h, i * 4 : (i + 1) * 4] for h in heads]).mean(0) for i in range(nq)])
+        groups = [torch.cat([k[0, h // 2, j * 8 : (j + 1) * 8] for h in heads]) for j in range(nk)]
+        kc = torch.stack([x.mean(0) for x in groups])
+        kv = torch.stack([x.var(0, unbiased=False) for x in groups])
+        for i in range(nq):
+            last = min(i * 4 + 3, seq_len - 1)
+            visible = [j for j in range(nk) if j * 8 <= last]
+            logits = s * qc[i] @ kc[visible].T + alpha * s * s / 2 * (qc[i] ** 2) @ kv[visible].T
+            for j, pj in zip(visible, torch.softmax(logits, -1)):
+                expected[0, g, i * 4 // 32, j * 8 // 32] += pj
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_variance_correction_off_by_default_and_a_no_op_on_constant_groups(seed):
+    q, k = randn(1, 2, 256, 32, dtype=torch.float32), randn(1, 2, 256, 32, dtype=torch.float32)
+    cfg = UniSparseConfig(block_size=64)
+    assert cfg.variance_correction == 0.0
+    on = cfg.replace(variance_correction=1.0)
+    # keys constant within each composite group: no spread, nothing to correct
+    k_flat = k[:, :, ::8].repeat_interleave(8, dim=2)
+    torch.testing.assert_close(R.block_scores(q, k_flat, on), R.block_scores(q, k_flat, cfg), rtol=1e-5, atol=1e-6)
+    assert not torch.equal(R.block_scores(q, k, on), R.block_scores(q, k, cfg))
+
+
+def test_variance_correction_raises_a_block_with_one_standout_key():
+    # One query; key block 0 holds one key aligned with it among opposite ones (mean ~0), key
+    # block 1 holds only weakly aligned keys with a higher mean. The plain estimate prefers
+    # block 1; the true mass (and the corrected estimate) prefer block 0.
+    d, bs = 4, 16
+    q = torch.zeros(1, 1, 3 * bs, d)
+    q[..., 0] = 4.0
+    k = torch.zeros(1, 1, 3 * bs, d)
+    k[0, 0, :bs, 0] = -0.4
+    k[0, 0, 3, 0] = 3.0
+    k[0, 0, bs : 2 * bs, 0] = 0.3
+    k[0, 0, 2 * bs :, 0] = -2.0
+    cfg = UniSparseConfig(block_size=bs, q_pool=bs, k_pool=bs, top_p=0.5, sink_blocks=0, local_blocks=1)
+    plain = R.block_scores(q, k, cfg)[0, 0, 2]
+    corrected = R.block_scores(q, k, cfg.replace(variance_correction=1.0))[0, 0, 2]
+    true = R.true_block_mass(q, k, bs)[0, 0, 2]
+    assert plain[1] > plain[0] and true[0] > true[1] and corrected[0] > corrected[1]
+
+
+def test_variance_correction_keeps_the_union_of_both_estimates(seed):
+    q, k = randn(1, 4, 640, 32, dtype=torch.float32), randn(1, 2, 640, 32, dtype=torch.float32)
+    k = k * (4 * torch.rand(1, 2, 80, 1)).repeat_interleave(8, dim=2)  # groups of unequal spread
+    cfg = UniSparseConfig(block_size=64, top_p=0.8)
+    on = cfg.replace(variance_correction=1.0)
+    mask = unisparse.select_blocks(q, k, on, backend="torch")
+    plain = R.top_p_mask(R.block_scores(q, k, cfg), cfg)
+    corrected = R.top_p_mask(R.block_scores(q, k, on), on)
+    assert torch.equal(mask, plain | corrected)
+    assert not torch.equal(plain, corrected)
+
+
 def _mask_of(row_scores, top_p, **cfg):
     """Top-P on a single query block row placed last in a 4x4 score matrix."""
     scores = torch.zeros(4, 4)

@@ -12,6 +12,18 @@ Choices the paper leaves open, and how we settled them:
   (0.32 -> 0.33); see benchmarks/NOTES-fidelity.md.
 * Forced blocks are taken first and their mass counts toward ``top_p``; the remaining blocks
   are added by descending score until the cumulative share reaches ``top_p``.
+* ``variance_correction``: off (0.0) by default. Averaging 8 keys into one composite key drops
+  their spread, and with it the mass of a block where one key stands out (a far block that a
+  few tokens attend to), because ``mean_j exp(q.k_j) >= exp(q.mean_j k_j)``. With
+  ``variance_correction = a > 0`` a second estimate is scored whose composite logits gain the
+  second-order term of that gap, ``a * scale^2 / 2 * sum_d q_d^2 var_d(k)`` (the per-feature
+  variance of the keys in the group; ``a = 1`` is the Gaussian correction under a diagonal
+  covariance), and a block is kept when Top-P keeps it on either estimate. The union, not the
+  corrected estimate alone: alone it recalls more mass on average but on SmolLM2 code it starves
+  a late-layer head (a group whose spread points away from the query), +2.6% perplexity; the
+  union keeps what the plain estimate keeps. On SmolLM2 at 8K tokens ``a = 0.5`` with the union
+  is above the default's fidelity-vs-density curve on code and prose (benchmarks/NOTES-fidelity.md).
+  Cost: two scoring passes, the second with twice the feature width (selection only).
 * ``min_seq_len``: ``sparse_attention`` runs dense attention below this length, where
   selection costs more than sparsity saves. Default 12288: on an H100 at top_p 0.95, selection
   plus the sparse kernel against dense cuDNN is 0.27x at 4K, 0.71x at 8K, 1.18x at 12K and 1.25x
@@ -22,6 +34,7 @@ Choices the paper leaves open, and how we settled them:
 from __future__ import annotations
 
 import dataclasses
+import math
 
 BACKENDS = ("auto", "triton", "torch")
 
@@ -45,6 +58,9 @@ class UniSparseConfig:
         sink_blocks: leading key blocks always kept.
         local_blocks: blocks ending at the diagonal that are always kept (>= 1).
         min_seq_len: below this length ``sparse_attention`` computes dense attention.
+        variance_correction: weight ``a >= 0`` of the key-spread term of the second estimate,
+            ``a * scale^2 / 2 * sum_d q_d^2 var_d(k)`` per composite logit; blocks kept by
+            Top-P on either estimate are kept. 0 (the default) turns it off.
     """
 
     block_size: int = 128
@@ -55,6 +71,7 @@ class UniSparseConfig:
     sink_blocks: int = 1
     local_blocks: int = 2
     min_seq_len: int = 12288
+    variance_correction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("block_size", "q_pool", "k_pool", "head_pool", "local_blocks"):
@@ -76,6 +93,9 @@ class UniSparseConfig:
                 )
         if not isinstance(self.top_p, (int, float)) or not (0.0 < float(self.top_p) <= 1.0):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        a = self.variance_correction
+        if (not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a < 0):
+            raise ValueError(f"variance_correction must be a finite number >= 0, got {a!r}")
 
     @property
     def q_per_block(self) -> int:

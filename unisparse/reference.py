@@ -15,6 +15,8 @@ The steps (BRIEF.md section 1):
 2. Compressed attention ``softmax(q_c k_c^T * scale)``, causal in the compressed space: a
    composite key is visible when its first token is not after the composite query's last one.
 3. Block scores: the compressed probabilities summed per ``block_size`` x ``block_size`` tile.
+   Optionally (``variance_correction``) each composite logit gains a term for the spread of the
+   keys it averages (:func:`variance_features`).
 4. Top-P per query block (:func:`top_p_mask`).
 5. Exact causal attention restricted to the kept blocks (:func:`block_sparse_attention`).
 """
@@ -66,6 +68,36 @@ def composite_tokens(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig):
     return qc.to(q.dtype), kc.to(k.dtype)
 
 
+def composite_key_variance(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
+    """Per-feature variance of the keys averaged into each composite key: float32 ``[B, Hs, Nk, D]``.
+
+    Over the same tokens (and, with ``head_pool``, heads) as :func:`composite_tokens`' keys;
+    float64 for float64 input. Clamped at zero against rounding.
+    """
+    group = q.shape[1] // k.shape[1]
+    kq = k.repeat_interleave(group, dim=1) if group > 1 else k
+    mean = pool_heads(pool_sequence(kq, config.k_pool), config.head_pool)
+    kf = kq.to(compute_dtype(k.dtype))
+    second = pool_heads(pool_sequence(kf * kf, config.k_pool), config.head_pool)
+    return (second - mean * mean).clamp_min(0.0)
+
+
+def variance_features(
+    qc: torch.Tensor, kc: torch.Tensor, key_variance: torch.Tensor, alpha: float, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite tokens widened so that ``(qf . kf) * scale = scale q.k + alpha scale^2/2 q^2.var(k)``.
+
+    ``qf = [qc, alpha scale / 2 * qc^2]``, ``kf = [kc, var(k)]``, rounded to ``qc``'s dtype (the
+    second half computed in float32 from the rounded ``qc``). Shared by both backends, so that
+    they score the same numbers.
+    """
+    acc = compute_dtype(qc.dtype)
+    q2 = (0.5 * alpha * scale) * qc.to(acc) * qc.to(acc)
+    qf = torch.cat([qc, q2.to(qc.dtype)], dim=-1).contiguous()
+    kf = torch.cat([kc, key_variance.to(kc.dtype)], dim=-1).contiguous()
+    return qf, kf
+
+
 def compressed_causal_mask(n_q: int, n_k: int, seq_len: int, q_pool: int, k_pool: int, device) -> torch.Tensor:
     """``[n_q, n_k]``: composite key j is visible to composite query i."""
     last_q_token = torch.clamp((torch.arange(n_q, device=device) + 1) * q_pool - 1, max=seq_len - 1)
@@ -79,11 +111,14 @@ def block_scores(
     """Compressed attention probabilities summed per block: float32 ``[B, Hs, nb, nb]``.
 
     Row ``m`` sums to the number of composite queries in query block ``m``; entries above the
-    block diagonal are zero.
+    block diagonal are zero. With ``config.variance_correction > 0`` the composite logits carry
+    the key-spread term (:func:`variance_features`).
     """
     seq_len, d = q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     qc, kc = composite_tokens(q, k, config)
+    if config.variance_correction > 0:
+        qc, kc = variance_features(qc, kc, composite_key_variance(q, k, config), config.variance_correction, scale)
     b, hs, n_q, _ = qc.shape
     n_k = kc.shape[2]
     nb = num_blocks(seq_len, config.block_size)
@@ -149,8 +184,17 @@ def expand_heads(mask: torch.Tensor, head_pool: int) -> torch.Tensor:
 def select_blocks(
     q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None
 ) -> torch.Tensor:
-    """UniSparse selection: bool ``[B, Hq, nb, nb]``."""
+    """UniSparse selection: bool ``[B, Hq, nb, nb]``.
+
+    With ``config.variance_correction > 0`` a block is kept when Top-P keeps it on either the
+    plain or the variance-corrected scores (:func:`variance_features`): the corrected estimate
+    finds far blocks that one key dominates, the plain one guards against its failure (a group
+    whose spread points away from the query, which the diagonal term cannot tell).
+    """
     mask = top_p_mask(block_scores(q, k, config, scale), config)
+    if config.variance_correction > 0:
+        plain = top_p_mask(block_scores(q, k, config.replace(variance_correction=0.0), scale), config)
+        mask = mask | plain
     return expand_heads(mask, config.head_pool)
 
 

@@ -17,11 +17,11 @@ from .common import needs_upcast
 
 @triton.jit
 def _pool_kernel(
-    x_ptr, out_ptr,
+    x_ptr, out_ptr, var_ptr,
     stride_xb, stride_xh, stride_xl, stride_xd,
     seq_len, n_out, heads_out,
     FACTOR: tl.constexpr, HEAD_GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr, VARIANCE: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -30,20 +30,33 @@ def _pool_kernel(
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_d = tl.arange(0, HEAD_DIM)
     acc = tl.zeros([BLOCK_T, HEAD_DIM], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_T, HEAD_DIM], dtype=tl.float32)
     for hh in range(HEAD_GROUP):
         base = x_ptr + b * stride_xb + (h_out * HEAD_GROUP + hh) * stride_xh
         for j in tl.static_range(FACTOR):
             tok = offs_t * FACTOR + j
             ptrs = base + tok[:, None] * stride_xl + offs_d[None, :] * stride_xd
-            acc += tl.load(ptrs, mask=tok[:, None] < seq_len, other=0.0).to(tl.float32)
+            x = tl.load(ptrs, mask=tok[:, None] < seq_len, other=0.0).to(tl.float32)
+            acc += x
+            if VARIANCE:
+                acc2 += x * x
     count = tl.minimum(seq_len - offs_t * FACTOR, FACTOR) * HEAD_GROUP
-    acc = acc / tl.maximum(count, 1).to(tl.float32)[:, None]
+    inv = 1.0 / tl.maximum(count, 1).to(tl.float32)[:, None]
+    acc = acc * inv
     out_ptrs = out_ptr + (pid_bh * n_out + offs_t)[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=offs_t[:, None] < n_out)
+    if VARIANCE:  # E[x^2] - E[x]^2 in float32, from the unrounded mean
+        var = tl.maximum(acc2 * inv - acc * acc, 0.0)
+        var_ptrs = var_ptr + (pid_bh * n_out + offs_t)[:, None] * HEAD_DIM + offs_d[None, :]
+        tl.store(var_ptrs, var, mask=offs_t[:, None] < n_out)
 
 
-def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1) -> torch.Tensor:
-    """``[B, H, L, D] -> [B, H / head_group, ceil(L / factor), D]`` (contiguous, x's dtype)."""
+def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1, variance: bool = False):
+    """``[B, H, L, D] -> [B, H / head_group, ceil(L / factor), D]`` (contiguous, x's dtype).
+
+    With ``variance=True`` returns ``(mean, var)``: ``var`` is the per-feature variance over
+    each group, float32 (:func:`unisparse.reference.composite_key_variance`).
+    """
     b, h, seq_len, d = x.shape
     n_out = triton.cdiv(seq_len, factor)
     heads_out = h // head_group
@@ -51,11 +64,12 @@ def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1) -> torch.Tens
     # kernel writes float32 and torch rounds, so both backends see the same composite tokens.
     store_dtype = torch.float32 if needs_upcast(x.dtype) else x.dtype
     out = torch.empty(b, heads_out, n_out, d, dtype=store_dtype, device=x.device)
+    var = torch.empty(b, heads_out, n_out, d, dtype=torch.float32, device=x.device) if variance else out
     block_t = 32
     grid = (triton.cdiv(n_out, block_t), b * heads_out)
     _pool_kernel[grid](
-        x, out, *x.stride(), seq_len, n_out, heads_out,
-        FACTOR=factor, HEAD_GROUP=head_group, HEAD_DIM=d, BLOCK_T=block_t,
+        x, out, var, *x.stride(), seq_len, n_out, heads_out,
+        FACTOR=factor, HEAD_GROUP=head_group, HEAD_DIM=d, BLOCK_T=block_t, VARIANCE=variance,
         num_warps=4,
     )
-    return out.to(x.dtype)
+    return (out.to(x.dtype), var) if variance else out.to(x.dtype)

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from ..config import UniSparseConfig
-from ..reference import expand_heads, top_p_mask
+from ..reference import expand_heads, top_p_mask, variance_features
 from .common import dot_precision, needs_upcast
 from .pooling import pool_tokens
 
@@ -141,8 +141,13 @@ def block_scores(
         raise ValueError(f"head_pool={ch} must divide the GQA group size ({group}) or be a multiple of it")
     k_head_group = max(1, ch // group)  # KV heads averaged into one pooled key head
     qc = pool_tokens(q, config.q_pool, ch)
-    kc = pool_tokens(k, config.k_pool, k_head_group)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
+    if config.variance_correction > 0:
+        # Twice the features: the fused kernel then scores the corrected logits as they are.
+        kc, key_var = pool_tokens(k, config.k_pool, k_head_group, variance=True)
+        qc, kc = variance_features(qc, kc, key_var, config.variance_correction, scale)
+    else:
+        kc = pool_tokens(k, config.k_pool, k_head_group)
     return compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale, out=out)
 
 
@@ -180,5 +185,12 @@ def compressed_block_scores(
 
 
 def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:
-    """Triton block scores, then the shared Top-P rule: bool ``[B, Hq, nb, nb]``."""
-    return expand_heads(top_p_mask(block_scores(q, k, config, scale), config), config.head_pool)
+    """Triton block scores, then the shared Top-P rule: bool ``[B, Hq, nb, nb]``.
+
+    With ``config.variance_correction > 0``: the union of Top-P on the plain and on the corrected
+    scores, as in :func:`unisparse.reference.select_blocks` (two scoring passes).
+    """
+    mask = top_p_mask(block_scores(q, k, config, scale), config)
+    if config.variance_correction > 0:
+        mask = mask | top_p_mask(block_scores(q, k, config.replace(variance_correction=0.0), scale), config)
+    return expand_heads(mask, config.head_pool)
