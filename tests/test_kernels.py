@@ -63,16 +63,22 @@ SCORE_CASES = [
 ]
 
 
+def checked_block_scores(q, k, cfg):
+    """The kernel's block scores (written into a poisoned buffer) against the reference's; returns the reference."""
+    nb = math.ceil(q.shape[2] / cfg.block_size)
+    out = poisoned_like((q.shape[0], q.shape[1] // cfg.head_pool, nb, nb), torch.float32, DEVICE)
+    scores = selection.block_scores(q, k, cfg, out=out)
+    ref = R.block_scores(q, k, cfg)
+    # float16 tensor-core products differ from the float32 reference's summation order (~1e-5 on GPU)
+    assert rel_err(scores, ref) < {torch.float32: 1e-5, torch.float16: 5e-5, torch.bfloat16: 2e-3}[q.dtype]
+    return ref
+
+
 @pytest.mark.parametrize("b,hq,hkv,seq_len,d,block,qp,kp,hp,dtype,structured", SCORE_CASES)
 def test_block_scores_kernel_matches_reference(seed, b, hq, hkv, seq_len, d, block, qp, kp, hp, dtype, structured):
     cfg = UniSparseConfig(block_size=block, q_pool=qp, k_pool=kp, head_pool=hp, top_p=0.9)
     q, k, _ = make_qkv(b, hq, hkv, seq_len, d, dtype, structured, seed)
-    nb = math.ceil(seq_len / block)
-    out = poisoned_like((b, hq // hp, nb, nb), torch.float32, DEVICE)
-    scores = selection.block_scores(q, k, cfg, out=out)
-    ref = R.block_scores(q, k, cfg)
-    # float16 tensor-core products differ from the float32 reference's summation order (~1e-5 on GPU)
-    assert rel_err(scores, ref) < {torch.float32: 1e-5, torch.float16: 5e-5, torch.bfloat16: 2e-3}[dtype]
+    ref = checked_block_scores(q, k, cfg)
 
     # Masks agree up to near-ties: the kernel's mask lies between the reference masks at
     # top_p -/+ eps (Top-P is monotone in p), so only blocks on the threshold may differ.
@@ -101,11 +107,7 @@ def test_variance_corrected_block_scores_kernel_matches_reference(
     cfg = UniSparseConfig(block_size=block, q_pool=qp, k_pool=kp, head_pool=hp, top_p=0.9,
                           variance_correction=alpha)
     q, k, _ = make_qkv(b, hq, hkv, seq_len, d, dtype, structured, seed)
-    nb = math.ceil(seq_len / block)
-    out = poisoned_like((b, hq // hp, nb, nb), torch.float32, DEVICE)
-    scores = selection.block_scores(q, k, cfg, out=out)
-    ref = R.block_scores(q, k, cfg)
-    assert rel_err(scores, ref) < {torch.float32: 1e-5, torch.float16: 5e-5, torch.bfloat16: 2e-3}[dtype]
+    ref = checked_block_scores(q, k, cfg)
     plain = R.block_scores(q, k, cfg.replace(variance_correction=0.0))
     assert rel_err(ref, plain) > 1e-4  # the correction acts
 
