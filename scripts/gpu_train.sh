@@ -5,7 +5,7 @@
 #   bash scripts/gpu_train.sh sweep SECONDS NAME="ARGS" [NAME="ARGS" ...]   # runs in parallel, one GPU
 #   bash scripts/gpu_train.sh continue SECONDS [NAME]   # resume NAME (default: best last eval) alone
 #   bash scripts/gpu_train.sh stages SECONDS        # stage A (text LoRA) and stage 0 (grounding) side by side
-#   bash scripts/gpu_train.sh ground SECONDS [ARGS] # stage 0 alone (e.g. --kinds digit,digit,color,shape,count --digit-only), then the digit probe
+#   bash scripts/gpu_train.sh ground SECONDS [ARGS] # stage 0 alone (e.g. --kinds digit,digit,color,shape,count --digit-only --contrastive 1), then the digit probe
 #   bash scripts/gpu_train.sh stage1 SECONDS        # stage 1 from both, two learning-rate settings (S, T) side by side
 #   bash scripts/gpu_train.sh from-export SECONDS DIR [NAME [ARGS]]   # stage 1 continued from a compact export (NAME: W)
 #   bash scripts/gpu_train.sh evaluate NAME [ARGS]  # held-out suites on NAME's export; model tarball to $OUT

@@ -87,3 +87,28 @@ def test_command_line_trains_saves_and_continues(tmp_path):
     assert G.main(["--tiny", "--steps", "0", "--init", str(first), "--output", str(again)]) == 0
     a, b = torch.load(first), torch.load(again)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # no steps: the tower it started from
+
+
+def test_contrastive_term_is_a_cross_entropy_over_the_batch_words():
+    from videoqa.default.training import TrainConfig, build
+
+    model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=True))
+    visual = model.model.visual
+    targets = G.WordTargets(processor.tokenizer, model.model.language_model.embed_tokens.weight)
+    batch = G.prepare([make_example("train", i, kind="digit", num_frames=2, noise=0) for i in range(3)],
+                      processor.spec, digit_only=True)
+    plain, _ = G.ground_loss(visual, batch, targets, 0.75, "cpu")
+    both, info = G.ground_loss(visual, batch, targets, 0.75, "cpu", contrastive=2.0, temperature=0.1)
+    # the same cross-entropy written out: object tokens against every word of the batch
+    labels = batch[2]
+    words = sorted(set(labels))
+    with torch.no_grad():
+        out = visual(batch[0], grid_thw=batch[1]).pooler_output.float()
+    table = torch.stack([targets(w) for w in words])
+    d2 = ((out[:, None] - table[None]) ** 2).sum(-1) / targets.norm ** 2
+    obj = torch.tensor([lab != (G.BACKGROUND_WORD,) for lab in labels])
+    true = torch.tensor([words.index(lab) for lab in labels])
+    ce = torch.nn.functional.cross_entropy(-d2[obj] / 0.1, true[obj])
+    assert obj.any() and (both - plain).item() == pytest.approx(2.0 * ce.item(), rel=1e-4)
+    assert 0.0 <= info["word_acc_objects"] <= 1.0
+    assert G.GroundConfig().contrastive == 0.0  # off by default: stage 0 as before
