@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from videoqa.default import export  # noqa: E402
 from videoqa.default.grounding import BACKGROUND_WORD, prepare  # noqa: E402
 from videoqa.default.synthetic import make_example  # noqa: E402
 from videoqa.default.training import TrainConfig, build  # noqa: E402
@@ -33,13 +33,7 @@ from videoqa.default.training import TrainConfig, build  # noqa: E402
 
 
 def tower_state(path: str, visual) -> dict:
-    if path == "random":
-        return visual.state_dict()
-    if os.path.isdir(path):
-        from videoqa.default.export import read_trained
-
-        return {k: v.float() for k, v in read_trained(path).vision.items()}
-    return torch.load(path, map_location="cpu")
+    return visual.state_dict() if path == "random" else export.tower_state(path)
 
 
 @torch.no_grad()

@@ -223,5 +223,8 @@ def test_init_from_an_export_restores_tower_and_lora(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model2.model.visual.state_dict().values(),
                                                   fresh.model.visual.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(lora2.state_dict().values(), lora.state_dict().values()))
+    # an export's directory also serves as a tower alone (stage 0 --init, --init-vision)
+    model3, _, _, _ = T.build(tiny(init_vision=str(tmp_path / "model"), lora_rank=0))
+    assert all(torch.equal(v, trained.vision[k].float()) for k, v in model3.model.visual.state_dict().items())
     assert T.parse_args(["--init-from", str(tmp_path / "model")]).init_from == str(tmp_path / "model")
     assert "init_from" in T.TrainConfig().schedule_key()  # a resumed run must start from the same export

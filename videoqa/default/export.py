@@ -132,6 +132,13 @@ def read_trained(path) -> Trained:
                    added_rows=tensors[ADDED_ROWS], marker=marker)
 
 
+def tower_state(path) -> dict:
+    """A vision tower's float32 state dict from a stage-0 file (``.pt``) or a compact export's directory."""
+    if os.path.isdir(path):
+        return {k: v.float() for k, v in read_trained(path).vision.items()}
+    return torch.load(path, map_location="cpu")
+
+
 def load_compact(path, *, dtype: torch.dtype = torch.float32, device=None, source=None):
     """``(model, processor)`` from a compact export. ``source``: the language model (default: from the marker).
 

@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--digit-only", action="store_true", help="digit tokens target the digit word alone")
     p.add_argument("--contrastive", type=float, default=0.0,
                    help="weight of a cross-entropy over the batch's words on object tokens (0: MSE only)")
-    p.add_argument("--init", help="continue from this tower (a state dict that --output wrote)")
+    p.add_argument("--init", help="continue from this tower: a state dict that --output wrote, or an export's directory")
     p.add_argument("--output", required=True, help="where the tower's state dict goes (.pt); training takes it as --init-vision")
     a = p.parse_args(argv)
     model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=a.tiny, seed=a.seed, init_vision=a.init))

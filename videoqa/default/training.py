@@ -64,7 +64,7 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_targets: tuple = ("q_proj", "v_proj")  # the text-only probe learnt with all seven projections (docs)
     visual_scale_weight: float = 0.0  # penalty on log(visual token RMS / text embedding RMS)^2; 0: off
-    init_vision: str | None = None  # a stage-0 tower (videoqa.default.grounding --output) to start from
+    init_vision: str | None = None  # a tower to start from: stage 0's .pt (grounding --output) or an export's directory
     init_lora: str | None = None  # a checkpoint's trainable.pt whose LoRA factors to start from (e.g. the text stage's)
     init_from: str | None = None  # a compact export (tower + LoRA) to start from: how a run continues on a fresh machine
     text_only: bool = False  # stage A: static scenes described in words, no video; trains the LoRA only
@@ -204,7 +204,9 @@ def build(cfg: TrainConfig):
         with torch.no_grad():
             model.model.language_model.embed_tokens.weight[-trained.added_rows.shape[0]:] = trained.added_rows.float()
     if cfg.init_vision:  # after init_from: a newly grounded tower under an export's LoRA
-        model.model.visual.load_state_dict(torch.load(cfg.init_vision, map_location="cpu"))
+        from .export import tower_state
+
+        model.model.visual.load_state_dict(tower_state(cfg.init_vision))
     lora = (LoRA(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=tuple(cfg.lora_targets), seed=cfg.seed).attach()
             if cfg.lora_rank else None)
     if trained is not None and trained.lora is not None:
