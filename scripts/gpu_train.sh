@@ -18,6 +18,8 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 [ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 [ -f out/smollm2.gguf ] && export VIDEOQA_SMOLLM2_GGUF="${VIDEOQA_SMOLLM2_GGUF:-$(pwd)/out/smollm2.gguf}"
 LORA=(--lora-rank 16 --lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)
+# stage 1's settings shared by `stage1` and `from-export`: float32 LM (both bf16 runs went NaN), the task mix
+STAGE1="--lm-dtype float32 --visual-scale-weight 0.1 --group-weights caption=0.15,single=0.4,video=0.15,needle=0.3"
 COMMON=(--steps 3000 --eval-every 300 --eval-examples 60 --checkpoint-every 300 --export-on-stop --log-every 20)
 
 case "${1:-}" in
@@ -104,12 +106,11 @@ ground)
     [ -f out/ground.pt ]
     ;;
 stage1)
-    # Joint answer training from stages A and 0; the frozen LM in float32 (both bf16 runs went NaN).
+    # Joint answer training from stages A and 0.
     # A resumed call must pass the same arguments, which this preset guarantees.
     seconds=$2
     base="--workers 6 ${LORA[*]} --init-lora out/textA/$(cat out/textA/latest)/trainable.pt --init-vision out/ground.pt"
-    base="$base --lm-dtype float32 --visual-scale-weight 0.1 --steps 2000"
-    base="$base --group-weights caption=0.15,single=0.4,video=0.15,needle=0.3"
+    base="$base $STAGE1 --steps 2000"
     bash "$0" sweep "$seconds" S="$base --lr 3e-4 --lora-lr 5e-4" T="$base --lr 1e-3 --lora-lr 1e-3"
     ;;
 from-export)
@@ -117,8 +118,7 @@ from-export)
     # (e.g. data/models/default-wip) with S's settings; later calls resume it with `continue SECONDS NAME`.
     # Extra arguments after NAME are added (and win), e.g. --init-vision out/ground.pt for a new tower.
     seconds=$2; src=$3; name=${4:-W}; shift $(( $# < 4 ? $# : 4 ))
-    base="--workers 12 ${LORA[*]} --init-from $src --lm-dtype float32 --visual-scale-weight 0.1 --steps 3000"
-    base="$base --warmup 50 --lr 3e-4 --lora-lr 5e-4 --group-weights caption=0.15,single=0.4,video=0.15,needle=0.3 $*"
+    base="--workers 12 ${LORA[*]} --init-from $src $STAGE1 --steps 3000 --warmup 50 --lr 3e-4 --lora-lr 5e-4 $*"
     bash "$0" sweep "$seconds" "$name=$base"
     ;;
 evaluate)

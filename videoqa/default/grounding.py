@@ -108,12 +108,13 @@ class GroundConfig:
     contrastive: float = 0.0  # weight of the cross-entropy over the batch's words (see ground_loss); 0: MSE only
     time_limit_s: float | None = None  # stop early (keeping what was learnt) so a GPU call of 10 minutes is never overrun
 
+    def __post_init__(self):
+        if not self.kinds or any(k not in STATIC_KINDS for k in self.kinds):
+            raise ValueError(f"grounding kinds must be among {STATIC_KINDS}, got {list(self.kinds)}")
+
 
 def step_examples(cfg: GroundConfig, step: int) -> list[Example]:
     """Static pictures of ``cfg.kinds`` at the training and needle sizes (``frames=2``: one temporal patch)."""
-    bad = [k for k in cfg.kinds if k not in STATIC_KINDS]
-    if bad or not cfg.kinds:
-        raise ValueError(f"grounding kinds must be among {STATIC_KINDS}, got {list(cfg.kinds)}")
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 4243, int(step)]))
     sizes = SIZES + NEEDLE_SIZES
     size = sizes[int(rng.integers(len(sizes)))]
