@@ -3,7 +3,7 @@
 # The machine is bare and keeps git-ignored paths (out/) between calls while it stays warm.
 #   bash scripts/gpu_train.sh setup                 # join the two carried GGUF parts, install wheels
 #   bash scripts/gpu_train.sh sweep SECONDS NAME="ARGS" [NAME="ARGS" ...]   # runs in parallel, one GPU
-#   bash scripts/gpu_train.sh continue SECONDS [NAME]   # resume NAME (default: best last eval) alone
+#   bash scripts/gpu_train.sh continue SECONDS [NAME ...]  # resume runs side by side (default: best last eval)
 #   bash scripts/gpu_train.sh stages SECONDS        # stage A (text LoRA) and stage 0 (grounding) side by side
 #   bash scripts/gpu_train.sh ground SECONDS [ARGS] # stage 0 alone (e.g. --kinds digit,digit,color,shape,count --digit-only --contrastive 1), then the digit probe
 #   bash scripts/gpu_train.sh stage1 SECONDS        # stage 1 from both, two learning-rate settings (S, T) side by side
@@ -56,9 +56,10 @@ sweep)
     done
     ;;
 continue)
-    seconds=$2; name=${3:-}
-    if [ -z "$name" ]; then
-        name=$(python3 - <<'PY'
+    # Resume runs from their checkpoints on the same machine, side by side (one run: 12 data workers).
+    seconds=$2; shift 2; names=("$@")
+    if [ ${#names[@]} -eq 0 ]; then
+        names=("$(python3 - <<'PY'
 import glob, json, os
 best = None
 for log in glob.glob("out/runs/*/ckpt/log.jsonl"):
@@ -68,17 +69,24 @@ for log in glob.glob("out/runs/*/ckpt/log.jsonl"):
         best = (score, log.split(os.sep)[2])
 print(best[1] if best else "")
 PY
-)
+)")
     fi
-    [ -n "$name" ] || { echo "no run to continue"; exit 1; }
-    echo "continuing $name: $(cat out/runs/$name/args)"
-    # shellcheck disable=SC2046
-    python3 scripts/train_default_model.py "${COMMON[@]}" $(cat "out/runs/$name/args") --workers 12 \
-        --checkpoint-dir "out/runs/$name/ckpt" --resume --time-limit-s "$seconds" --export "out/runs/$name/model" \
-        > "out/runs/$name/stdout2.log" 2>&1
-    cp "out/runs/$name/ckpt/log.jsonl" "$OUT/$name.jsonl"
-    grep -v Convert "out/runs/$name/stdout2.log" | grep -E '"eval"|exported|stopped|Error|error|resumed' | cut -c1-400 | tail -8
-    tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model && ls -la "$OUT"
+    [ -n "${names[0]}" ] || { echo "no run to continue"; exit 1; }
+    workers=$(( 12 / ${#names[@]} ))
+    for name in "${names[@]}"; do
+        echo "continuing $name: $(cat out/runs/$name/args)"
+        # shellcheck disable=SC2046
+        python3 scripts/train_default_model.py "${COMMON[@]}" $(cat "out/runs/$name/args") --workers "$workers" \
+            --checkpoint-dir "out/runs/$name/ckpt" --resume --time-limit-s "$seconds" --export "out/runs/$name/model" \
+            > "out/runs/$name/stdout-continued.log" 2>&1 &
+    done
+    wait
+    for name in "${names[@]}"; do
+        cp "out/runs/$name/ckpt/log.jsonl" "$OUT/$name.jsonl"
+        echo "== $name"; grep -v Convert "out/runs/$name/stdout-continued.log" | grep -E '"eval"|exported|stopped|Error|error|resumed' | cut -c1-400 | tail -8
+        tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model
+    done
+    ls -la "$OUT"
     ;;
 stages)
     # Stage A: SmolLM2 learns to answer from described pictures (LoRA only). Stage 0: the tower learns
