@@ -8,7 +8,7 @@
 #   bash scripts/gpu_train.sh ground SECONDS [ARGS] # stage 0 alone (e.g. --kinds digit,digit,color,shape,count --digit-only --contrastive 1), then the digit probe
 #   bash scripts/gpu_train.sh stage1 SECONDS        # stage 1 from both, two learning-rate settings (S, T) side by side
 #   bash scripts/gpu_train.sh from-export SECONDS DIR [NAME [ARGS]]   # stage 1 continued from a compact export (NAME: W)
-#   bash scripts/gpu_train.sh evaluate NAME [ARGS]  # held-out suites on NAME's export; model tarball to $OUT
+#   bash scripts/gpu_train.sh evaluate NAME [ARGS]  # held-out suites on NAME's export (EVAL_TAG: output suffix); model tarball to $OUT
 # Each run: checkpoints in out/runs/NAME/ckpt, a snapshot export in out/runs/NAME/model, its log
 # copied to $OUT/NAME.jsonl. docs/default-model.md has the whole procedure.
 set -uo pipefail
@@ -54,6 +54,9 @@ sweep)
         echo "== $name: $(cat out/runs/$name/args)"; grep -v Convert "out/runs/$name/stdout.log" | grep -E '"eval"|exported|stopped|Error|error' | cut -c1-400 | tail -6
         grep '"train"' "out/runs/$name/stdout.log" | tail -1 | cut -c1-300
     done
+    status=0  # the status: every run left a checkpoint (a grep above that matched nothing must not decide it)
+    for spec in "$@"; do [ -f "out/runs/${spec%%=*}/ckpt/latest" ] || { echo "${spec%%=*} left no checkpoint"; status=1; }; done
+    exit $status
     ;;
 continue)
     # Resume runs from their checkpoints on the same machine, side by side (one run: 12 data workers).
@@ -84,9 +87,10 @@ PY
     for name in "${names[@]}"; do
         cp "out/runs/$name/ckpt/log.jsonl" "$OUT/$name.jsonl"
         echo "== $name"; grep -v Convert "out/runs/$name/stdout-continued.log" | grep -E '"eval"|exported|stopped|Error|error|resumed' | cut -c1-400 | tail -8
-        tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model
+        tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model || status=1
     done
     ls -la "$OUT"
+    exit "${status:-0}"
     ;;
 stages)
     # Stage A: SmolLM2 learns to answer from described pictures (LoRA only). Stage 0: the tower learns
@@ -131,7 +135,8 @@ from-export)
     ;;
 evaluate)
     name=$2; shift 2
-    python3 scripts/eval_default_model.py --model "out/runs/$name/model" --device cuda --output "$OUT/eval-$name" --quiet "$@" \
+    # EVAL_TAG names a second evaluation of the same run (e.g. EVAL_TAG=-224 ... --size 224x224 --suites needle)
+    python3 scripts/eval_default_model.py --model "out/runs/$name/model" --device cuda --output "$OUT/eval-$name${EVAL_TAG:-}" --quiet "$@" \
         2>&1 | grep -v Convert | tail -30
     tar czf - -C "out/runs/$name" model | split -b 15M - "$OUT/$name-model.tgz.part" && ls -la "$OUT"
     ;;
