@@ -168,6 +168,14 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _load(name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    from .vision_attention import batch_vision_attention
+
+    loaded = _load_unpatched(name, device, dtype)
+    batch_vision_attention(loaded.model)  # one SDPA call per frame size, not per frame (vision_attention.py)
+    return loaded
+
+
+def _load_unpatched(name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     if name == RANDOM:
         model, processor = random_model()
         model.to(device=device, dtype=dtype)

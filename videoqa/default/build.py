@@ -298,6 +298,7 @@ def build_default_model(vision_config: dict | None = None, *, source: Source | N
 
     from ..patches import PatchSpec
     from ..processor import VideoQAProcessor
+    from ..vision_attention import batch_vision_attention
 
     source = source if source is not None else smollm2_source()
     tokenizer = copy.deepcopy(source.tokenizer)
@@ -309,6 +310,7 @@ def build_default_model(vision_config: dict | None = None, *, source: Source | N
     model.eval()
     transplant_language_model(source.model, model, seed=seed)
     match_merger_scale(model, seed)
+    batch_vision_attention(model)  # training's needle batches are thousands of frames (vision_attention.py)
     for p in model.model.language_model.parameters():
         p.requires_grad_(False)
     for p in model.model.visual.parameters():
