@@ -95,3 +95,20 @@ def test_loaded_models_get_the_batched_forward():
     loaded = M.load_model("random", device="cpu", cache=False)
     attn = [m for m in loaded.model.modules() if type(m).__name__ == "VisionAttention"]
     assert attn and all(hasattr(m, "_videoqa_original_forward") for m in attn)
+
+
+def test_a_score_budget_splits_the_batch_without_changing_the_result(monkeypatch):
+    import videoqa.vision_attention as VA
+
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(40, 2, 8, generator=g) for _ in range(3))
+    # ten pieces of 4: five calls of two; pieces of 4, 4 | 3, 3, 3 | 23: one call per length (23 alone, over budget)
+    for cu, expected in ((torch.arange(0, 41, 4), 5), (torch.tensor([0, 4, 8, 11, 14, 17, 40]), 3)):
+        whole = piecewise_attention(q, k, v, cu, scale=0.3)
+        calls = _count_sdpa(monkeypatch)
+        budget = 2 * 2 * 4 * 4  # two pieces of 4 patches (2 heads) per call
+        monkeypatch.setattr(VA, "MAX_SCORES_PER_CALL", budget)
+        torch.testing.assert_close(piecewise_attention(q, k, v, cu, scale=0.3), whole)
+        assert all(n * h * length * length <= budget or n == 1 for n, h, length, _ in calls)
+        assert len(calls) == expected
+        monkeypatch.undo()

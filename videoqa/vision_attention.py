@@ -25,6 +25,22 @@ import torch.nn.functional as F
 _CLASSES = ("VisionAttention", "Qwen2_5_VLVisionAttention")
 
 
+# At most this many attention scores per call (N x H x L x L), so that a kernel that materialises them
+# (SDPA's math path) never needs more memory than about 1 GiB in float32 at once; Qwen2-VL-7B's 16 heads
+# at 2,000 patches a frame come to one piece per call, the loop's own footprint.
+MAX_SCORES_PER_CALL = 1 << 28
+
+
+def _sdpa(q, k, v, scale):
+    """SDPA over pieces ``[N, L, H, D]`` -> ``[N, L, H, D]``, in slices of the score budget."""
+    n, length, h, _ = q.shape
+    step = max(1, MAX_SCORES_PER_CALL // (h * length * length))
+    outs = [F.scaled_dot_product_attention(q[i:i + step].transpose(1, 2), k[i:i + step].transpose(1, 2),
+                                           v[i:i + step].transpose(1, 2), scale=scale).transpose(1, 2)
+            for i in range(0, n, step)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 def piecewise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
                         scale: float) -> torch.Tensor:
     """Attention of ``q, k, v`` ``[S, H, D]`` within the pieces ``cu_seqlens`` marks; ``[S, H, D]``.
@@ -36,8 +52,7 @@ def piecewise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_se
     s, h, d = q.shape
     if lengths and all(n == lengths[0] for n in lengths) and bounds[0] == 0 and bounds[-1] == s:
         n = lengths[0]  # the common case: one grid size, so a plain reshape
-        qb, kb, vb = (t.reshape(len(lengths), n, h, d).transpose(1, 2) for t in (q, k, v))
-        return F.scaled_dot_product_attention(qb, kb, vb, scale=scale).transpose(1, 2).reshape(s, h, d)
+        return _sdpa(*(t.reshape(len(lengths), n, h, d) for t in (q, k, v)), scale).reshape(s, h, d)
     groups: dict[int, list[int]] = {}
     for start, n in zip(bounds[:-1], lengths):
         if n:
@@ -45,8 +60,8 @@ def piecewise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_se
     outs, order = [], []
     for n, starts in groups.items():
         idx = (torch.tensor(starts, device=q.device)[:, None] + torch.arange(n, device=q.device)[None]).reshape(-1)
-        qb, kb, vb = (t.index_select(0, idx).reshape(len(starts), n, h, d).transpose(1, 2) for t in (q, k, v))
-        outs.append(F.scaled_dot_product_attention(qb, kb, vb, scale=scale).transpose(1, 2).reshape(-1, h, d))
+        outs.append(_sdpa(*(t.index_select(0, idx).reshape(len(starts), n, h, d) for t in (q, k, v)), scale)
+                    .reshape(-1, h, d))
         order.append(idx)
     out = torch.cat(outs)
     inverse = torch.empty_like(torch.cat(order))
