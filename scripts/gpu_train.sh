@@ -84,13 +84,14 @@ PY
             > "out/runs/$name/stdout-continued.log" 2>&1 &
     done
     wait
+    status=0  # the status: every run has its log and its export tarball
     for name in "${names[@]}"; do
-        cp "out/runs/$name/ckpt/log.jsonl" "$OUT/$name.jsonl"
+        cp "out/runs/$name/ckpt/log.jsonl" "$OUT/$name.jsonl" || status=1
         echo "== $name"; grep -v Convert "out/runs/$name/stdout-continued.log" | grep -E '"eval"|exported|stopped|Error|error|resumed' | cut -c1-400 | tail -8
         tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model || status=1
     done
     ls -la "$OUT"
-    exit "${status:-0}"
+    exit $status
     ;;
 stages)
     # Stage A: SmolLM2 learns to answer from described pictures (LoRA only). Stage 0: the tower learns
