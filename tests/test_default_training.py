@@ -42,6 +42,22 @@ def test_batches_are_a_function_of_the_step():
     assert 1 <= len(batch) <= 3000 // (64 * 16) and len({tuple(e.frames.shape) for e in batch}) == 1
 
 
+def test_needle_sizes_choose_the_needle_frames_and_keep_old_checkpoints_resumable():
+    cfg = T.TrainConfig(batch_size=4, group_weights={"needle": 1.0}, needle_sizes=((224, 224),), tiny=True)
+    shapes = {tuple(e.frames.shape[-2:]) for step in range(4) for e in T.step_examples(cfg, step)}
+    assert shapes == {(224, 224)}
+    # 224x224 needles hold 64 visual tokens a frame pair: the token budget cuts the batch
+    batch = T.step_examples(cfg, 0)
+    assert len(batch) <= max(1, cfg.token_budget // (batch[0].frames.shape[0] // 2 * 64 + 80))
+    default = T.TrainConfig(batch_size=4, group_weights={"needle": 1.0}, tiny=True)
+    assert "needle_sizes" not in default.schedule_key()  # an option left unset does not change the key
+    assert cfg.schedule_key()["needle_sizes"] == [[224, 224]]
+    parsed = T.parse_args(["--needle-sizes", "168x168,224x224"])
+    assert parsed.needle_sizes == ((168, 168), (224, 224))
+    with pytest.raises(SystemExit):
+        T.parse_args(["--needle-sizes", "100x100"])  # argparse: not multiples of 28
+
+
 def test_labels_cover_only_the_answer():
     model, processor, _, _ = T.build(tiny())
     ex = T.step_examples(tiny(), 0)[0]

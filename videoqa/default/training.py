@@ -58,6 +58,7 @@ class TrainConfig:
     frames: int = 0  # fixed T for every example (motion/scene batches: at least 8); 0: per-task defaults, capped by max_frames
     max_frames: int = 256
     size: tuple[int, int] | None = None  # fixed (H, W) for every example; None: per-task random sizes
+    needle_sizes: tuple | None = None  # (H, W) sizes needle batches draw from; None: synthetic.NEEDLE_SIZES
     group_weights: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_GROUP_WEIGHTS))
     vision: dict = dataclasses.field(default_factory=dict)  # overrides of build.DEFAULT_VISION
     lora_rank: int = 8
@@ -88,9 +89,12 @@ class TrainConfig:
 
     def schedule_key(self) -> dict:
         """What must not change between a run and its resumption."""
-        return {k: getattr(self, k) for k in ("steps", "batch_size", "token_budget", "lr", "lora_lr", "warmup",
+        key = {k: getattr(self, k) for k in ("steps", "batch_size", "token_budget", "lr", "lora_lr", "warmup",
                                                "weight_decay", "frames", "max_frames", "size", "group_weights",
                                                "vision", "lora_rank", "lora_alpha", "lora_targets", "visual_scale_weight", "init_vision", "init_lora", "init_from", "text_only", "seed", "tiny")}
+        if self.needle_sizes is not None:  # only when set: checkpoints made before the option still resume
+            key["needle_sizes"] = [list(hw) for hw in self.needle_sizes]
+        return key
 
 
 # ----------------------------------------------------------------------------- data
@@ -107,7 +111,7 @@ def step_examples(cfg: TrainConfig, step: int, split: str = "train") -> list[Exa
     t = int(cfg.frames) if cfg.frames else min(default_num_frames(rng, first), cfg.max_frames)
     if group == "video":  # motion needs >= 4 frames, scenes >= 6, and one T serves the whole batch
         t = max(t, 8)
-    sizes = NEEDLE_SIZES if group == "needle" else SIZES
+    sizes = (cfg.needle_sizes or NEEDLE_SIZES) if group == "needle" else SIZES
     size = tuple(cfg.size) if cfg.size else sizes[int(rng.integers(len(sizes)))]
     per_example = (t // 2) * (size[0] // 28) * (size[1] // 28) + 80  # visual tokens + text
     n = max(1, min(cfg.batch_size, cfg.token_budget // per_example))
@@ -535,6 +539,10 @@ def _size(text: str) -> tuple[int, int]:
     return size
 
 
+def _sizes(text: str) -> tuple:
+    return tuple(_size(part) for part in text.split(",") if part.strip())
+
+
 def _weights(text: str) -> dict:
     out = {}
     for part in text.split(","):
@@ -562,6 +570,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--frames", type=int, default=d.frames, help="frames per video for every example (0: per task)")
     p.add_argument("--max-frames", type=int, default=d.max_frames)
     p.add_argument("--size", type=_size, default=None, help="HxW frame size for every example (default: random)")
+    p.add_argument("--needle-sizes", type=_sizes, default=None,
+                   help="HxW sizes needle batches draw from, e.g. 112x112,168x168,224x224 (default: 84-140 px); "
+                        "the token budget caps how many long videos a batch holds")
     p.add_argument("--group-weights", type=_weights, default=None,
                    help="task mix, e.g. caption=0.2,single=0.35,video=0.2,needle=0.25 (the default)")
     p.add_argument("--vision-depth", type=int)
@@ -601,7 +612,7 @@ def parse_args(argv=None) -> TrainConfig:
               if v is not None}
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, token_budget=a.token_budget, lr=a.lr, lora_lr=a.lora_lr,
                        warmup=a.warmup, weight_decay=a.weight_decay, frames=a.frames, max_frames=a.max_frames,
-                       size=a.size, group_weights=a.group_weights or dict(DEFAULT_GROUP_WEIGHTS), vision=vision, lora_rank=a.lora_rank, lora_alpha=a.lora_alpha,
+                       size=a.size, needle_sizes=a.needle_sizes, group_weights=a.group_weights or dict(DEFAULT_GROUP_WEIGHTS), vision=vision, lora_rank=a.lora_rank, lora_alpha=a.lora_alpha,
                        lora_targets=tuple(t.strip() for t in a.lora_targets.split(",") if t.strip()),
                        visual_scale_weight=a.visual_scale_weight, init_vision=a.init_vision,
                        init_lora=a.init_lora, init_from=a.init_from, text_only=a.text_only, seed=a.seed,
