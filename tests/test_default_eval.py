@@ -27,6 +27,23 @@ def test_suites_have_the_asked_layout():
     assert len(needle) == 8
     assert sorted({(e.num_frames, e.meta["depth"]) for _, e in needle}) == [(64, 0.1), (64, 0.9), (128, 0.1), (128, 0.9)]
     assert {e.kind for _, e in needle} == {"needle_digit", "needle_color"}
+    clip = build_suite("clip", per_kind=2)
+    assert [e.kind for _, e in clip] == [k for k in ("mover", "appear", "clip_color", "travel", "digit_seq") for _ in (0, 1)]
+    assert all(8 <= e.num_frames <= 24 for _, e in clip) and [e.options is not None for _, e in clip[:2]] == [False, True]
+    with pytest.raises(ValueError, match="unknown suite"):
+        build_suite("clips")
+
+
+def test_summary_groups_clips_by_kind():
+    from videoqa.default.evaluate import Result
+
+    def r(kind, mode, correct):
+        return Result("clip", kind, 0, False, 12, None, mode, "", "x", correct, None, 300, 0.1)
+
+    rows = {x["group"]: x for x in summarise([r("mover", "dense", True), r("travel", "dense", False),
+                                               r("mover", "sparse", False), r("travel", "sparse", False)])}
+    assert rows["clip mover"]["dense_acc"] == 1.0 and rows["clip travel"]["dense_acc"] == 0.0
+    assert rows["clip (all)"]["n"] == 2 and rows["clip (all)"]["dense_acc"] == 0.5
 
 
 def test_eval_script_dense_and_sparse_on_a_tiny_model(tmp_path, capsys):

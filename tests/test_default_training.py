@@ -58,6 +58,18 @@ def test_needle_sizes_choose_the_needle_frames_and_keep_old_checkpoints_resumabl
         T.parse_args(["--needle-sizes", "100x100"])  # argparse: not multiples of 28
 
 
+def test_clip_group_draws_the_sample_video_kinds_and_adds_them_to_the_eval(tmp_path):
+    cfg = T.TrainConfig(batch_size=3, group_weights={"clip": 1.0}, tiny=True, frames=4)
+    kinds = {e.kind for step in range(12) for e in T.step_examples(cfg, step)}
+    assert kinds <= set(T.CLIP_KINDS) and len(kinds) >= 3
+    assert all(e.num_frames == 8 for e in T.step_examples(cfg, 0))  # clips take at least 8 frames
+    events = []
+    T.train(tiny(tmp_path, steps=1, group_weights={"clip": 1.0}, frames=8, eval_every=1, eval_examples=4),
+            log=events.append)
+    ev = next(e for e in events if e["event"] == "eval")
+    assert ev["n"] == 4 + 2 and set(ev["per_kind"]) & set(T.CLIP_KINDS)
+
+
 def test_labels_cover_only_the_answer():
     model, processor, _, _ = T.build(tiny())
     ex = T.step_examples(tiny(), 0)[0]

@@ -230,3 +230,104 @@ def test_describe_names_what_is_drawn():
         assert S.describe(d) == f"The picture shows the digit {d.meta['digit']} in {d.meta['color']}."
     with pytest.raises(ValueError, match="static"):
         S.describe(make_example("train", 0, kind="motion"))
+
+
+# ----------------------------------------------------------------------------- clip kinds (sample-video questions)
+
+
+def _centroids(e, rgb):
+    """Per frame: (x, y) mean of the pixels exactly ``rgb`` (noise-free examples), or None where absent."""
+    out = []
+    for f in e.frames:
+        ys, xs = np.nonzero((f.permute(1, 2, 0).numpy() == np.asarray(rgb)).all(-1))
+        out.append((xs.mean(), ys.mean()) if len(xs) else None)
+    return out
+
+
+def _net_direction(cents, still=1.0):
+    (x0, y0), (x1, y1) = cents[0], cents[-1]
+    if max(abs(x1 - x0), abs(y1 - y0)) < still:
+        return None
+    if abs(x1 - x0) > abs(y1 - y0):
+        return "left to right" if x1 > x0 else "right to left"
+    return "top to bottom" if y1 > y0 else "bottom to top"
+
+
+def test_mover_answer_is_the_only_object_whose_pixels_travel():
+    seen = set()
+    for i in range(16):
+        e = make_example("train", i, kind="mover", noise=0, mc=bool(i % 2))
+        objects = [e.meta["first"], *e.meta["others"]]
+        moved = [S.object_name(o["color"], o["shape"]) for o in objects
+                 if _net_direction([c for c in _centroids(e, o["rgb"]) if c is not None]) is not None]
+        asked = e.question.split(" from ")[1].split("?")[0]
+        assert e.answer == (moved[0] if moved else S.NOTHING) and len(moved) <= 1
+        if moved:
+            assert _net_direction(_centroids(e, e.meta["first"]["rgb"])) == asked
+        if e.options:
+            assert e.answer in e.options and len(set(e.options)) == len(e.options) == 4
+            assert e.options[ord(e.target) - ord("A")] == e.answer
+        seen.add(e.answer == S.NOTHING)
+    assert seen == {True, False}
+    assert S.object_name("orange", "square") == "an orange square"
+
+
+def test_appear_answer_is_the_shape_missing_from_the_first_frame():
+    for i in range(12):
+        e = make_example("train", i, kind="appear", noise=0)
+        late = e.meta["appears"]
+        obj = next(o for o in e.meta["others"] if o["shape"] == late["shape"])
+        cents = _centroids(e, obj["rgb"])
+        assert cents[0] is None and cents[-1] is not None and e.answer == late["shape"]
+        assert [c is not None for c in cents].index(True) == late["from_frame"]
+        # everything else is there from the first frame
+        for o in [e.meta["first"], *e.meta["others"]]:
+            if o is not obj:
+                assert _centroids(e, o["rgb"])[0] is not None
+
+
+def test_clip_colour_is_the_asked_shapes_drawn_colour():
+    for i in range(12):
+        e = make_example("train", i, kind="clip_color", noise=0)
+        asked = e.meta["asked"]
+        obj = next(o for o in [e.meta["first"], *e.meta["others"]] if o["shape"] == asked["shape"])
+        assert nearest_color(obj["rgb"]) == e.answer == asked["color"]
+        assert any(c is not None for c in _centroids(e, obj["rgb"]))  # on screen at some point
+        assert ("ball" in e.question) <= (asked["shape"] == "circle")
+
+
+def test_travel_answer_is_the_net_displacement_even_when_bouncing():
+    seen = set()
+    for i in range(20):
+        e = make_example("train", i, kind="travel", noise=0)
+        derived = _net_direction(_centroids(e, e.meta["first"]["rgb"]))
+        assert e.answer == (S.TRAVEL[derived] if derived else S.STAY)
+        seen.add(e.answer)
+    assert len(seen) >= 4
+
+
+def test_digit_sequence_answers_from_the_digits_read_off_each_frame():
+    seen = set()
+    for i in range(16):
+        e = make_example("train", i, kind="digit_seq", noise=0)
+        m = e.meta
+        read = [_read_digit(f, m) for f in e.frames]
+        bounds = m["bounds"]
+        for d, lo, hi in zip(m["digits"], bounds[:-1], bounds[1:]):  # each digit holds its frames, no gaps
+            assert hi > lo and read[lo:hi] == [d] * (hi - lo)
+        digits = m["digits"]
+        expected = {"first": digits[0], "last": digits[-1], "largest": max(digits), "distinct": len(set(digits))}
+        assert e.answer == str(expected[m["asked"]])
+        seen.add(m["asked"])
+    assert seen == {"first", "last", "largest", "distinct"}
+
+
+def test_clip_kinds_are_outside_kinds_and_keep_earlier_seeds():
+    assert not set(S.CLIP_KINDS) & set(KINDS)
+    assert S.ALL_KINDS[:len(KINDS) + 1] == KINDS + (S.CAPTION_KIND,)
+    for kind in S.CLIP_KINDS:
+        e = make_example("heldout", 3, kind=kind)
+        assert 8 <= e.num_frames <= 24 and is_correct(e, e.target)
+        assert make_example("heldout", 3, kind=kind).question == e.question
+    with pytest.raises(ValueError, match="at least 6 frames"):
+        make_example("train", 0, kind="travel", num_frames=4)

@@ -6,13 +6,16 @@ pipeline's own (:func:`videoqa.prompt.build_inputs`), decoding is greedy, and th
 scored by :func:`videoqa.default.synthetic.is_correct`, so accuracy here is what a user of the
 pipeline would see on the same frames.
 
-Two suites (:func:`build_suite`):
+Three suites (:func:`build_suite`):
 
 * ``single``: single-frame questions (2 identical frames = one temporal patch): colour, shape,
   digit, count, alternating free-form and multiple choice;
 * ``needle``: a digit or a coloured shape on 2 frames at depth 10/50/90% of 64-256 frames
   (112x112, 16 visual tokens per frame pair, so 64 frames make about 600 tokens and 256 about
-  2,100): the case where sparse prefill can lose the needle.
+  2,100): the case where sparse prefill can lose the needle;
+* ``clip``: the sample videos' kinds of question on new renders (:data:`~.synthetic.CLIP_KINDS`:
+  what moves, which shape appears, a colour in a moving clip, where a bouncing ball travels,
+  digits in sequence), 8-24 frames, alternating free-form and multiple choice.
 
 :func:`run` answers each example dense and sparse (UniSparse's default config with
 ``min_seq_len=0`` unless told: these prompts are far below the library's 12,288-token threshold,
@@ -29,7 +32,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .synthetic import NEEDLE_KINDS, STATIC_KINDS, Example, is_correct, make_example
+from .synthetic import CLIP_KINDS, NEEDLE_KINDS, STATIC_KINDS, Example, is_correct, make_example
 
 NEEDLE_DEPTHS = (0.1, 0.5, 0.9)
 NEEDLE_FRAMES = (64, 128, 256)
@@ -59,7 +62,7 @@ class Result:
 def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDLE_DEPTHS,
                 frames: Iterable[int] = NEEDLE_FRAMES, per_cell: int = 2, split: str = "heldout",
                 size: tuple[int, int] | None = None) -> list[tuple[str, Example]]:
-    """``[(suite, example), ...]`` for ``name`` in ("single", "needle")."""
+    """``[(suite, example), ...]`` for ``name`` in ("single", "needle", "clip")."""
     out = []
     if name == "single":
         for kind in STATIC_KINDS:
@@ -74,14 +77,24 @@ def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDL
                     out.append(("needle", make_example(split, i, kind=kind, num_frames=int(t), depth=float(depth),
                                                        size=size or NEEDLE_SIZE, mc=bool((j // 2) % 2))))
                     i += 1
+    elif name == "clip":
+        for kind in CLIP_KINDS:
+            for i in range(per_kind):
+                out.append(("clip", make_example(split, i, kind=kind, mc=bool(i % 2), size=size)))
     else:
-        raise ValueError(f"unknown suite {name!r} (single, needle)")
+        raise ValueError(f"unknown suite {name!r} (single, needle, clip)")
     return out
 
 
 def static_examples(n: int, *, split: str = "heldout") -> list[Example]:
     """``n`` held-out single-picture examples cycling over the static kinds, half multiple choice."""
     return [make_example(split, i, kind=STATIC_KINDS[i % len(STATIC_KINDS)], num_frames=2, mc=bool((i // 4) % 2))
+            for i in range(n)]
+
+
+def clip_examples(n: int, *, split: str = "heldout", first: int = 0) -> list[Example]:
+    """``n`` held-out clip examples cycling over :data:`~.synthetic.CLIP_KINDS`, half multiple choice."""
+    return [make_example(split, first + i, kind=CLIP_KINDS[i % len(CLIP_KINDS)], mc=bool((i // len(CLIP_KINDS)) % 2))
             for i in range(n)]
 
 
@@ -186,16 +199,18 @@ def run(model, processor, suite: list[tuple[str, Example]], *, modes=("dense", "
 def _group_key(r: Result) -> str:
     if r.suite == "needle":
         return f"needle T={r.num_frames} depth={r.depth:.0%}"
+    if r.suite == "clip":
+        return f"clip {r.kind}"
     return r.suite
 
 
 def summarise(results: list[Result]) -> list[dict]:
-    """Per group (suite, and for needles frames x depth) plus per suite: accuracies, ratio, density."""
+    """Per group (suite; needles by frames x depth, clips by kind) plus per suite: accuracies, ratio, density."""
     groups: dict[str, list[Result]] = {}
     for r in results:
         groups.setdefault(_group_key(r), []).append(r)
-        if r.suite == "needle":
-            groups.setdefault("needle (all)", []).append(r)
+        if r.suite in ("needle", "clip"):
+            groups.setdefault(f"{r.suite} (all)", []).append(r)
     groups["all"] = list(results)
     rows = []
     for key, rs in groups.items():
@@ -235,8 +250,9 @@ def parse_args(argv=None):
     p.add_argument("--model", help="model directory or hub id (default: videoqa's default model resolution)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
-    p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle"])
-    p.add_argument("--per-kind", type=int, default=8, help="single-frame questions per kind (colour, shape, digit, count)")
+    p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", "clip"],
+                   help="single-frame, needle, and the sample videos' kinds of question (clip: --per-kind each)")
+    p.add_argument("--per-kind", type=int, default=8, help="single-frame (and clip) questions per kind")
     p.add_argument("--needle-frames", type=int, nargs="+", default=list(NEEDLE_FRAMES))
     p.add_argument("--depths", type=float, nargs="+", default=list(NEEDLE_DEPTHS))
     p.add_argument("--per-cell", type=int, default=4, help="needle questions per (frames, depth)")

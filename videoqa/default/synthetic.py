@@ -19,7 +19,19 @@ kind              question (one of a few phrasings)                            a
 ``needle_digit``  A digit appears briefly. Which digit is it?                  0-9
 ``needle_color``  A shape flashes briefly. What colour is it?                  12 colour names
 ``needle_time``   When does the ... appear: at the beginning, middle or end?   beginning/middle/end
+``mover``         What moves from left to right?  (1-2 static shapes too)      a red circle/nothing
+``appear``        Which shape appears partway through the video?               circle/square/...
+``clip_color``    What colour is the ball?  (a clip: it moves, others appear)  12 colour names
+``travel``        Which way does the ball travel overall?  (it may bounce)     to the right/.../stays
+``digit_seq``     Which digit is shown first / last?  Largest?  How many?      0-9
 ================  ===========================================================  =====================
+
+The last five (:data:`CLIP_KINDS`) ask what the project's sample clips are asked
+(``data/videomme-sample``: a circle crossing ``shapes.mp4`` while a triangle appears, the
+bouncing balls, ``counting.mp4``'s digits) about new renders: 8-24 frames in which things move,
+appear and follow one another. They are drawn for training and their own suite; :data:`KINDS`
+(the held-out single and needle suites, and the training-time evaluation) leaves them out so
+those numbers stay comparable across sessions.
 
 A "needle" is a distinctive shape or digit shown on ``needle_frames`` consecutive frames (2 by
 default) at a chosen depth among many near-identical haystack frames (a plain background with
@@ -66,10 +78,16 @@ STATIC_KINDS = ("color", "shape", "digit", "count")
 VIDEO_KINDS = ("motion", "scene", "scene_change")
 NEEDLE_KINDS = ("needle_digit", "needle_color", "needle_time")
 KINDS = STATIC_KINDS + VIDEO_KINDS + NEEDLE_KINDS
+CLIP_KINDS = ("mover", "appear", "clip_color", "travel", "digit_seq")
+TRAVEL = {"left to right": "to the right", "right to left": "to the left", "top to bottom": "downwards",
+          "bottom to top": "upwards"}
+STAY = "it stays in place"
+NOTHING = "nothing"
 # Training-only: a caption naming everything in a static picture. Many answer tokens per example
 # (colour, shape and digit words) give the vision tower far more signal per step than a one-word
 # answer: the alignment stage of LLaVA-style training. Not in KINDS, so evaluation never draws it.
 CAPTION_KIND = "describe"
+ALL_KINDS = KINDS + (CAPTION_KIND,) + CLIP_KINDS  # order fixes each kind's seed: append only
 # Frame sizes (H, W), multiples of 28. Needle videos are long, so their frames are small.
 SIZES = [(112, 112), (112, 168), (168, 112), (168, 168), (168, 224), (224, 168), (224, 224),
          (224, 308), (252, 336), (308, 224)]
@@ -432,6 +450,135 @@ def _needle(rng, kind, h, w, t, depth, needle_frames):
     return frames, q, label, list(TIMES), "word", meta
 
 
+def object_name(color: str, shape: str) -> str:
+    """"a red circle", "an orange square": how the mover kind names an object."""
+    return f"{'an' if color[0] in 'aeiou' else 'a'} {color} {shape}"
+
+
+def _lane_path(rng, direction, h, w, r, t, bounce=False):
+    """Per-frame centres ``(xs, ys)`` of an object of radius ``r`` crossing the frame in ``direction``.
+
+    ``bounce``: it also hops across the other axis (``|sin|`` arcs, like the sample balls), which
+    does not change where it travels overall.
+    """
+    horizontal = direction in DIRECTIONS[:2]
+    along, across = (w, h) if horizontal else (h, w)
+    span = along - 2 * r - 2
+    travel = rng.uniform(0.5, 0.9) * span
+    start = r + 1 + rng.uniform(0, span - travel)
+    pos = start + travel * np.linspace(0, 1, t)
+    if direction in ("right to left", "bottom to top"):
+        pos = pos[::-1]
+    room = across - 2 * r - 2
+    amp = min(rng.uniform(0.15, 0.3) * across, 0.8 * room) if bounce else 0.0
+    floor = rng.uniform(r + 1 + amp, across - r - 1)
+    hops = rng.uniform(1.0, 3.0)
+    off = floor - amp * np.abs(np.sin(np.pi * hops * np.linspace(0, 1, t)))
+    return (pos, off) if horizontal else (off, pos)
+
+
+def _place_off_path(rng, h, w, rr, xs, ys, r, others):
+    """A centre for radius ``rr`` clear of the path ``(xs, ys)`` (radius ``r``) and of ``others``; shrinks if crowded."""
+    for attempt in range(600):
+        if attempt and attempt % 100 == 0:
+            rr *= 0.8
+        x, y = rng.uniform(rr + 1, w - rr - 1), rng.uniform(rr + 1, h - rr - 1)
+        if np.all(np.hypot(xs - x, ys - y) >= r + rr + 2) and \
+                all(math.hypot(x - o["cx"], y - o["cy"]) >= rr + o["r"] + 2 for o in others):
+            return x, y, rr
+    raise RuntimeError("could not place the objects")
+
+
+def _clip(rng, kind, h, w, t):
+    """mover / appear / clip_color / travel: a clip in which one shape moves (or not) and one may appear."""
+    side = min(h, w)
+    moving = rng.random() >= (0.15 if kind == "mover" else 0.2 if kind == "travel" else 0.3)
+    n_static = int(rng.integers(0 if kind == "travel" else 1, 3))
+    n_appear = 1 if kind == "appear" else int(rng.integers(2)) if kind == "clip_color" else 0
+    n = 1 + n_appear + n_static
+    shapes = [str(x) for x in rng.choice(SHAPES, size=n, replace=False)]
+    colors = _pick_colors(rng, n)
+    bg = _background_for(rng, colors)
+    r = rng.uniform(0.07, 0.13) * side
+    direction = str(rng.choice(DIRECTIONS))
+    if moving:
+        xs, ys = _lane_path(rng, direction, h, w, r, t, bounce=kind == "travel" and rng.random() < 0.6)
+    else:
+        (cx, cy), = _place(rng, h, w, [r])
+        xs, ys = np.full(t, cx), np.full(t, cy)
+    first = {"shape": shapes[0], "color": colors[0], "rgb": _jitter(rng, COLORS[colors[0]]), "r": r}
+    others = []
+    for i, (shape, color) in enumerate(zip(shapes[1:], colors[1:])):
+        x, y, rr = _place_off_path(rng, h, w, rng.uniform(0.06, 0.12) * side, xs, ys, r, others)
+        others.append({"shape": shape, "color": color, "rgb": _jitter(rng, COLORS[color]), "cx": x, "cy": y, "r": rr,
+                       "from_frame": int(min(max(round(rng.uniform(0.3, 0.7) * t), 1), t - 1)) if i < n_appear else 0})
+    frames = np.empty((t, h, w, 3), np.uint8)
+    for i in range(t):
+        shown = [o for o in others if o["from_frame"] <= i] + [{**first, "cx": xs[i], "cy": ys[i]}]
+        frames[i] = _objects_frame(rng, h, w, shown, bg)
+    meta = {"moving": moving, "direction": direction if moving else None, "first": _public([first])[0],
+            "path": [xs.tolist(), ys.tolist()], "others": _public(others), "background": list(bg)}
+    name = f"{first['color']} {first['shape']}"
+    if kind == "mover":  # options: what is in the clip, "nothing", and one or two shapes that are not
+        shown = [object_name(o["color"], o["shape"]) for o in [first] + others]
+        answer = object_name(first["color"], first["shape"]) if moving else NOTHING
+        q = rng.choice([f"What moves from {direction}?", f"Which object moves from {direction}?"])
+        pool = list(dict.fromkeys(shown + [NOTHING]))
+        while len(pool) < 5:
+            pool = list(dict.fromkeys(pool + [object_name(str(rng.choice(list(COLORS))), str(rng.choice(SHAPES)))]))
+        return frames, q, answer, pool, "phrase", meta
+    if kind == "appear":
+        late = others[0]
+        meta["appears"] = {"shape": late["shape"], "from_frame": late["from_frame"]}
+        q = rng.choice(["Which shape appears partway through the video?", "Which shape appears later in the video?"])
+        return frames, q, late["shape"], list(SHAPES), "word", meta
+    if kind == "clip_color":
+        asked = [first, *others][int(rng.integers(n))]
+        meta["asked"] = {"shape": asked["shape"], "color": asked["color"]}
+        what = "ball" if asked["shape"] == "circle" and rng.random() < 0.5 else asked["shape"]
+        q = rng.choice([f"What colour is the {what}?", f"What color is the {what} in the video?"])
+        return frames, q, asked["color"], list(COLORS), "word", meta
+    what = "ball" if first["shape"] == "circle" and rng.random() < 0.5 else name
+    q = rng.choice([f"Which way does the {what} travel overall?", f"Where does the {what} go during the video?"])
+    return frames, q, TRAVEL[direction] if moving else STAY, [*TRAVEL.values(), STAY], "phrase", meta
+
+
+def _digit_seq(rng, h, w, t):
+    """Digits shown one after another in one place, like counting.mp4: first, last, largest, how many different."""
+    n = int(rng.integers(3, min(9, t // 2) + 1))
+    if rng.random() < 0.5:  # counting up or down
+        start = int(rng.integers(0, 10 - n + 1))
+        digits = list(range(start, start + n))
+        if rng.random() < 0.3:
+            digits = digits[::-1]
+    else:
+        digits = [int(d) for d in rng.integers(0, 10, n)]
+    fg = _pick_colors(rng, 1)[0]
+    bg = _background_for(rng, [fg])
+    rgb = _jitter(rng, COLORS[fg])
+    height = rng.uniform(0.5, 0.8) * h
+    x0, y0 = rng.uniform(0, w - height * 10 / 18), rng.uniform(0, h - height)
+    bounds = np.linspace(0, t, n + 1).round().astype(int)
+    frames = np.empty((t, h, w, 3), np.uint8)
+    for d, lo, hi in zip(digits, bounds[:-1], bounds[1:]):
+        img = _canvas(h, w, bg)
+        img[digit_mask(d, h, w, x0, y0, height)] = rgb
+        frames[lo:hi] = img
+    meta = {"digits": digits, "bounds": bounds.tolist(), "color": fg, "background": list(bg), "cell_xy": [x0, y0],
+            "height": height}
+    which = int(rng.integers(4))
+    if which == 0:
+        q, answer = rng.choice(["Which digit is shown first?", "What is the first digit in the video?"]), digits[0]
+    elif which == 1:
+        q, answer = rng.choice(["Which digit is shown last?", "What is the last digit in the video?"]), digits[-1]
+    elif which == 2:
+        q, answer = "What is the largest digit shown in the video?", max(digits)
+    else:
+        q, answer = "How many different digits are shown?", len(set(digits))
+    meta["asked"] = ("first", "last", "largest", "distinct")[which]
+    return frames, q, str(answer), [str(i) for i in range(10)], "number", meta
+
+
 def _caption(rng, h, w, t):
     """A static picture and its caption: the objects left to right ("a red circle and a blue square"), or the digit."""
     if rng.integers(3) == 0:
@@ -450,6 +597,8 @@ def default_num_frames(rng, kind) -> int:
         return int(rng.choice([2, 4]))
     if kind == "motion":
         return 2 * int(rng.integers(3, 9))  # 6-16
+    if kind in CLIP_KINDS:
+        return 2 * int(rng.integers(4, 13))  # 8-24
     if kind in ("scene", "scene_change"):
         return 2 * int(rng.integers(4, 17))  # 8-32
     return 2 * int(rng.integers(8, 129))  # needles: 16-256
@@ -461,8 +610,10 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
     """The example ``index`` of ``split`` ("train" or "heldout"): same arguments, same example.
 
     Args:
-        kind: one of :data:`KINDS`, or :data:`CAPTION_KIND` (training only) (default: drawn uniformly from KINDS).
-        num_frames: T (even, >= 2; default per kind: static 2-4, motion 6-16, scenes 8-32, needles 16-256).
+        kind: one of :data:`KINDS`, :data:`CLIP_KINDS`, or :data:`CAPTION_KIND` (training only)
+            (default: drawn uniformly from KINDS).
+        num_frames: T (even, >= 2; default per kind: static 2-4, motion 6-16, scenes 8-32, clips 8-24,
+            needles 16-256).
         size: (H, W), multiples of 28 (default: drawn from :data:`SIZES`, needles from :data:`NEEDLE_SIZES`).
         mc: True multiple choice, False free-form, None either.
         depth: needles only: where the needle starts, as a fraction of the video (default random).
@@ -471,9 +622,9 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    if kind is not None and kind not in KINDS + (CAPTION_KIND,):
-        raise ValueError(f"kind must be one of {KINDS + (CAPTION_KIND,)}, got {kind!r}")
-    kind_key = (KINDS + (CAPTION_KIND,)).index(kind) + 1 if kind else 0
+    if kind is not None and kind not in ALL_KINDS:
+        raise ValueError(f"kind must be one of {ALL_KINDS}, got {kind!r}")
+    kind_key = ALL_KINDS.index(kind) + 1 if kind else 0
     key = [SPLITS[split], int(index), kind_key, int(num_frames or 0),
            *(size or (0, 0)), int(round(1e6 * depth)) + 1 if depth is not None else 0, int(needle_frames)]
     rng = np.random.default_rng(np.random.SeedSequence(key))
@@ -497,6 +648,11 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
         if t < 6:
             raise ValueError("scenes need at least 6 frames")
         frames, q, answer, pool, hint, meta = _scene(rng, kind, h, w, t)
+    elif kind in CLIP_KINDS:
+        if t < 6:
+            raise ValueError("clips need at least 6 frames")
+        frames, q, answer, pool, hint, meta = (_digit_seq(rng, h, w, t) if kind == "digit_seq"
+                                               else _clip(rng, kind, h, w, t))
     else:
         if not 1 <= needle_frames < t:
             raise ValueError(f"needle_frames must be in [1, num_frames), got {needle_frames}")
@@ -528,7 +684,9 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(DIGIT_WORDS)}
 _POOLS = {"color": list(COLORS), "shape": list(SHAPES), "digit": [str(i) for i in range(10)],
           "count": [str(i) for i in range(10)], "motion": list(DIRECTIONS), "scene": list(COLORS),
           "scene_change": ["yes", "no"], "needle_digit": [str(i) for i in range(10)],
-          "needle_color": list(COLORS), "needle_time": list(TIMES)}
+          "needle_color": list(COLORS), "needle_time": list(TIMES),
+          "mover": [object_name(c, s) for c in COLORS for s in SHAPES] + [NOTHING], "appear": list(SHAPES),
+          "clip_color": list(COLORS), "travel": [*TRAVEL.values(), STAY], "digit_seq": [str(i) for i in range(10)]}
 
 
 def _normalise(text: str) -> str:
@@ -552,8 +710,12 @@ def is_correct(example: Example, text: str) -> bool:
         from ..choices import extract_letter
 
         return extract_letter(text, example.options) == example.target
-    said = f" {_normalise(text)} "
-    pool = [_normalise(p) for p in _POOLS[example.kind]]
-    answer = _normalise(example.answer)
+    norm = _normalise
+    if example.kind == "mover":  # "the red circle" and "red circle" name the object as "a red circle" does
+        def norm(x):
+            return " ".join(w for w in _normalise(x).split() if w not in ("a", "an", "the"))
+    said = f" {norm(text)} "
+    pool = [norm(p) for p in _POOLS[example.kind]]
+    answer = norm(example.answer)
     found = [p for p in pool if f" {p} " in said]
     return found == [answer]

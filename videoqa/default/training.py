@@ -37,10 +37,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .synthetic import CAPTION_KIND, KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS, Example, default_num_frames, make_example
+from .synthetic import (CAPTION_KIND, CLIP_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS, Example,
+                        default_num_frames, make_example)
 
+# "clip": the sample videos' kinds of question (what moves, what appears, digits in sequence); weight 0 unless asked
 GROUPS = {"single": STATIC_KINDS, "video": ("motion", "scene", "scene_change"), "needle": NEEDLE_KINDS,
-          "caption": (CAPTION_KIND,)}
+          "caption": (CAPTION_KIND,), "clip": CLIP_KINDS}
 DEFAULT_GROUP_WEIGHTS = {"caption": 0.2, "single": 0.35, "video": 0.2, "needle": 0.25}
 TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 
@@ -109,7 +111,7 @@ def step_examples(cfg: TrainConfig, step: int, split: str = "train") -> list[Exa
     kinds = GROUPS[group]
     first = str(kinds[int(rng.integers(len(kinds)))])
     t = int(cfg.frames) if cfg.frames else min(default_num_frames(rng, first), cfg.max_frames)
-    if group == "video":  # motion needs >= 4 frames, scenes >= 6, and one T serves the whole batch
+    if group in ("video", "clip"):  # motion needs >= 4 frames, scenes and clips >= 6; one T serves the whole batch
         t = max(t, 8)
     sizes = (cfg.needle_sizes or NEEDLE_SIZES) if group == "needle" else SIZES
     size = tuple(cfg.size) if cfg.size else sizes[int(rng.integers(len(sizes)))]
@@ -423,11 +425,13 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
 
     def evaluate():
         nonlocal eval_set
-        from .evaluate import accuracy, mixed_examples, static_examples
+        from .evaluate import accuracy, clip_examples, mixed_examples, static_examples
 
         if eval_set is None:
             eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
                         else mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames)))
+            if not cfg.text_only and cfg.group_weights.get("clip", 0) > 0:  # added, so the mixed part stays comparable
+                eval_set = eval_set + clip_examples(cfg.eval_examples // 2)
         model.eval()
         t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
