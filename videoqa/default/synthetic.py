@@ -331,13 +331,8 @@ def _motion(rng, h, w, t):
     side = min(h, w)
     r = rng.uniform(0.07, 0.14) * side
     horizontal = direction in DIRECTIONS[:2]
-    span = (w if horizontal else h) - 2 * r - 2
-    travel = rng.uniform(0.5, 0.9) * span
-    start = r + 1 + rng.uniform(0, span - travel)
-    across = rng.uniform(r + 1, (h if horizontal else w) - r - 1)
-    positions = start + travel * np.linspace(0, 1, t)
-    if direction in ("right to left", "bottom to top"):
-        positions = positions[::-1]
+    xs, ys = _lane_path(rng, direction, h, w, r, t)
+    positions, across = (xs, ys[0]) if horizontal else (ys, xs[0])
     mover = {"shape": shapes[0], "color": colors[0], "rgb": _jitter(rng, COLORS[colors[0]]), "r": r}
     # static objects stay off the mover's path
     lane = (across, r)
@@ -351,9 +346,8 @@ def _motion(rng, h, w, t):
                 statics.append({"shape": s, "color": c, "rgb": _jitter(rng, COLORS[c]), "cx": x, "cy": y, "r": rr})
                 break
     frames = np.empty((t, h, w, 3), np.uint8)
-    for i, p in enumerate(positions):
-        cx, cy = (p, across) if horizontal else (across, p)
-        frames[i] = _objects_frame(rng, h, w, statics + [{**mover, "cx": cx, "cy": cy}], bg)
+    for i in range(t):
+        frames[i] = _objects_frame(rng, h, w, statics + [{**mover, "cx": xs[i], "cy": ys[i]}], bg)
     meta = {"direction": direction, "mover": _public([mover])[0], "positions": positions.tolist(),
             "statics": _public(statics), "background": list(bg)}
     name = f"{mover['color']} {mover['shape']}"
@@ -472,8 +466,9 @@ def _lane_path(rng, direction, h, w, r, t, bounce=False):
     room = across - 2 * r - 2
     amp = min(rng.uniform(0.15, 0.3) * across, 0.8 * room) if bounce else 0.0
     floor = rng.uniform(r + 1 + amp, across - r - 1)
-    hops = rng.uniform(1.0, 3.0)
-    off = floor - amp * np.abs(np.sin(np.pi * hops * np.linspace(0, 1, t)))
+    off = np.full(t, floor)
+    if bounce:  # drawn only here, so a straight path takes the random stream motion always took
+        off -= amp * np.abs(np.sin(np.pi * rng.uniform(1.0, 3.0) * np.linspace(0, 1, t)))
     return (pos, off) if horizontal else (off, pos)
 
 
