@@ -92,8 +92,11 @@ def static_examples(n: int, *, split: str = "heldout") -> list[Example]:
             for i in range(n)]
 
 
-def clip_examples(n: int, *, split: str = "heldout", first: int = 0) -> list[Example]:
-    """``n`` held-out clip examples cycling over :data:`~.synthetic.CLIP_KINDS`, half multiple choice."""
+def clip_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
+    """``n`` held-out clip examples cycling over :data:`~.synthetic.CLIP_KINDS`, half multiple choice.
+
+    Indices from ``first`` (1000): disjoint from the clip suite's, so a run picked on these is scored on others.
+    """
     return [make_example(split, first + i, kind=CLIP_KINDS[i % len(CLIP_KINDS)], mc=bool((i // len(CLIP_KINDS)) % 2))
             for i in range(n)]
 

@@ -509,8 +509,8 @@ def _clip(rng, kind, h, w, t):
                        "from_frame": int(min(max(round(rng.uniform(0.3, 0.7) * t), 1), t - 1)) if i < n_appear else 0})
     frames = np.empty((t, h, w, 3), np.uint8)
     for i in range(t):
-        shown = [o for o in others if o["from_frame"] <= i] + [{**first, "cx": xs[i], "cy": ys[i]}]
-        frames[i] = _objects_frame(rng, h, w, shown, bg)
+        visible = [o for o in others if o["from_frame"] <= i] + [{**first, "cx": xs[i], "cy": ys[i]}]
+        frames[i] = _objects_frame(rng, h, w, visible, bg)
     meta = {"moving": moving, "direction": direction if moving else None, "first": _public([first])[0],
             "path": [xs.tolist(), ys.tolist()], "others": _public(others), "background": list(bg)}
     name = f"{first['color']} {first['shape']}"

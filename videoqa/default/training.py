@@ -431,7 +431,7 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
             eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
                         else mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames)))
             if not cfg.text_only and cfg.group_weights.get("clip", 0) > 0:  # added, so the mixed part stays comparable
-                eval_set = eval_set + clip_examples(cfg.eval_examples // 2, first=1000)  # disjoint from the clip suite
+                eval_set = eval_set + clip_examples(cfg.eval_examples // 2)
         model.eval()
         t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
