@@ -82,6 +82,59 @@ def test_labels_cover_only_the_answer():
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
 
 
+def test_right_padded_batch_needs_no_mask():
+    """Dropping a right-padded batch's mask (so SDPA runs causal kernels) leaves every real token's output as it was."""
+    model, processor, _, _ = T.build(tiny())
+    encoded = [T.encode(processor, e) for e in T.step_examples(tiny(), 0)[:2]]
+    encoded[1] = {**encoded[1], **{k: encoded[1][k][:-3] for k in ("input_ids", "labels", "mm_token_type_ids")}}
+    batch = T.collate(encoded, pad_id=0)
+    mask = batch["attention_mask"]
+    assert not mask.all() and T._needed_mask(mask) is None
+    left = mask.flip(1)  # left padding is not implied by causality: the mask stays
+    assert T._needed_mask(left) is left
+    kw = dict(input_ids=batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+              pixel_values_videos=batch["pixel_values_videos"], video_grid_thw=batch["video_grid_thw"], use_cache=False)
+    with torch.no_grad():
+        masked = model.model(attention_mask=mask, **kw).last_hidden_state
+        unmasked = model.model(attention_mask=None, **kw).last_hidden_state
+    real = mask.bool()
+    torch.testing.assert_close(unmasked[real], masked[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["causal", "masked", "decode"])
+def test_repeated_kv_sdpa_matches_transformers_sdpa(case):
+    """The training attention is transformers' SDPA with the key/value heads repeated: same outputs."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    g = torch.Generator().manual_seed(3)
+    q_len, kv_len = (1, 37) if case == "decode" else (37, 37)
+    q = torch.randn(2, 9, q_len, 64, generator=g)
+    k, v = (torch.randn(2, 3, kv_len, 64, generator=g) for _ in range(2))
+    mask = None
+    if case == "masked":
+        mask = torch.ones(kv_len, kv_len).tril().bool()[None, None].repeat(2, 1, 1, 1)
+        mask[1, :, :, -5:] = False
+        mask[1, :, -5:, 0] = True  # rows that would otherwise see nothing
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    ours, _ = T.repeated_kv_sdpa(module, q, k, v, mask, scaling=0.125)
+    theirs, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.125)
+    assert ours.shape == theirs.shape == (2, q_len, 9, 64)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_training_attention_leaves_the_model_outputs_unchanged():
+    model, processor, _, _ = T.build(tiny())
+    batch = T.collate([T.encode(processor, e) for e in T.step_examples(tiny(), 0)[:2]], pad_id=0)
+    kw = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw")}
+    with torch.no_grad():
+        before = model.model(use_cache=False, **kw).last_hidden_state
+        T.use_train_attention(model)
+        assert model.config.text_config._attn_implementation == T.TRAIN_ATTENTION
+        after = model.model(use_cache=False, **kw).last_hidden_state
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
 def test_three_steps_finite_loss_and_checkpoint(tmp_path):
     r = T.train(tiny(tmp_path), log=lambda rec: None)
     losses = [h["loss"] for h in r["history"] if h["event"] == "train"]

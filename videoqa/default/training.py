@@ -233,6 +233,53 @@ def build(cfg: TrainConfig):
     return model, processor, lora, source
 
 
+def _needed_mask(mask: torch.Tensor) -> torch.Tensor | None:
+    """``None`` for a right-padded batch, whose padding mask causal attention already implies.
+
+    Under causal attention no real token sees the padding after it, and M-RoPE numbers the real
+    tokens the same with or without the padding; only the padding's own outputs change, and they
+    carry no label. Without a mask SDPA runs its causal kernels; with one, the H200 ran out of memory
+    on three 7.5K-token needle videos (a dense (batch, heads, n, n) score tensor per layer).
+    """
+    lengths = mask.sum(1, keepdim=True)
+    right_padded = torch.equal(mask.bool(), torch.arange(mask.shape[1], device=mask.device) < lengths)
+    return None if right_padded else mask
+
+
+TRAIN_ATTENTION = "videoqa_train_sdpa"
+
+
+def repeated_kv_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """SDPA with the key/value heads repeated to the query heads: what float32 training on CUDA needs.
+
+    transformers asks SDPA for grouped-query attention (``enable_gqa``) whenever there is no mask,
+    assuming the flash kernel; flash takes no float32, and the memory-efficient kernel takes no
+    ``enable_gqa``, so PyTorch falls back to its math kernel and keeps a (batch, heads, n, n)
+    score tensor per layer for the backward pass (out of memory on the H200 at 3 x 7.4K tokens).
+    With the heads repeated, the memory-efficient kernel runs, masked or causal.
+    """
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    if attention_mask is not None and attention_mask.ndim == 4:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(causal and attention_mask is None and query.shape[2] > 1 and query.shape[2] == key.shape[2])
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                           dropout_p=dropout, scale=scaling, is_causal=causal)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_train_attention(model) -> None:
+    """Route the language model's attention through :func:`repeated_kv_sdpa` (SDPA's masks)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(TRAIN_ATTENTION, repeated_kv_sdpa)
+    AttentionMaskInterface.register(TRAIN_ATTENTION, sdpa_mask)
+    model.set_attn_implementation({"text_config": TRAIN_ATTENTION})
+
+
 def answer_loss(model, batch: dict, visual_scale_weight: float = 0.0, text_rms: float | None = None):
     """Mean cross-entropy over answer tokens (+ the visual scale penalty), the token accuracy, the visual RMS.
 
@@ -245,7 +292,7 @@ def answer_loss(model, batch: dict, visual_scale_weight: float = 0.0, text_rms: 
     captured = []
     hook = model.model.visual.merger.register_forward_hook(lambda m, i, o: captured.append(o))
     try:
-        out = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        out = model.model(input_ids=batch["input_ids"], attention_mask=_needed_mask(batch["attention_mask"]),
                           mm_token_type_ids=batch["mm_token_type_ids"], pixel_values_videos=batch.get("pixel_values_videos"),
                           video_grid_thw=batch.get("video_grid_thw"), use_cache=False)
     finally:
@@ -389,6 +436,7 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
         torch.backends.cudnn.allow_tf32 = True
     model.to(device)
     model.model.language_model.to(lm_dtype)
+    use_train_attention(model)
     if lora is not None:
         lora.to(device)
     model.train()
