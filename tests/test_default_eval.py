@@ -30,6 +30,9 @@ def test_suites_have_the_asked_layout():
     clip = build_suite("clip", per_kind=2)
     assert [e.kind for _, e in clip] == [k for k in ("mover", "appear", "clip_color", "travel", "digit_seq") for _ in (0, 1)]
     assert all(8 <= e.num_frames <= 24 for _, e in clip) and [e.options is not None for _, e in clip[:2]] == [False, True]
+    still = build_suite("still", per_kind=3, size=(224, 224))
+    assert [e.kind for _, e in still] == ["digit_on_color"] * 3 and all(e.num_frames == 2 for _, e in still)
+    assert [e.options is not None for _, e in still] == [False, True, False]
     with pytest.raises(ValueError, match="unknown suite"):
         build_suite("clips")
 

@@ -82,6 +82,17 @@ def test_labels_cover_only_the_answer():
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
 
 
+def test_still_group_draws_needle_style_digits_and_adds_them_to_the_eval(tmp_path):
+    cfg = T.TrainConfig(batch_size=3, group_weights={"still": 1.0, "single": 1.0}, tiny=True)
+    examples = [e for step in range(16) for e in T.step_examples(cfg, step)]
+    assert {e.kind for e in examples} - set(T.STATIC_KINDS) == {"digit_on_color"}
+    assert all(e.num_frames in (2, 4) for e in examples if e.kind == "digit_on_color")
+    events = []
+    T.train(tiny(tmp_path, steps=1, group_weights={"still": 1.0}, eval_every=1, eval_examples=8), log=events.append)
+    ev = next(e for e in events if e["event"] == "eval")
+    assert ev["n"] == 8 + 2 and "digit_on_color" in ev["per_kind"]
+
+
 def test_right_padded_batch_needs_no_mask():
     """Dropping a right-padded batch's mask (so SDPA runs causal kernels) leaves every real token's output as it was."""
     model, processor, _, _ = T.build(tiny())

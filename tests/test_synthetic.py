@@ -331,3 +331,24 @@ def test_clip_kinds_are_outside_kinds_and_keep_earlier_seeds():
         assert make_example("heldout", 3, kind=kind).question == e.question
     with pytest.raises(ValueError, match="at least 6 frames"):
         make_example("train", 0, kind="travel", num_frames=4)
+
+
+def test_digit_on_color_is_a_needle_style_digit_read_from_the_pixels():
+    """A still digit on a palette colour with the haystack's dot; outside KINDS, after every earlier kind's seed."""
+    assert not set(S.STILL_KINDS) & set(KINDS) and S.ALL_KINDS[-len(S.STILL_KINDS):] == S.STILL_KINDS
+    assert S.ALL_KINDS[:-len(S.STILL_KINDS)] == KINDS + (S.CAPTION_KIND,) + S.CLIP_KINDS
+    seen, backgrounds = set(), set()
+    for i in range(20):
+        e = make_example("train", i, kind="digit_on_color", noise=0)
+        m = e.meta
+        assert e.num_frames in (2, 4) and torch.equal(e.frames[0], e.frames[-1])  # a still picture
+        assert str(_read_digit(e.frames[0], m)) == e.answer and is_correct(e, e.target)
+        assert S.nearest_color(m["background"]) == m["background_color"] != m["color"]
+        assert S._dist(COLORS[m["color"]], COLORS[m["background_color"]]) >= S.MIN_CONTRAST
+        img = e.frames[0].permute(1, 2, 0).numpy()
+        cx, cy = (int(v) for v in m["dot"])
+        assert tuple(img[cy, cx]) in ((0, 0, 0), (255, 255, 255))  # the dot
+        seen.add(e.answer)
+        backgrounds.add(m["background_color"])
+    assert len(seen) >= 6 and len(backgrounds) >= 5
+    assert make_example("train", 0, kind="digit").meta.keys() == {"digit", "color", "background", "cell_xy", "height"}

@@ -6,7 +6,7 @@ pipeline's own (:func:`videoqa.prompt.build_inputs`), decoding is greedy, and th
 scored by :func:`videoqa.default.synthetic.is_correct`, so accuracy here is what a user of the
 pipeline would see on the same frames.
 
-Three suites (:func:`build_suite`):
+Four suites (:func:`build_suite`):
 
 * ``single``: single-frame questions (2 identical frames = one temporal patch): colour, shape,
   digit, count, alternating free-form and multiple choice;
@@ -15,7 +15,10 @@ Three suites (:func:`build_suite`):
   2,100): the case where sparse prefill can lose the needle;
 * ``clip``: the sample videos' kinds of question on new renders (:data:`~.synthetic.CLIP_KINDS`:
   what moves, which shape appears, a colour in a moving clip, where a bouncing ball travels,
-  digits in sequence), 8-24 frames, alternating free-form and multiple choice.
+  digits in sequence), 8-24 frames, alternating free-form and multiple choice;
+* ``still``: digits drawn as needles draw them (:data:`~.synthetic.STILL_KINDS`: a palette
+  background and the haystack's dot) on 2 identical frames: whether a needle digit is hard to
+  find or hard to read.
 
 :func:`run` answers each example dense and sparse (UniSparse's default config with
 ``min_seq_len=0`` unless told: these prompts are far below the library's 12,288-token threshold,
@@ -32,7 +35,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .synthetic import CLIP_KINDS, NEEDLE_KINDS, STATIC_KINDS, Example, is_correct, make_example
+from .synthetic import CLIP_KINDS, NEEDLE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct, make_example
 
 NEEDLE_DEPTHS = (0.1, 0.5, 0.9)
 NEEDLE_FRAMES = (64, 128, 256)
@@ -62,7 +65,7 @@ class Result:
 def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDLE_DEPTHS,
                 frames: Iterable[int] = NEEDLE_FRAMES, per_cell: int = 2, split: str = "heldout",
                 size: tuple[int, int] | None = None) -> list[tuple[str, Example]]:
-    """``[(suite, example), ...]`` for ``name`` in ("single", "needle", "clip")."""
+    """``[(suite, example), ...]`` for ``name`` in ("single", "needle", "clip", "still")."""
     out = []
     if name == "single":
         for kind in STATIC_KINDS:
@@ -81,8 +84,12 @@ def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDL
         for kind in CLIP_KINDS:
             for i in range(per_kind):
                 out.append(("clip", make_example(split, i, kind=kind, mc=bool(i % 2), size=size)))
+    elif name == "still":
+        for kind in STILL_KINDS:
+            for i in range(per_kind):
+                out.append(("still", make_example(split, i, kind=kind, num_frames=2, mc=bool(i % 2), size=size)))
     else:
-        raise ValueError(f"unknown suite {name!r} (single, needle, clip)")
+        raise ValueError(f"unknown suite {name!r} (single, needle, clip, still)")
     return out
 
 
@@ -99,6 +106,12 @@ def clip_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[
     """
     return [make_example(split, first + i, kind=CLIP_KINDS[i % len(CLIP_KINDS)], mc=bool((i // len(CLIP_KINDS)) % 2))
             for i in range(n)]
+
+
+def still_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
+    """``n`` held-out :data:`~.synthetic.STILL_KINDS` pictures, half multiple choice (indices from ``first``, as clips)."""
+    return [make_example(split, first + i, kind=STILL_KINDS[i % len(STILL_KINDS)], num_frames=2,
+                         mc=bool((i // len(STILL_KINDS)) % 2)) for i in range(n)]
 
 
 def mixed_examples(n: int, *, split: str = "heldout", max_frames: int = 64) -> list[Example]:
@@ -253,9 +266,10 @@ def parse_args(argv=None):
     p.add_argument("--model", help="model directory or hub id (default: videoqa's default model resolution)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
-    p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", "clip"],
-                   help="single-frame, needle, and the sample videos' kinds of question (clip: --per-kind each)")
-    p.add_argument("--per-kind", type=int, default=8, help="single-frame (and clip) questions per kind")
+    p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", "clip", "still"],
+                   help="single-frame, needle, the sample videos' kinds of question (clip), digits drawn as needles "
+                        "are (still); --per-kind each for all but needle")
+    p.add_argument("--per-kind", type=int, default=8, help="single-frame (clip, still) questions per kind")
     p.add_argument("--needle-frames", type=int, nargs="+", default=list(NEEDLE_FRAMES))
     p.add_argument("--depths", type=float, nargs="+", default=list(NEEDLE_DEPTHS))
     p.add_argument("--per-cell", type=int, default=4, help="needle questions per (frames, depth)")

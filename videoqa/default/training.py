@@ -37,12 +37,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .synthetic import (CAPTION_KIND, CLIP_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS, Example,
-                        default_num_frames, make_example)
+from .synthetic import (CAPTION_KIND, CLIP_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS, STILL_KINDS,
+                        Example, default_num_frames, make_example)
 
-# "clip": the sample videos' kinds of question (what moves, what appears, digits in sequence); weight 0 unless asked
+# "clip": the sample videos' kinds of question (what moves, what appears, digits in sequence); "still": digits drawn
+# as needles draw them (a palette background, the haystack's dot). Both weight 0 unless asked.
 GROUPS = {"single": STATIC_KINDS, "video": ("motion", "scene", "scene_change"), "needle": NEEDLE_KINDS,
-          "caption": (CAPTION_KIND,), "clip": CLIP_KINDS}
+          "caption": (CAPTION_KIND,), "clip": CLIP_KINDS, "still": STILL_KINDS}
 DEFAULT_GROUP_WEIGHTS = {"caption": 0.2, "single": 0.35, "video": 0.2, "needle": 0.25}
 TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 
@@ -473,13 +474,15 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
 
     def evaluate():
         nonlocal eval_set
-        from .evaluate import accuracy, clip_examples, mixed_examples, static_examples
+        from .evaluate import accuracy, clip_examples, mixed_examples, static_examples, still_examples
 
         if eval_set is None:
             eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
                         else mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames)))
             if not cfg.text_only and cfg.group_weights.get("clip", 0) > 0:  # added, so the mixed part stays comparable
                 eval_set = eval_set + clip_examples(cfg.eval_examples // 2)
+            if not cfg.text_only and cfg.group_weights.get("still", 0) > 0:
+                eval_set = eval_set + still_examples(cfg.eval_examples // 4)
         model.eval()
         t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
