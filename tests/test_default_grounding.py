@@ -78,6 +78,12 @@ def test_digit_only_targets_and_weighted_kinds():
     assert set(kinds) == {"digit", "count"} and kinds.count("digit") > kinds.count("count")
     with pytest.raises(ValueError, match="grounding kinds"):
         G.step_examples(G.GroundConfig(kinds=("motion",)), 0)
+    still = G.step_examples(G.GroundConfig(batch_size=4, kinds=("digit_on_color",)), 0)
+    assert {e.kind for e in still} == {"digit_on_color"}
+    for e in still:  # the digit's tokens read as the digit; the dot and the palette background as background
+        labels = G.token_labels(e, digit_only=True)
+        assert (e.meta["digit"],) in {(int(w[0]),) for w in labels if w[0].isdigit()}
+        assert labels.count((G.BACKGROUND_WORD,)) > len(labels) // 2
 
 
 def test_command_line_trains_saves_and_continues(tmp_path):

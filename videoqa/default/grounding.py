@@ -25,18 +25,20 @@ import numpy as np
 import torch
 
 from ..patches import patchify_video
-from .synthetic import NEEDLE_SIZES, SIZES, STATIC_KINDS, Example, digit_mask, make_example, shape_mask
+from .synthetic import NEEDLE_SIZES, SIZES, STATIC_KINDS, STILL_KINDS, Example, digit_mask, make_example, shape_mask
+
+PICTURE_KINDS = STATIC_KINDS + STILL_KINDS  # the kinds with pixel labels (one picture on every frame)
 
 BACKGROUND_WORD = " background"
 
 
 def object_masks(example: Example) -> list[tuple[np.ndarray, str, str]]:
     """``(mask [H, W] bool, colour, identity)`` per drawn object of a static example (identity: shape or digit)."""
-    if example.kind not in STATIC_KINDS:
-        raise ValueError(f"pixel labels exist for the static kinds {STATIC_KINDS}, not {example.kind!r}")
+    if example.kind not in PICTURE_KINDS:
+        raise ValueError(f"pixel labels exist for the static kinds {PICTURE_KINDS}, not {example.kind!r}")
     h, w = example.frames.shape[2:]
     m = example.meta
-    if example.kind == "digit":
+    if example.kind in ("digit", "digit_on_color"):  # digit_on_color's dot is haystack: it reads as background
         x0, y0 = m["cell_xy"]
         return [(digit_mask(m["digit"], h, w, x0, y0, m["height"]), m["color"], str(m["digit"]))]
     return [(shape_mask(o["shape"], h, w, o["cx"], o["cy"], o["r"]), o["color"], o["shape"]) for o in m["objects"]]
@@ -109,8 +111,8 @@ class GroundConfig:
     time_limit_s: float | None = None  # stop early (keeping what was learnt) so a GPU call of 10 minutes is never overrun
 
     def __post_init__(self):
-        if not self.kinds or any(k not in STATIC_KINDS for k in self.kinds):
-            raise ValueError(f"grounding kinds must be among {STATIC_KINDS}, got {list(self.kinds)}")
+        if not self.kinds or any(k not in PICTURE_KINDS for k in self.kinds):
+            raise ValueError(f"grounding kinds must be among {PICTURE_KINDS}, got {list(self.kinds)}")
 
 
 def step_examples(cfg: GroundConfig, step: int) -> list[Example]:
@@ -230,7 +232,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--time-limit-s", type=float, help="stop after this many seconds of training (the tower is still saved)")
     p.add_argument("--kinds", default=",".join(STATIC_KINDS),
-                   help="picture kinds, comma-separated; repeat one to weight it (digit,digit,color,shape,count)")
+                   help="picture kinds, comma-separated; repeat one to weight it (digit,digit,color,shape,count; "
+                        "digit_on_color: a digit drawn as needles draw them)")
     p.add_argument("--digit-only", action="store_true", help="digit tokens target the digit word alone")
     p.add_argument("--contrastive", type=float, default=0.0,
                    help="weight of a cross-entropy over the batch's words on object tokens (0: MSE only)")
