@@ -24,7 +24,6 @@ kind              question (one of a few phrasings)                            a
 ``clip_color``    What colour is the ball?  (a clip: it moves, others appear)  12 colour names
 ``travel``        Which way does the ball travel overall?  (it may bounce)     to the right/.../stays
 ``digit_seq``     Which digit is shown first / last?  Largest?  How many?      0-9
-``digit_on_color``  ``digit`` on a palette colour with a circling dot (training)  0-9
 ================  ===========================================================  =====================
 
 The last five (:data:`CLIP_KINDS`) ask what the project's sample clips are asked
