@@ -99,19 +99,23 @@ def static_examples(n: int, *, split: str = "heldout") -> list[Example]:
             for i in range(n)]
 
 
+def _cycling(kinds: tuple, n: int, split: str, first: int, **kw) -> list[Example]:
+    """``n`` examples from index ``first`` cycling over ``kinds``, every other round multiple choice."""
+    return [make_example(split, first + i, kind=kinds[i % len(kinds)], mc=bool((i // len(kinds)) % 2), **kw)
+            for i in range(n)]
+
+
 def clip_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
     """``n`` held-out clip examples cycling over :data:`~.synthetic.CLIP_KINDS`, half multiple choice.
 
     Indices from ``first`` (1000): disjoint from the clip suite's, so a run picked on these is scored on others.
     """
-    return [make_example(split, first + i, kind=CLIP_KINDS[i % len(CLIP_KINDS)], mc=bool((i // len(CLIP_KINDS)) % 2))
-            for i in range(n)]
+    return _cycling(CLIP_KINDS, n, split, first)
 
 
 def still_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
     """``n`` held-out :data:`~.synthetic.STILL_KINDS` pictures, half multiple choice (indices from ``first``, as clips)."""
-    return [make_example(split, first + i, kind=STILL_KINDS[i % len(STILL_KINDS)], num_frames=2,
-                         mc=bool((i // len(STILL_KINDS)) % 2)) for i in range(n)]
+    return _cycling(STILL_KINDS, n, split, first, num_frames=2)
 
 
 def mixed_examples(n: int, *, split: str = "heldout", max_frames: int = 64) -> list[Example]:
