@@ -1,7 +1,7 @@
 """Time Qwen2-VL's vision tower with transformers' per-frame attention loop against videoqa's batched SDPA.
 
 Side by side in one process, same weights and inputs; forward (serving) and forward + backward
-(training). The tower is the default model's (`data/models/default-wip`'s config, 4 layers, width
+(training). The tower is the default model's (`data/models/default`'s config, 4 layers, width
 192) unless --config names another Qwen2-VL directory; weights are random (the timing does not
 depend on them). Writes a markdown table (--output) as well as printing it.
 
@@ -60,7 +60,7 @@ def timed(fn, device, repeats: int) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(ROOT / "data" / "models" / "default-wip"))
+    p.add_argument("--config", default=str(ROOT / "data" / "models" / "default"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on the CPU")
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))

@@ -128,7 +128,7 @@ stage1)
     ;;
 from-export)
     # A fresh machine has lost every checkpoint: start tower and LoRA from an export that came back
-    # (e.g. data/models/default-wip) with S's settings; later calls resume it with `continue SECONDS NAME`.
+    # (e.g. data/models/default) with S's settings; later calls resume it with `continue SECONDS NAME`.
     # Extra arguments after NAME are added (and win), e.g. --init-vision out/ground.pt for a new tower.
     seconds=$2; src=$3; name=${4:-W}; shift $(( $# < 4 ? $# : 4 ))
     base="--workers 12 ${LORA[*]} --init-from $src $STAGE1 --steps 3000 --warmup 50 --lr 3e-4 --lora-lr 5e-4 $*"

@@ -3,7 +3,7 @@
 Each row changes one thing between a `digit` picture (what single-frame training shows) and a
 needle digit (what the needle suite asks):
 
-  python scripts/probe_needle_digits.py --model data/models/default-wip --device cpu --n 30
+  python scripts/probe_needle_digits.py --model data/models/default --device cpu --n 30
 
 Rows: `digit` pictures as drawn and recoloured onto a palette background; `digit_on_color`
 pictures; needle digits in 4- and 16-frame videos; the needle's two frames alone with the

@@ -8,7 +8,7 @@ regression on training pictures and reports accuracy on held-out ones (chance 10
 minutes on a CPU.
 
   python scripts/probe_tower.py --tower out/ground.pt              # a stage-0 tower (state dict)
-  python scripts/probe_tower.py --tower data/models/default-wip    # the tower of a compact export
+  python scripts/probe_tower.py --tower data/models/default    # the tower of a compact export
   python scripts/probe_tower.py --tower random                     # the control
 """
 
