@@ -305,3 +305,16 @@ def test_warm_up_runs_both_modes(loaded, monkeypatch):
     assert seen == [False, True]
     assert configs[1].min_seq_len == 0  # warms the sparse path (selection and kernel), not the dense fallback
     assert torch.is_grad_enabled()  # nothing left switched off
+
+
+def test_the_page_says_which_kind_of_model_answers(monkeypatch, tmp_path):
+    """The notice above the page: the random stand-in's warning, the embedded default model's
+    limits (it knows generated shapes, colours and digits only), nothing for another model."""
+    from videoqa.demo.ui import _model_notice
+
+    monkeypatch.delenv("VIDEOQA_MODEL", raising=False)
+    assert "Random stand-in model" in _model_notice("random")
+    note = _model_notice(None)  # data/models/default, resolved without loading it
+    assert "Embedded default model" in note and "--model" in note and "Random" not in note
+    (tmp_path / "config.json").write_text("{}")  # a plain checkpoint directory: no marker, no notice
+    assert _model_notice(str(tmp_path)) == ""

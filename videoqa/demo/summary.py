@@ -25,6 +25,13 @@ def random_warning() -> str:
             "masks below are real; the answers are not. Name a Qwen2-VL model with `--model` for real answers.")
 
 
+def default_model_note() -> str:
+    return ("**Embedded default model**: a small Qwen2-VL (SmolLM2-135M and a 3M-parameter vision tower) "
+            "trained only on generated videos of shapes, colours and digits, so it answers about pictures like "
+            "the bundled samples and little else. Start the demo with `--model Qwen/Qwen2-VL-7B-Instruct` "
+            "(or any Qwen2-VL) for real videos.")
+
+
 def _answer_line(label: str, a) -> str:
     line = f"**{label}:** {escape(a.text)}"
     if a.options is not None:

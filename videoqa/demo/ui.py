@@ -40,8 +40,13 @@ def theme():
 def _model_notice(model) -> str:
     from ..model import RANDOM, LoadedModel, resolve_name
 
+    from ..default.export import is_compact
+
     random = model.random if isinstance(model, LoadedModel) else resolve_name(model) == RANDOM
-    return ("> " + handlers.summary.random_warning()) if random else ""
+    if random:
+        return "> " + handlers.summary.random_warning()
+    path = model.path if isinstance(model, LoadedModel) else resolve_name(model)
+    return ("> " + handlers.summary.default_model_note()) if path and is_compact(path) else ""
 
 
 def _sampling_defaults(model) -> dict:
