@@ -33,6 +33,9 @@ def test_suites_have_the_asked_layout():
     still = build_suite("still", per_kind=3, size=(224, 224))
     assert [e.kind for _, e in still] == ["digit_on_color"] * 3 and all(e.num_frames == 2 for _, e in still)
     assert [e.options is not None for _, e in still] == [False, True, False]
+    crowd = build_suite("crowd", per_kind=2)
+    assert [e.kind for _, e in crowd] == [k for k in ("crowd_mover", "crowd_color", "scene_seq") for _ in (0, 1)]
+    assert [e.options is not None for _, e in crowd[:2]] == [False, True]
     with pytest.raises(ValueError, match="unknown suite"):
         build_suite("clips")
 

@@ -93,6 +93,18 @@ def test_still_group_draws_needle_style_digits_and_adds_them_to_the_eval(tmp_pat
     assert ev["n"] == 8 + 2 and "digit_on_color" in ev["per_kind"]
 
 
+def test_crowd_group_draws_the_sample_layouts_and_adds_them_to_the_eval(tmp_path):
+    cfg = T.TrainConfig(batch_size=3, group_weights={"crowd": 1.0}, tiny=True, max_frames=32)
+    examples = [e for step in range(8) for e in T.step_examples(cfg, step)]
+    assert {e.kind for e in examples} == {"crowd_mover", "crowd_color", "scene_seq"}
+    assert all(e.num_frames <= 32 for e in examples)
+    events = []
+    T.train(tiny(tmp_path, steps=1, group_weights={"crowd": 1.0}, eval_every=1, eval_examples=8, max_frames=32),
+            log=events.append)
+    ev = next(e for e in events if e["event"] == "eval")
+    assert ev["n"] == 8 + 2 and set(ev["per_kind"]) & {"crowd_mover", "crowd_color"}
+
+
 def test_right_padded_batch_needs_no_mask():
     """Dropping a right-padded batch's mask (so SDPA runs causal kernels) leaves every real token's output as it was."""
     model, processor, _, _ = T.build(tiny())

@@ -335,8 +335,9 @@ def test_clip_kinds_are_outside_kinds_and_keep_earlier_seeds():
 
 def test_digit_on_color_is_a_needle_style_digit_read_from_the_pixels():
     """A still digit on a palette colour with the haystack's dot; outside KINDS, after every earlier kind's seed."""
-    assert not set(S.STILL_KINDS) & set(KINDS) and S.ALL_KINDS[-len(S.STILL_KINDS):] == S.STILL_KINDS
-    assert S.ALL_KINDS[:-len(S.STILL_KINDS)] == KINDS + (S.CAPTION_KIND,) + S.CLIP_KINDS
+    assert not set(S.STILL_KINDS) & set(KINDS)
+    assert S.ALL_KINDS[:len(KINDS) + 1 + len(S.CLIP_KINDS) + len(S.STILL_KINDS)] == \
+        KINDS + (S.CAPTION_KIND,) + S.CLIP_KINDS + S.STILL_KINDS
     seen, backgrounds = set(), set()
     for i in range(20):
         e = make_example("train", i, kind="digit_on_color", noise=0)
@@ -352,3 +353,64 @@ def test_digit_on_color_is_a_needle_style_digit_read_from_the_pixels():
         backgrounds.add(m["background_color"])
     assert len(seen) >= 6 and len(backgrounds) >= 5
     assert make_example("train", 0, kind="digit").meta.keys() == {"digit", "color", "background", "cell_xy", "height"}
+
+
+# ----------------------------------------------------------------------------- crowd kinds (the sample clips' layouts)
+
+
+def test_crowd_kinds_come_after_every_earlier_kind():
+    assert not set(S.CROWD_KINDS) & set(KINDS + S.CLIP_KINDS + S.STILL_KINDS)
+    assert S.ALL_KINDS[-len(S.CROWD_KINDS):] == S.CROWD_KINDS  # appended: earlier kinds keep their seeds
+    for kind in S.CROWD_KINDS:
+        e = make_example("heldout", 3, kind=kind)
+        assert is_correct(e, e.target) and make_example("heldout", 3, kind=kind).question == e.question
+        assert (16 if kind == "scene_seq" else 14) <= e.num_frames <= (128 if kind == "scene_seq" else 24)
+
+
+def test_crowd_mover_is_the_small_shape_whose_pixels_travel_among_larger_ones():
+    seen, larger, light, late = set(), [], 0, 0
+    for i in range(16):
+        e = make_example("train", i, kind="crowd_mover", noise=0, mc=bool(i % 2))
+        first, others = e.meta["first"], e.meta["others"]
+        moved = [S.object_name(o["color"], o["shape"]) for o in [first, *others]
+                 if _net_direction([c for c in _centroids(e, o["rgb"]) if c is not None]) is not None]
+        assert e.answer == (moved[0] if moved else S.NOTHING) and len(moved) <= 1
+        if moved:
+            assert _net_direction(_centroids(e, first["rgb"])) == e.question.split(" from ")[1].split("?")[0]
+        seen.add(e.answer == S.NOTHING)
+        larger += [o["r"] > 1.2 * first["r"] for o in others]
+        light += e.meta["background"] == [235, 235, 235]
+        late += any(_centroids(e, o["rgb"])[0] is None for o in others)  # absent from the first frame
+        assert is_correct(e, e.target)
+    assert seen == {True, False}
+    assert sum(larger) >= 0.8 * len(larger) and light >= 5 and late >= 4
+
+
+def test_crowd_colour_is_the_asked_shapes_drawn_colour_mostly_the_small_one():
+    small = 0
+    for i in range(16):
+        e = make_example("train", i, kind="crowd_color", noise=0)
+        asked = e.meta["asked"]
+        obj = next(o for o in [e.meta["first"], *e.meta["others"]] if o["shape"] == asked["shape"])
+        assert nearest_color(obj["rgb"]) == e.answer == asked["color"]
+        assert any(c is not None for c in _centroids(e, obj["rgb"]))
+        small += obj is e.meta["first"]
+    assert small >= 8
+
+
+def test_scene_sequence_answers_from_the_background_read_off_each_frame():
+    seen = set()
+    for i in range(20):
+        e = make_example("train", i, kind="scene_seq", noise=0)
+        corner = [nearest_color(f[:, 0, 0].tolist()) for f in e.frames]  # the dot never reaches the corner
+        runs = [c for j, c in enumerate(corner) if j == 0 or c != corner[j - 1]]
+        assert runs == e.meta["colors"] and 3 <= len(runs) <= 12
+        if "How" in e.question:
+            assert e.answer == str(len(runs) - 1)
+            seen.add("changes")
+        else:
+            assert e.answer == (runs[-1] if e.meta["asked"] == "last" else runs[0])
+            seen.add(e.meta["asked"])
+        assert is_correct(e, e.target)
+    assert seen == {"first", "last", "changes"}
+

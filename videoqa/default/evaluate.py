@@ -18,7 +18,10 @@ Four suites (:func:`build_suite`):
   digits in sequence), 8-24 frames, alternating free-form and multiple choice;
 * ``still``: digits drawn as needles draw them (:data:`~.synthetic.STILL_KINDS`: a palette
   background and the haystack's dot) on 2 identical frames: whether a needle digit is hard to
-  find or hard to read.
+  find or hard to read;
+* ``crowd``: the sample clips' layouts (:data:`~.synthetic.CROWD_KINDS`: what moves and the
+  colour of a small shape among distractors up to three times its size, one possibly appearing
+  late, and the first or last of many background colours or how often it changes).
 
 :func:`run` answers each example dense and sparse (UniSparse's default config with
 ``min_seq_len=0`` unless told: these prompts are far below the library's 12,288-token threshold,
@@ -35,7 +38,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .synthetic import CLIP_KINDS, NEEDLE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct, make_example
+from .synthetic import CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct, make_example
 
 NEEDLE_DEPTHS = (0.1, 0.5, 0.9)
 NEEDLE_FRAMES = (64, 128, 256)
@@ -65,7 +68,7 @@ class Result:
 def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDLE_DEPTHS,
                 frames: Iterable[int] = NEEDLE_FRAMES, per_cell: int = 2, split: str = "heldout",
                 size: tuple[int, int] | None = None) -> list[tuple[str, Example]]:
-    """``[(suite, example), ...]`` for ``name`` in ("single", "needle", "clip", "still")."""
+    """``[(suite, example), ...]`` for ``name`` in ("single", "needle", "clip", "still", "crowd")."""
     out = []
     if name == "single":
         for kind in STATIC_KINDS:
@@ -80,16 +83,16 @@ def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDL
                     out.append(("needle", make_example(split, i, kind=kind, num_frames=int(t), depth=float(depth),
                                                        size=size or NEEDLE_SIZE, mc=bool((j // 2) % 2))))
                     i += 1
-    elif name == "clip":
-        for kind in CLIP_KINDS:
+    elif name in ("clip", "crowd"):
+        for kind in CLIP_KINDS if name == "clip" else CROWD_KINDS:
             for i in range(per_kind):
-                out.append(("clip", make_example(split, i, kind=kind, mc=bool(i % 2), size=size)))
+                out.append((name, make_example(split, i, kind=kind, mc=bool(i % 2), size=size)))
     elif name == "still":
         for kind in STILL_KINDS:
             for i in range(per_kind):
                 out.append(("still", make_example(split, i, kind=kind, num_frames=2, mc=bool(i % 2), size=size)))
     else:
-        raise ValueError(f"unknown suite {name!r} (single, needle, clip, still)")
+        raise ValueError(f"unknown suite {name!r} (single, needle, clip, still, crowd)")
     return out
 
 
@@ -116,6 +119,11 @@ def clip_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[
 def still_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
     """``n`` held-out :data:`~.synthetic.STILL_KINDS` pictures, half multiple choice (indices from ``first``, as clips)."""
     return _cycling(STILL_KINDS, n, split, first, num_frames=2)
+
+
+def crowd_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
+    """``n`` held-out :data:`~.synthetic.CROWD_KINDS` clips, half multiple choice (indices from ``first``, as clips)."""
+    return _cycling(CROWD_KINDS, n, split, first)
 
 
 def mixed_examples(n: int, *, split: str = "heldout", max_frames: int = 64) -> list[Example]:
@@ -270,9 +278,9 @@ def parse_args(argv=None):
     p.add_argument("--model", help="model directory or hub id (default: videoqa's default model resolution)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
-    p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", "clip", "still"],
+    p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", "clip", "still", "crowd"],
                    help="single-frame, needle, the sample videos' kinds of question (clip), digits drawn as needles "
-                        "are (still); --per-kind each for all but needle")
+                        "are (still), the sample clips' layouts (crowd); --per-kind each for all but needle")
     p.add_argument("--per-kind", type=int, default=8, help="single-frame (clip, still) questions per kind")
     p.add_argument("--needle-frames", type=int, nargs="+", default=list(NEEDLE_FRAMES))
     p.add_argument("--depths", type=float, nargs="+", default=list(NEEDLE_DEPTHS))

@@ -94,7 +94,11 @@ NOTHING = "nothing"
 # answer: the alignment stage of LLaVA-style training. Not in KINDS, so evaluation never draws it.
 CAPTION_KIND = "describe"
 STILL_KINDS = ("digit_on_color",)  # training: a needle's digit as a still picture (module docstring)
-ALL_KINDS = KINDS + (CAPTION_KIND,) + CLIP_KINDS + STILL_KINDS  # order fixes each kind's seed: append only
+# The sample clips' layouts, which the kinds above rarely draw (docs/default-model.md, "Why the sample
+# clips fail"): a small mover beside distractors up to three times its size, one of which may appear
+# partway (shapes.mp4), and a background that changes colour many times (long.mp4).
+CROWD_KINDS = ("crowd_mover", "crowd_color", "scene_seq")
+ALL_KINDS = KINDS + (CAPTION_KIND,) + CLIP_KINDS + STILL_KINDS + CROWD_KINDS  # order fixes each kind's seed: append only
 # Frame sizes (H, W), multiples of 28. Needle videos are long, so their frames are small.
 SIZES = [(112, 112), (112, 168), (168, 112), (168, 168), (168, 224), (224, 168), (224, 224),
          (224, 308), (252, 336), (308, 224)]
@@ -521,16 +525,24 @@ def _place_off_path(rng, h, w, rr, xs, ys, r, others):
 
 
 def _clip(rng, kind, h, w, t):
-    """mover / appear / clip_color / travel: a clip in which one shape moves (or not) and one may appear."""
+    """mover / appear / clip_color / travel: a clip in which one shape moves (or not) and one may appear.
+
+    crowd_mover / crowd_color: the same questions as mover / clip_color with a smaller first shape,
+    distractors 1.5-3 times its size, one of which appears partway half the time, and shapes.mp4's
+    light gray background whenever it contrasts (:data:`CROWD_KINDS`).
+    """
+    crowd = kind in CROWD_KINDS
+    base = {"crowd_mover": "mover", "crowd_color": "clip_color"}.get(kind, kind)
     side = min(h, w)
-    moving = rng.random() >= (0.15 if kind == "mover" else 0.2 if kind == "travel" else 0.3)
-    n_static = int(rng.integers(0 if kind == "travel" else 1, 3))
-    n_appear = 1 if kind == "appear" else int(rng.integers(2)) if kind == "clip_color" else 0
+    moving = rng.random() >= (0.15 if base == "mover" else 0.2 if base == "travel" else 0.3)
+    n_static = int(rng.integers(0 if base == "travel" else 1, 3))
+    n_appear = 1 if base == "appear" else int(rng.integers(2)) if base == "clip_color" or crowd else 0
     n = 1 + n_appear + n_static
     shapes = [str(x) for x in rng.choice(SHAPES, size=n, replace=False)]
-    colors = _pick_colors(rng, n)
-    bg = _background_for(rng, colors)
-    r = rng.uniform(0.07, 0.13) * side
+    light = crowd and rng.random() < 0.6  # shapes.mp4's light gray, with colours that stand out on it
+    colors = _pick_colors(rng, n, avoid=[PLAIN_BACKGROUNDS[0]] if light else ())
+    bg = PLAIN_BACKGROUNDS[0] if light else _background_for(rng, colors)
+    r = rng.uniform(0.05, 0.09) * side if crowd else rng.uniform(0.07, 0.13) * side
     direction = str(rng.choice(DIRECTIONS))
     if moving:
         xs, ys = _lane_path(rng, direction, h, w, r, t, bounce=kind == "travel" and rng.random() < 0.6)
@@ -540,7 +552,8 @@ def _clip(rng, kind, h, w, t):
     first = {"shape": shapes[0], "color": colors[0], "rgb": _jitter(rng, COLORS[colors[0]]), "r": r}
     others = []
     for i, (shape, color) in enumerate(zip(shapes[1:], colors[1:])):
-        x, y, rr = _place_off_path(rng, h, w, rng.uniform(0.06, 0.12) * side, xs, ys, r, others)
+        size = min(rng.uniform(1.5, 3.0) * r, 0.2 * side) if crowd else rng.uniform(0.06, 0.12) * side
+        x, y, rr = _place_off_path(rng, h, w, size, xs, ys, r, others)
         others.append({"shape": shape, "color": color, "rgb": _jitter(rng, COLORS[color]), "cx": x, "cy": y, "r": rr,
                        "from_frame": int(min(max(round(rng.uniform(0.3, 0.7) * t), 1), t - 1)) if i < n_appear else 0})
     frames = np.empty((t, h, w, 3), np.uint8)
@@ -550,7 +563,7 @@ def _clip(rng, kind, h, w, t):
     meta = {"moving": moving, "direction": direction if moving else None, "first": _public([first])[0],
             "path": [xs.tolist(), ys.tolist()], "others": _public(others), "background": list(bg)}
     name = f"{first['color']} {first['shape']}"
-    if kind == "mover":  # options: what is in the clip, "nothing", and one or two shapes that are not
+    if base == "mover":  # options: what is in the clip, "nothing", and one or two shapes that are not
         shown = [object_name(o["color"], o["shape"]) for o in [first] + others]
         answer = object_name(first["color"], first["shape"]) if moving else NOTHING
         q = rng.choice([f"What moves from {direction}?", f"Which object moves from {direction}?"])
@@ -563,8 +576,8 @@ def _clip(rng, kind, h, w, t):
         meta["appears"] = {"shape": late["shape"], "from_frame": late["from_frame"]}
         q = rng.choice(["Which shape appears partway through the video?", "Which shape appears later in the video?"])
         return frames, q, late["shape"], list(SHAPES), "word", meta
-    if kind == "clip_color":
-        asked = [first, *others][int(rng.integers(n))]
+    if base == "clip_color":  # a crowd clip asks mostly about the small first shape
+        asked = first if crowd and rng.random() < 0.6 else [first, *others][int(rng.integers(n))]
         meta["asked"] = {"shape": asked["shape"], "color": asked["color"]}
         what = "ball" if asked["shape"] == "circle" and rng.random() < 0.5 else asked["shape"]
         q = rng.choice([f"What colour is the {what}?", f"What color is the {what} in the video?"])
@@ -610,6 +623,39 @@ def _digit_seq(rng, h, w, t):
     return frames, q, str(answer), [str(i) for i in range(10)], "number", meta
 
 
+def _scene_seq(rng, h, w, t):
+    """A plain background that changes colour 2-11 times, like long.mp4 (a black dot may circle on it):
+    the first or last colour, or how many times it changes."""
+    n = int(rng.integers(3, min(12, t // 2) + 1))
+    names = []
+    while len(names) < n:  # neighbours differ, and the dot stays visible on each
+        c = str(rng.choice(list(COLORS)))
+        if (not names or _dist(COLORS[c], COLORS[names[-1]]) >= MIN_CONTRAST) and _dist(COLORS[c], (0, 0, 0)) >= MIN_CONTRAST:
+            names.append(c)
+    bounds = np.linspace(0, t, n + 1).round().astype(int)
+    dot = rng.random() < 0.5
+    radius, orbit, turns = rng.uniform(0.04, 0.08) * min(h, w), rng.uniform(0.15, 0.3) * min(h, w), rng.uniform(1, 4)
+    frames = np.empty((t, h, w, 3), np.uint8)
+    for c, lo, hi in zip(names, bounds[:-1], bounds[1:]):
+        rgb = _jitter(rng, COLORS[c])
+        for i in range(lo, hi):
+            frames[i] = _canvas(h, w, rgb)
+            if dot:
+                a = 2 * np.pi * turns * i / t
+                frames[i][shape_mask("circle", h, w, w / 2 + orbit * np.cos(a), h / 2 + orbit * np.sin(a), radius)] = 0
+    meta = {"colors": names, "bounds": bounds.tolist(), "dot": dot}
+    which = int(rng.integers(5))
+    if which == 4:
+        q = rng.choice(["How many times does the background colour change?", "How often does the background change colour?"])
+        return frames, q, str(n - 1), [str(i) for i in range(12)], "number", meta
+    at_end = which % 2 == 1
+    q = (rng.choice(["What colour is the background at the very end?", "What colour is the background at the end of the video?"])
+         if at_end else
+         rng.choice(["What colour is the background at the very beginning?", "What colour is the background at the start of the video?"]))
+    meta["asked"] = "last" if at_end else "first"
+    return frames, q, names[-1] if at_end else names[0], list(COLORS), "word", meta
+
+
 def _caption(rng, h, w, t):
     """A static picture and its caption: the objects left to right ("a red circle and a blue square"), or the digit."""
     if rng.integers(3) == 0:
@@ -630,6 +676,10 @@ def default_num_frames(rng, kind) -> int:
         return 2 * int(rng.integers(3, 9))  # 6-16
     if kind in CLIP_KINDS:
         return 2 * int(rng.integers(4, 13))  # 8-24
+    if kind == "scene_seq":
+        return 2 * int(rng.integers(8, 65))  # 16-128
+    if kind in CROWD_KINDS:
+        return 2 * int(rng.integers(7, 13))  # 14-24: where the sample clip's answer went astray
     if kind in ("scene", "scene_change"):
         return 2 * int(rng.integers(4, 17))  # 8-32
     return 2 * int(rng.integers(8, 129))  # needles: 16-256
@@ -641,7 +691,8 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
     """The example ``index`` of ``split`` ("train" or "heldout"): same arguments, same example.
 
     Args:
-        kind: one of :data:`KINDS`, :data:`CLIP_KINDS`, :data:`STILL_KINDS` or :data:`CAPTION_KIND` (training only)
+        kind: one of :data:`KINDS`, :data:`CLIP_KINDS`, :data:`STILL_KINDS`, :data:`CROWD_KINDS` or
+            :data:`CAPTION_KIND` (training only)
             (default: drawn uniformly from KINDS).
         num_frames: T (even, >= 2; default per kind: static 2-4, motion 6-16, scenes 8-32, clips 8-24,
             needles 16-256).
@@ -663,7 +714,7 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
     t = int(num_frames) if num_frames else default_num_frames(rng, kind)
     if t < 2 or t % 2:
         raise ValueError(f"num_frames must be even and >= 2, got {t}")
-    sizes = NEEDLE_SIZES if kind in NEEDLE_KINDS else SIZES
+    sizes = NEEDLE_SIZES if kind in NEEDLE_KINDS + ("scene_seq",) else SIZES
     h, w = size if size else sizes[int(rng.integers(len(sizes)))]
     if h % 28 or w % 28:
         raise ValueError(f"size must be multiples of 28, got {h}x{w}")
@@ -679,11 +730,11 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
         if t < 6:
             raise ValueError("scenes need at least 6 frames")
         frames, q, answer, pool, hint, meta = _scene(rng, kind, h, w, t)
-    elif kind in CLIP_KINDS:
+    elif kind in CLIP_KINDS + CROWD_KINDS:
         if t < 6:
             raise ValueError("clips need at least 6 frames")
-        frames, q, answer, pool, hint, meta = (_digit_seq(rng, h, w, t) if kind == "digit_seq"
-                                               else _clip(rng, kind, h, w, t))
+        make = {"digit_seq": _digit_seq, "scene_seq": _scene_seq}.get(kind)
+        frames, q, answer, pool, hint, meta = make(rng, h, w, t) if make else _clip(rng, kind, h, w, t)
     else:
         if not 1 <= needle_frames < t:
             raise ValueError(f"needle_frames must be in [1, num_frames), got {needle_frames}")
@@ -719,6 +770,8 @@ _POOLS = {"color": list(COLORS), "shape": list(SHAPES), "digit": [str(i) for i i
           "mover": [object_name(c, s) for c in COLORS for s in SHAPES] + [NOTHING], "appear": list(SHAPES),
           "clip_color": list(COLORS), "travel": [*TRAVEL.values(), STAY], "digit_seq": [str(i) for i in range(10)],
           "digit_on_color": [str(i) for i in range(10)]}
+_POOLS.update({"crowd_mover": _POOLS["mover"], "crowd_color": list(COLORS),
+               "scene_seq": list(COLORS) + [str(i) for i in range(12)]})
 
 
 def _normalise(text: str) -> str:
@@ -743,7 +796,7 @@ def is_correct(example: Example, text: str) -> bool:
 
         return extract_letter(text, example.options) == example.target
     norm = _normalise
-    if example.kind == "mover":  # "the red circle" and "red circle" name the object as "a red circle" does
+    if example.kind in ("mover", "crowd_mover"):  # "the red circle" and "red circle" name the object as "a red circle" does
         def norm(x):
             return " ".join(w for w in _normalise(x).split() if w not in ("a", "an", "the"))
     said = f" {norm(text)} "

@@ -37,13 +37,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .synthetic import (CAPTION_KIND, CLIP_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS, STILL_KINDS,
-                        Example, default_num_frames, make_example)
+from .synthetic import (CAPTION_KIND, CLIP_KINDS, CROWD_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS,
+                        STILL_KINDS, Example, default_num_frames, make_example)
 
 # "clip": the sample videos' kinds of question (what moves, what appears, digits in sequence); "still": digits drawn
-# as needles draw them (a palette background, the haystack's dot). Both weight 0 unless asked.
+# as needles draw them (a palette background, the haystack's dot); "crowd": the sample clips' layouts (a small
+# mover among large or late distractors, many background colours). All three weight 0 unless asked.
 GROUPS = {"single": STATIC_KINDS, "video": ("motion", "scene", "scene_change"), "needle": NEEDLE_KINDS,
-          "caption": (CAPTION_KIND,), "clip": CLIP_KINDS, "still": STILL_KINDS}
+          "caption": (CAPTION_KIND,), "clip": CLIP_KINDS, "still": STILL_KINDS, "crowd": CROWD_KINDS}
 DEFAULT_GROUP_WEIGHTS = {"caption": 0.2, "single": 0.35, "video": 0.2, "needle": 0.25}
 TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 
@@ -112,7 +113,7 @@ def step_examples(cfg: TrainConfig, step: int, split: str = "train") -> list[Exa
     kinds = GROUPS[group]
     first = str(kinds[int(rng.integers(len(kinds)))])
     t = int(cfg.frames) if cfg.frames else min(default_num_frames(rng, first), cfg.max_frames)
-    if group in ("video", "clip"):  # motion needs >= 4 frames, scenes and clips >= 6; one T serves the whole batch
+    if group in ("video", "clip", "crowd"):  # motion needs >= 4 frames, scenes and clips >= 6; one T serves the whole batch
         t = max(t, 8)
     sizes = (cfg.needle_sizes or NEEDLE_SIZES) if group == "needle" else SIZES
     size = tuple(cfg.size) if cfg.size else sizes[int(rng.integers(len(sizes)))]
@@ -474,7 +475,7 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
 
     def evaluate():
         nonlocal eval_set
-        from .evaluate import accuracy, clip_examples, mixed_examples, static_examples, still_examples
+        from .evaluate import accuracy, clip_examples, crowd_examples, mixed_examples, static_examples, still_examples
 
         if eval_set is None:
             eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
@@ -483,6 +484,8 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
                 eval_set = eval_set + clip_examples(cfg.eval_examples // 2)
             if not cfg.text_only and cfg.group_weights.get("still", 0) > 0:
                 eval_set = eval_set + still_examples(cfg.eval_examples // 4)
+            if not cfg.text_only and cfg.group_weights.get("crowd", 0) > 0:
+                eval_set = eval_set + crowd_examples(cfg.eval_examples // 4)
         model.eval()
         t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
