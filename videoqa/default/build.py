@@ -62,9 +62,9 @@ def smollm2_source() -> Source:
 
     ``$VIDEOQA_SMOLLM2_GGUF`` names the ``.gguf`` file instead, for machines where the package
     cannot be installed (the GPU machine: no registry, and the 94 MiB file travels there in two
-    parts; see docs/default-model.md). Cached per process (loading dequantises the GGUF: about
-    30 s on 2 cores), so building, testing and reloading a compact export in one process pay it
-    once. Do not modify the returned model; :func:`build_default_model` copies what it needs.
+    parts; see docs/default-model.md). Cached per process, and on disk as a plain copy after
+    the first load (:mod:`unisparse.gguf_cache`: dequantising the GGUF takes about 20 s on 2
+    cores). Do not modify the returned model; :func:`build_default_model` copies what it needs.
     """
     import os
 
@@ -72,11 +72,9 @@ def smollm2_source() -> Source:
 
     path = os.environ.get(GGUF_ENV)
     if path:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from unisparse.gguf_cache import load_gguf_causal_lm
 
-        folder, name = os.path.split(os.path.abspath(path))
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+        model, tokenizer = load_gguf_causal_lm(*os.path.split(os.path.abspath(path)), torch.float32)
     else:
         model, tokenizer = load_smollm2("cpu", torch.float32)
     for p in model.parameters():
