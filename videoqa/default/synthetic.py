@@ -528,8 +528,8 @@ def _clip(rng, kind, h, w, t):
     """mover / appear / clip_color / travel: a clip in which one shape moves (or not) and one may appear.
 
     crowd_mover / crowd_color: the same questions as mover / clip_color with a smaller first shape,
-    distractors 1.5-3 times its size, one of which appears partway half the time, and shapes.mp4's
-    light gray background whenever it contrasts (:data:`CROWD_KINDS`).
+    distractors 1.5-3 times its size, one of which appears partway half the time, and in 60% of
+    clips shapes.mp4's light gray background with colours that stand out on it (:data:`CROWD_KINDS`).
     """
     crowd = kind in CROWD_KINDS
     base = {"crowd_mover": "mover", "crowd_color": "clip_color"}.get(kind, kind)
@@ -695,7 +695,7 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
             :data:`CAPTION_KIND` (training only)
             (default: drawn uniformly from KINDS).
         num_frames: T (even, >= 2; default per kind: static 2-4, motion 6-16, scenes 8-32, clips 8-24,
-            needles 16-256).
+            crowd clips 14-24, background sequences 16-128, needles 16-256).
         size: (H, W), multiples of 28 (default: drawn from :data:`SIZES`, needles from :data:`NEEDLE_SIZES`).
         mc: True multiple choice, False free-form, None either.
         depth: needles only: where the needle starts, as a fraction of the video (default random).
