@@ -6,7 +6,7 @@ pipeline's own (:func:`videoqa.prompt.build_inputs`), decoding is greedy, and th
 scored by :func:`videoqa.default.synthetic.is_correct`, so accuracy here is what a user of the
 pipeline would see on the same frames.
 
-Four suites (:func:`build_suite`):
+Five suites (:func:`build_suite`):
 
 * ``single``: single-frame questions (2 identical frames = one temporal patch): colour, shape,
   digit, count, alternating free-form and multiple choice;
@@ -40,6 +40,8 @@ import torch
 
 from .synthetic import CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct, make_example
 
+# suites of --per-kind examples per kind: (kinds, frame count: the kind's default unless given)
+PER_KIND_SUITES = {"clip": (CLIP_KINDS, {}), "still": (STILL_KINDS, {"num_frames": 2}), "crowd": (CROWD_KINDS, {})}
 NEEDLE_DEPTHS = (0.1, 0.5, 0.9)
 NEEDLE_FRAMES = (64, 128, 256)
 NEEDLE_SIZE = (112, 112)
@@ -83,14 +85,11 @@ def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDL
                     out.append(("needle", make_example(split, i, kind=kind, num_frames=int(t), depth=float(depth),
                                                        size=size or NEEDLE_SIZE, mc=bool((j // 2) % 2))))
                     i += 1
-    elif name in ("clip", "crowd"):
-        for kind in CLIP_KINDS if name == "clip" else CROWD_KINDS:
+    elif name in PER_KIND_SUITES:
+        kinds, frames_kw = PER_KIND_SUITES[name]
+        for kind in kinds:
             for i in range(per_kind):
-                out.append((name, make_example(split, i, kind=kind, mc=bool(i % 2), size=size)))
-    elif name == "still":
-        for kind in STILL_KINDS:
-            for i in range(per_kind):
-                out.append(("still", make_example(split, i, kind=kind, num_frames=2, mc=bool(i % 2), size=size)))
+                out.append((name, make_example(split, i, kind=kind, mc=bool(i % 2), size=size, **frames_kw)))
     else:
         raise ValueError(f"unknown suite {name!r} (single, needle, clip, still, crowd)")
     return out
@@ -281,7 +280,7 @@ def parse_args(argv=None):
     p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", "clip", "still", "crowd"],
                    help="single-frame, needle, the sample videos' kinds of question (clip), digits drawn as needles "
                         "are (still), the sample clips' layouts (crowd); --per-kind each for all but needle")
-    p.add_argument("--per-kind", type=int, default=8, help="single-frame (clip, still) questions per kind")
+    p.add_argument("--per-kind", type=int, default=8, help="single-frame (clip, still, crowd) questions per kind")
     p.add_argument("--needle-frames", type=int, nargs="+", default=list(NEEDLE_FRAMES))
     p.add_argument("--depths", type=float, nargs="+", default=list(NEEDLE_DEPTHS))
     p.add_argument("--per-cell", type=int, default=4, help="needle questions per (frames, depth)")

@@ -480,12 +480,11 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
         if eval_set is None:
             eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
                         else mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames)))
-            if not cfg.text_only and cfg.group_weights.get("clip", 0) > 0:  # added, so the mixed part stays comparable
-                eval_set = eval_set + clip_examples(cfg.eval_examples // 2)
-            if not cfg.text_only and cfg.group_weights.get("still", 0) > 0:
-                eval_set = eval_set + still_examples(cfg.eval_examples // 4)
-            if not cfg.text_only and cfg.group_weights.get("crowd", 0) > 0:
-                eval_set = eval_set + crowd_examples(cfg.eval_examples // 4)
+            # each optional group that trains adds its own questions, so the mixed part stays comparable
+            for group, examples, share in (("clip", clip_examples, 2), ("still", still_examples, 4),
+                                           ("crowd", crowd_examples, 4)):
+                if not cfg.text_only and cfg.group_weights.get(group, 0) > 0:
+                    eval_set = eval_set + examples(cfg.eval_examples // share)
         model.eval()
         t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):

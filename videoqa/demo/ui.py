@@ -38,14 +38,16 @@ def theme():
 
 
 def _model_notice(model) -> str:
+    from ..default.export import is_compact
     from ..model import RANDOM, LoadedModel, resolve_name
 
-    from ..default.export import is_compact
-
-    random = model.random if isinstance(model, LoadedModel) else resolve_name(model) == RANDOM
+    if isinstance(model, LoadedModel):
+        random, path = model.random, model.path
+    else:
+        path = resolve_name(model)
+        random = path == RANDOM
     if random:
         return "> " + handlers.summary.random_warning()
-    path = model.path if isinstance(model, LoadedModel) else resolve_name(model)
     return ("> " + handlers.summary.default_model_note()) if path and is_compact(path) else ""
 
 
