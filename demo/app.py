@@ -6,14 +6,8 @@ demo here, and runs the same command line as ``videoqa demo`` when executed.
 """
 
 import sys
-from pathlib import Path
 
-# This checkout's videoqa, even where another copy is installed (an editable install of another worktree).
-_ROOT = Path(__file__).resolve().parents[1]
-if (_ROOT / "videoqa" / "__init__.py").is_file() and str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from videoqa.demo.ui import build_app, launch  # noqa: E402
+from videoqa.demo.ui import build_app, launch
 
 __all__ = ["build_app", "launch"]
 

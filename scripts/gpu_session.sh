@@ -13,5 +13,5 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 timeout 300 python3 -m pytest -q -rf --tb=short -p no:cacheprovider -o addopts="" -m gpu -s tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^(FAILED|E  |L=)|passed|failed"
 timeout 150 python3 -m pytest -q -rf --tb=short -p no:cacheprovider -o addopts="" tests/test_kernels.py tests/test_api.py 2>&1 | tee "$OUT/kernel_tests_cuda.log" | tail -5
-python3 scripts/bench_attention.py --lengths ${LENGTHS[*]} --head-dim 128 --output "$OUT/attention_d128" 2>&1 | tee "$OUT/bench_d128.log" | tail -60
-python3 scripts/bench_attention.py --lengths 8192 32768 --head-dim 64 --output "$OUT/attention_d64" 2>&1 | tee "$OUT/bench_d64.log" | tail -30
+python3 benchmarks/attention/bench_attention.py --lengths ${LENGTHS[*]} --head-dim 128 --output "$OUT/attention_d128" 2>&1 | tee "$OUT/bench_d128.log" | tail -60
+python3 benchmarks/attention/bench_attention.py --lengths 8192 32768 --head-dim 64 --output "$OUT/attention_d64" 2>&1 | tee "$OUT/bench_d64.log" | tail -30

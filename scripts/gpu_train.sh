@@ -40,7 +40,7 @@ sweep)
         name=${spec%%=*}; args=${spec#*=}
         mkdir -p "out/runs/$name"
         # shellcheck disable=SC2086
-        python3 scripts/train_default_model.py "${COMMON[@]}" $args --checkpoint-dir "out/runs/$name/ckpt" --resume \
+        python3 -m videoqa_training.training "${COMMON[@]}" $args --checkpoint-dir "out/runs/$name/ckpt" --resume \
             --time-limit-s "$seconds" --export "out/runs/$name/model" > "out/runs/$name/stdout.log" 2>&1 &
         echo "$args" > "out/runs/$name/args"
     done
@@ -79,7 +79,7 @@ PY
     for name in "${names[@]}"; do
         echo "continuing $name: $(cat out/runs/$name/args)"
         # shellcheck disable=SC2046
-        python3 scripts/train_default_model.py "${COMMON[@]}" $(cat "out/runs/$name/args") --workers "$workers" \
+        python3 -m videoqa_training.training "${COMMON[@]}" $(cat "out/runs/$name/args") --workers "$workers" \
             --checkpoint-dir "out/runs/$name/ckpt" --resume --time-limit-s "$seconds" --export "out/runs/$name/model" \
             > "out/runs/$name/stdout-continued.log" 2>&1 &
     done
@@ -98,10 +98,10 @@ stages)
     # to write word embeddings (no LM forward). Independent, so they share the GPU; stage 1 starts
     # from both (--init-lora out/textA/<latest>/trainable.pt --init-vision out/ground.pt).
     seconds=$2
-    python3 scripts/train_default_model.py --text-only "${LORA[@]}" --lora-lr 1e-3 --steps 1500 --warmup 50 \
+    python3 -m videoqa_training.training --text-only "${LORA[@]}" --lora-lr 1e-3 --steps 1500 --warmup 50 \
         --batch-size 32 --eval-every 500 --eval-examples 48 --checkpoint-dir out/textA --lm-dtype float32 \
         --workers 2 --log-every 50 --time-limit-s "$seconds" > out/textA.log 2>&1 &
-    python3 -m videoqa.default.grounding --steps 2000 --batch-size 16 --workers 12 --time-limit-s "$((seconds - 60))" \
+    python3 -m videoqa_training.grounding --steps 2000 --batch-size 16 --workers 12 --time-limit-s "$((seconds - 60))" \
         --output out/ground.pt > out/ground.log 2>&1 &
     wait
     cp out/textA/log.jsonl "$OUT/textA.jsonl"; grep '"ground' out/ground.log > "$OUT/ground.jsonl"
@@ -112,10 +112,10 @@ stages)
     ;;
 ground)
     seconds=$2; shift 2
-    python3 -m videoqa.default.grounding --steps 10000 --batch-size 16 --workers 14 --time-limit-s "$seconds" \
+    python3 -m videoqa_training.grounding --steps 10000 --batch-size 16 --workers 14 --time-limit-s "$seconds" \
         --output out/ground.pt "$@" > out/ground.log 2>&1
     grep '"ground' out/ground.log > "$OUT/ground.jsonl"; tail -2 out/ground.log | cut -c1-300
-    python3 scripts/probe_tower.py --tower out/ground.pt --threads 8 2>&1 | grep heldout | tee "$OUT/probe.jsonl"
+    python3 -m experiments.default_model.probe_tower --tower out/ground.pt --threads 8 2>&1 | grep heldout | tee "$OUT/probe.jsonl"
     [ -f out/ground.pt ]
     ;;
 stage1)
@@ -128,7 +128,7 @@ stage1)
     ;;
 from-export)
     # A fresh machine has lost every checkpoint: start tower and LoRA from an export that came back
-    # (e.g. data/models/default) with S's settings; later calls resume it with `continue SECONDS NAME`.
+    # (e.g. videoqa/assets/default_model) with S's settings; later calls resume it with `continue SECONDS NAME`.
     # Extra arguments after NAME are added (and win), e.g. --init-vision out/ground.pt for a new tower.
     seconds=$2; src=$3; name=${4:-W}; shift $(( $# < 4 ? $# : 4 ))
     base="--workers 12 ${LORA[*]} --init-from $src $STAGE1 --steps 3000 --warmup 50 --lr 3e-4 --lora-lr 5e-4 $*"
@@ -137,7 +137,7 @@ from-export)
 evaluate)
     name=$2; shift 2
     # EVAL_TAG names a second evaluation of the same run (e.g. EVAL_TAG=-224 ... --size 224x224 --suites needle)
-    python3 scripts/eval_default_model.py --model "out/runs/$name/model" --device cuda --output "$OUT/eval-$name${EVAL_TAG:-}" --quiet "$@" \
+    python3 -m videoqa_training.evaluate --model "out/runs/$name/model" --device cuda --output "$OUT/eval-$name${EVAL_TAG:-}" --quiet "$@" \
         2>&1 | grep -v Convert | tail -30
     tar czf - -C "out/runs/$name" model | split -b 15M - "$OUT/$name-model.tgz.part" && ls -la "$OUT"
     ;;

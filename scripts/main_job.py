@@ -1,7 +1,7 @@
 """The main job: answer a question about a bundled sample video, dense and with UniSparse prefill,
 print what each took, then serve the web demo (``--no-demo`` stops after the answers).
 
-Uses the default model (``videoqa.model``: ``$VIDEOQA_MODEL``, ``data/models/default/``, else the
+Uses the default model (``videoqa.models``: ``$VIDEOQA_MODEL``, ``videoqa/assets/default_model/``, else the
 random stand-in, whose answers are meaningless and which the output says it is). Like the demo,
 the UniSparse run has ``min_seq_len=0``: the sample videos make prompts far below 12,288 tokens,
 under which the library default runs dense (where sparse is slower), and this job shows the method.
@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from videoqa.assets import SAMPLES_DIR
 
-SAMPLE = ROOT / "data" / "samples" / "shapes.mp4"
+
+SAMPLE = SAMPLES_DIR / "shapes.mp4"
 
 
 def main(argv=None) -> int:

@@ -109,7 +109,7 @@ def test_sequence_shorter_than_a_block():
 
 def test_default_config_runs_dense_below_12288_tokens_and_sparse_from_there(monkeypatch):
     # The default min_seq_len is the H100 break-even of selection + kernel against cuDNN at
-    # top_p 0.95 (benchmarks/attention_d128_h100_sweep.md): dense below 12288, sparse from it.
+    # top_p 0.95 (benchmarks/attention/attention_d128_h100_sweep.md): dense below 12288, sparse from it.
     # Selection is real; the block-sparse kernel is replaced by a spy (the reference one takes
     # ~10 s on CPU at this length, and the kernels are tested elsewhere).
     config = UniSparseConfig()

@@ -14,7 +14,7 @@ from videoqa import cli  # noqa: E402
 from videoqa.video import read_video_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data" / "samples"
+SAMPLES = ROOT / "videoqa" / "assets" / "samples"
 
 
 def test_info_text_and_json(capsys):
@@ -132,6 +132,6 @@ def test_subcommand_hook(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "demo", cli.Command("demo", "web demo", add, run))
     assert cli.main(["demo", "--port", "9000"]) == 0 and seen == {"port": 9000}
     assert "demo started" in capsys.readouterr().out
-    lazy = cli.Command("info2", "info again", "videoqa.cli:_info_arguments", "videoqa.cli:_run_info")
+    lazy = cli.Command("info2", "info again", "videoqa.cli.main:_info_arguments", "videoqa.cli.main:_run_info")
     monkeypatch.setitem(cli.COMMANDS, "info2", lazy)
     assert cli.main(["info2", str(SAMPLES / "shapes.mp4")]) == 0

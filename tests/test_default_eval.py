@@ -1,4 +1,4 @@
-"""scripts/eval_default_model.py on a tiny model (numbers meaningless): suites, dense vs sparse, outputs."""
+"""`python -m videoqa_training.evaluate` on a tiny model (numbers meaningless): suites, dense vs sparse, outputs."""
 
 import json
 import subprocess
@@ -10,9 +10,9 @@ import torch
 
 pytest.importorskip("transformers")
 
-from videoqa.default.build import build_default_model, tiny_source  # noqa: E402
-from videoqa.default.evaluate import build_suite, main, summarise  # noqa: E402
-from videoqa.default.export import save_full  # noqa: E402
+from videoqa_training.build import build_default_model, tiny_source  # noqa: E402
+from videoqa_training.evaluate import build_suite, main, summarise  # noqa: E402
+from videoqa_training.export import save_full  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_suites_have_the_asked_layout():
 
 
 def test_summary_groups_clips_by_kind():
-    from videoqa.default.evaluate import Result
+    from videoqa_training.evaluate import Result
 
     def r(kind, mode, correct):
         return Result("clip", kind, 0, False, 12, None, mode, "", "x", correct, None, 300, 0.1)
@@ -76,7 +76,7 @@ def test_eval_script_dense_and_sparse_on_a_tiny_model(tmp_path, capsys):
 
 
 def test_summary_ratio_and_density():
-    from videoqa.default.evaluate import Result
+    from videoqa_training.evaluate import Result
 
     def r(mode, correct, density=None):
         return Result("needle", "needle_digit", 0, False, 64, 0.5, mode, "", "1", correct, density, 600, 0.1)
@@ -87,8 +87,8 @@ def test_summary_ratio_and_density():
     assert rows["all"]["sparse_over_dense"] == 0.5 and rows["all"]["mean_density"] == pytest.approx(0.5)
 
 
-def test_scripts_show_help():
-    for script in ("train_default_model.py", "eval_default_model.py"):
-        done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"], capture_output=True,
+def test_training_commands_show_help():
+    for module in ("videoqa_training.training", "videoqa_training.evaluate"):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, cwd=ROOT,
                               text=True, timeout=120)
         assert done.returncode == 0 and "usage" in done.stdout

@@ -1,4 +1,4 @@
-"""Stage 0 (videoqa.default.grounding): pixel-derived token labels, word targets, and a tower that learns them."""
+"""Stage 0 (videoqa_training.grounding): pixel-derived token labels, word targets, and a tower that learns them."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from videoqa.default import grounding as G  # noqa: E402
-from videoqa.default.synthetic import make_example  # noqa: E402
+from videoqa_training import grounding as G  # noqa: E402
+from videoqa_training.synthetic import make_example  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,7 +43,7 @@ def test_token_labels_follow_the_drawn_pixels():
 
 def test_word_targets_have_the_embedding_norm_and_differ():
     from transformers import AutoTokenizer  # noqa: F401
-    from videoqa.default.build import tiny_source
+    from videoqa_training.build import tiny_source
 
     src = tiny_source(0)
     emb = src.model.get_input_embeddings().weight
@@ -56,7 +56,7 @@ def test_word_targets_have_the_embedding_norm_and_differ():
 
 
 def test_grounding_lowers_the_loss_on_a_tiny_tower():
-    from videoqa.default.training import TrainConfig, build
+    from videoqa_training.training import TrainConfig, build
 
     model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=True))
     hist = G.ground(model, processor, G.GroundConfig(steps=40, batch_size=2, lr=3e-3, warmup=5, device="cpu"),
@@ -96,7 +96,7 @@ def test_command_line_trains_saves_and_continues(tmp_path):
 
 
 def test_contrastive_term_is_a_cross_entropy_over_the_batch_words():
-    from videoqa.default.training import TrainConfig, build
+    from videoqa_training.training import TrainConfig, build
 
     model, processor, _, _ = build(TrainConfig(lora_rank=0, tiny=True))
     visual = model.model.visual

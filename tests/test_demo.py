@@ -18,12 +18,12 @@ gr = pytest.importorskip("gradio")
 
 import unisparse  # noqa: E402
 from videoqa import answer  # noqa: E402
-from videoqa import model as M  # noqa: E402
+import videoqa.models.loading as M  # noqa: E402
 from videoqa.demo import handlers, plots, summary  # noqa: E402
 from videoqa.demo.samples import list_samples, suggestion  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data" / "samples"
+SAMPLES = ROOT / "videoqa" / "assets" / "samples"
 SHAPES = SAMPLES / "shapes.mp4"
 OPTIONS = ("a red circle", "a blue square", "a green triangle", "nothing")
 FAST = dict(fps=1.0, max_frames=8, max_new_tokens=4, block_size=64)  # 8 frames, about 450 tokens: 8 blocks
@@ -314,7 +314,7 @@ def test_the_page_says_which_kind_of_model_answers(monkeypatch, tmp_path):
 
     monkeypatch.delenv("VIDEOQA_MODEL", raising=False)
     assert "Random stand-in model" in _model_notice("random")
-    note = _model_notice(None)  # data/models/default, resolved without loading it
+    note = _model_notice(None)  # videoqa/assets/default_model, resolved without loading it
     assert "Embedded default model" in note and "--model" in note and "Random" not in note
     (tmp_path / "config.json").write_text("{}")  # a plain checkpoint directory: no marker, no notice
     assert _model_notice(str(tmp_path)) == ""

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data" / "samples"
+SAMPLES = ROOT / "videoqa" / "assets" / "samples"
 ANSWER_TIMEOUT_MS = 180_000  # a cold, busy 2-core CI machine
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from unisparse import UniSparseConfig
-from unisparse.fidelity import corpus_tokens, dense_reference, evaluate_selector, load_smollm2
+from unisparse.eval.fidelity import corpus_tokens, dense_reference, evaluate_selector
+from videoqa.models.smollm2 import load_smollm2
 
 # No skip: scripts/setup_env.sh installs the model, and a missing one must fail CI loudly.
 

@@ -1,4 +1,4 @@
-"""unisparse.gguf_cache: the plain copy of a GGUF model loads the same weights and tokens, faster,
+"""videoqa.models.gguf: the plain copy of a GGUF model loads the same weights and tokens, faster,
 and a damaged or unwritable cache costs only the speed-up."""
 
 import os
@@ -8,8 +8,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from unisparse import gguf_cache as C  # noqa: E402
-from unisparse.fidelity import GGUF_FILE, smollm2_folder  # noqa: E402
+from videoqa.models import gguf as C  # noqa: E402
+from videoqa.models.smollm2 import GGUF_FILE, smollm2_folder  # noqa: E402
 
 TEXT = "<|im_start|>user\nWhat colour is the circle? The Eiffel Tower is in Paris.<|im_end|>"
 

@@ -1,7 +1,8 @@
 """Triton kernels against the PyTorch reference.
 
 On a machine without CUDA these run in Triton's CPU interpreter (conftest.py), where bfloat16
-dots are widened to float32 first (BRIEF.md section 4); on a GPU they run natively. Every
+dots are widened to float32 first (the interpreter's tl.dot returns garbage on bf16, seen with
+Triton 3.9); on a GPU they run natively. Every
 output buffer is poisoned with NaN first, so an element the kernel forgets shows up.
 """
 

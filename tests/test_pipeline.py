@@ -16,12 +16,12 @@ pytest.importorskip("decord")
 import unisparse  # noqa: E402
 from unisparse import UniSparseConfig  # noqa: E402
 from videoqa import Answer, VideoError, answer  # noqa: E402
-from videoqa import model as M  # noqa: E402
+import videoqa.models.loading as M  # noqa: E402
 from videoqa.choices import extract_letter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPES = ROOT / "data" / "samples" / "shapes.mp4"
-COUNTING = ROOT / "data" / "samples" / "counting.mp4"
+SHAPES = ROOT / "videoqa" / "assets" / "samples" / "shapes.mp4"
+COUNTING = ROOT / "videoqa" / "assets" / "samples" / "counting.mp4"
 OPTIONS = ["a red circle", "a blue square", "a green triangle", "nothing moves"]
 STEPS = ("decode_video", "load_model", "preprocess", "prefill", "vision_encoder", "generate", "total")
 
@@ -139,7 +139,7 @@ def test_model_cache_device_dtype_and_random_determinism():
 
 
 def test_default_model_directory_is_picked_up(loaded, tmp_path, monkeypatch):
-    """A saved model in data/models/default (here: a temporary one) replaces the random stand-in."""
+    """A saved model in videoqa/assets/default_model (here: a temporary one) replaces the random stand-in."""
     monkeypatch.delenv("VIDEOQA_MODEL", raising=False)
     monkeypatch.setattr(M, "DEFAULT_MODEL_DIR", tmp_path / "default")
     assert M.resolve_name(None) == M.RANDOM

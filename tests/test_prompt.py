@@ -1,4 +1,4 @@
-"""videoqa.patches / offline / processor / prompt: pixels as Qwen2-VL's processor makes them, and the prompt.
+"""videoqa.patchify / offline / processor / prompt: pixels as Qwen2-VL's processor makes them, and the prompt.
 
 The patchifier is checked three ways: against a loop-by-loop implementation written from the
 layout description (always), against transformers' PIL image processor on videos whose two
@@ -17,12 +17,12 @@ pytest.importorskip("transformers")
 
 from videoqa import choices  # noqa: E402
 from videoqa.offline import CHAT_TEMPLATE, SPECIAL_TOKENS, offline_tokenizer  # noqa: E402
-from videoqa.patches import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PatchSpec, num_video_tokens, patchify_video  # noqa: E402
+from videoqa.patchify import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PatchSpec, num_video_tokens, patchify_video  # noqa: E402
 from videoqa.processor import VideoQAProcessor, offline_processor, torchvision_available  # noqa: E402
 from videoqa.prompt import build_inputs, build_messages, expand_video_token, question_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data" / "samples"
+SAMPLES = ROOT / "videoqa" / "assets" / "samples"
 OPTIONS = ["a red circle", "a blue square", "a green triangle", "nothing moves"]
 
 
@@ -61,7 +61,7 @@ def test_patchify_matches_naive(t, h, w, seed):
 
 
 def test_patchify_chunks_and_other_geometry(seed, monkeypatch):
-    import videoqa.patches as P
+    import videoqa.patchify as P
 
     frames = random_frames(10, 56, 56, seed)
     whole, _ = patchify_video(frames)
@@ -198,7 +198,7 @@ def test_video_tokens_in_place_and_counted(frames):
     assert pixels.shape == (4 * n, 1176)
     torch.testing.assert_close(pixels, patchify_video(frames.frames)[0], rtol=0, atol=0)
     assert prepared.second_per_grid_t == pytest.approx(2 / frames.sample_fps)
-    assert prepared.pixels_from == "videoqa.patches"
+    assert prepared.pixels_from == "videoqa.patchify"
 
 
 def test_processor_round_trip_through_a_model_directory(frames, tmp_path):

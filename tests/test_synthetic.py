@@ -1,4 +1,4 @@
-"""videoqa.default.synthetic: determinism, splits, and every kind's answer re-derived from the pixels."""
+"""videoqa_training.synthetic: determinism, splits, and every kind's answer re-derived from the pixels."""
 
 import json
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from videoqa.choices import extract_letter
-from videoqa.default import synthetic as S
-from videoqa.default.synthetic import COLORS, KINDS, is_correct, make_example, nearest_color
+from videoqa_training import synthetic as S
+from videoqa_training.synthetic import COLORS, KINDS, is_correct, make_example, nearest_color
 
 
 def _rgb_at(frame, mask):

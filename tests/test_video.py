@@ -1,7 +1,7 @@
 """videoqa.video: frame counts, real timestamps, content at known times, resize rules, errors.
 
-Uses data/samples/ when it holds every sample, else generates them (a few seconds) into a
-temporary folder with scripts/make_sample_videos.py.
+Uses videoqa/assets/samples/ when it holds every sample, else generates them (a few seconds) into a
+temporary folder with videoqa_training/sample_videos.py.
 """
 
 import importlib.util
@@ -24,21 +24,13 @@ from videoqa import video as V  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_sample_videos", ROOT / "scripts" / "make_sample_videos.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look the module up while the script runs
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = _load_generator()
+from videoqa_training import sample_videos as gen  # noqa: E402
 AVAILABLE = {s.name for s in gen.SAMPLES if gen.encoder_available(s.codec)}
 
 
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory):
-    d = ROOT / "data" / "samples"
+    d = ROOT / "videoqa" / "assets" / "samples"
     if (d / "manifest.json").exists() and all((d / n).exists() for n in AVAILABLE):
         return d
     out = tmp_path_factory.mktemp("samples")

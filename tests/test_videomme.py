@@ -1,7 +1,7 @@
 """Video-MME evaluation: table parsing and validation, prompt, subtitles, letter extraction,
 scoring, resume after an interruption, and torchrun sharding equal to one process.
 
-Runs on data/videomme-sample/ (made by scripts/make_videomme_sample.py) with fake answerers:
+Runs on data/videomme-sample/ (made by videoqa_training/videomme_sample.py) with fake answerers:
 the real pipeline is not needed to test the harness.
 """
 
@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 
 import videoqa
-from videoqa import videomme as VM
+from videoqa.eval.videomme import dataset as VM
 from videoqa.choices import extract_letter, normalize_options
-from videoqa.videomme_cli import main as cli_main
-from videoqa.videomme_run import Journal, SettingsMismatch, read_answers, read_journal, run_eval
-from videoqa.videomme_score import render_markdown, score
+from videoqa.eval.videomme.cli import main as cli_main
+from videoqa.eval.videomme.run import Journal, SettingsMismatch, read_answers, read_journal, run_eval
+from videoqa.eval.videomme.score import render_markdown, score
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "videomme-sample"
-SAMPLES = ROOT / "data" / "samples"
+SAMPLES = ROOT / "videoqa" / "assets" / "samples"
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 OPTS = ["A. a red circle", "B. a blue square", "C. a green triangle", "D. a yellow star"]
 
@@ -447,7 +447,7 @@ def test_cli_min_seq_len_reaches_the_answerer(tmp_path, capsys):
 
 def slow_answer(video, question, options=None, **kw):
     """For the kill test (imported by the child process): a dry-run answer, 0.2 s each."""
-    from videoqa.videomme_dryrun import answer
+    from videoqa.eval.videomme.dryrun import answer
 
     time.sleep(0.2)
     return answer(video, question, options, **kw)
@@ -464,7 +464,7 @@ def _env():
 
 def test_killed_process_resumes_without_loss(tmp_path):
     out = tmp_path / "o"
-    cmd = [sys.executable, str(ROOT / "scripts" / "eval_videomme.py"), "--dataset", str(SAMPLE), "--output",
+    cmd = [sys.executable, "-m", "videoqa", "eval", "--dataset", str(SAMPLE), "--output",
            str(out), "--answerer", "test_videomme:slow_answer", "--mode", "both", "--no-progress"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = out / "answers.rank0.jsonl"
@@ -496,7 +496,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert cli_main(common + ["--output", str(tmp_path / "one")]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-           str(ROOT / "scripts" / "eval_videomme.py")] + common + ["--output", str(tmp_path / "two")]
+           "-m", "videoqa", "eval"] + common + ["--output", str(tmp_path / "two")]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -513,10 +513,9 @@ def test_torchrun_two_processes_equal_one(tmp_path):
 
 
 def test_generator_reproduces_the_committed_sample(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_videomme_sample", ROOT / "scripts" / "make_videomme_sample.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    gen.generate(tmp_path)
+    from videoqa_training.videomme_sample import generate
+
+    generate(tmp_path)
     assert (tmp_path / "videomme.json").read_bytes() == (SAMPLE / "videomme.json").read_bytes()
     for srt in (SAMPLE / "subtitles").glob("*.srt"):
         assert (tmp_path / "subtitles" / srt.name).read_bytes() == srt.read_bytes()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers import Qwen2VLConfig
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
-from videoqa import model as M
+import videoqa.models.loading as M
 from videoqa.vision_attention import batch_vision_attention, piecewise_attention
 
 # frames of one size (the common case, one reshape), then sizes mixed as in a batch of an image and videos

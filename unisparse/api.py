@@ -13,29 +13,20 @@ import torch
 
 from . import reference
 from .config import UniSparseConfig
+from .masks import block_density, causal_block_mask
 from .validation import (
     check_block_mask,
     check_block_size,
+    check_config,
     check_head_pool,
     check_qk,
     check_qkv,
+    check_scale,
     check_triton_inputs,
     resolve_backend,
 )
 
-
-def _check_config(config) -> UniSparseConfig:
-    if config is None:
-        return UniSparseConfig()
-    if not isinstance(config, UniSparseConfig):
-        raise TypeError(f"config must be a UniSparseConfig, got {type(config).__name__}")
-    return config
-
-
-def _check_scale(scale) -> float | None:
-    if scale is not None and (not isinstance(scale, (int, float)) or not scale > 0):
-        raise ValueError(f"scale must be a positive number or None, got {scale!r}")
-    return None if scale is None else float(scale)
+__all__ = ["select_blocks", "block_sparse_attention", "dense_attention", "sparse_attention", "block_density"]
 
 
 def _backend_for(q: torch.Tensor, backend: str) -> str:
@@ -58,8 +49,8 @@ def select_blocks(
     ``mask[b, h, i, j]`` says whether query block ``i`` of head ``h`` attends key block ``j``.
     Only causal blocks (``j <= i``) are ever set; the diagonal always is.
     """
-    config = _check_config(config)
-    scale = _check_scale(scale)
+    config = check_config(config)
+    scale = check_scale(scale)
     check_qk(q, k)
     check_head_pool(q.shape[1], k.shape[1], config.head_pool)
     if q.shape[2] < config.block_size:
@@ -89,7 +80,7 @@ def block_sparse_attention(
     ``block_mask`` is bool ``[B or 1, Hq or Hkv or 1, nb, nb]``; entries above the diagonal are
     ignored. A query whose row keeps no visible block (no diagonal) gets zeros.
     """
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     check_qkv(q, k, v)
     check_block_size(block_size)
     check_block_mask(block_mask, q, k, block_size)
@@ -105,14 +96,6 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
     return torch.nn.functional.scaled_dot_product_attention(
         q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
     )
-
-
-def block_density(block_mask: torch.Tensor) -> float:
-    """Kept blocks over causal blocks (1 - sparsity), over all batches and heads."""
-    nb = block_mask.shape[-1]
-    causal = torch.ones(nb, nb, dtype=torch.bool, device=block_mask.device).tril()
-    kept = (block_mask & causal).sum().item()
-    return kept / (causal.sum().item() * block_mask[..., 0, 0].numel())
 
 
 def sparse_attention(
@@ -131,8 +114,8 @@ def sparse_attention(
     (the mask returned then keeps every causal block). With ``return_mask=True`` returns
     ``(out, block_mask)``.
     """
-    config = _check_config(config)
-    scale = _check_scale(scale)
+    config = check_config(config)
+    scale = check_scale(scale)
     check_qkv(q, k, v)
     check_head_pool(q.shape[1], k.shape[1], config.head_pool)
     seq_len = q.shape[2]
@@ -142,7 +125,7 @@ def sparse_attention(
         if not return_mask:
             return out
         nb = -(-seq_len // config.block_size)
-        full = torch.ones(nb, nb, dtype=torch.bool, device=q.device).tril()
+        full = causal_block_mask(nb, q.device)
         return out, full.expand(q.shape[0], q.shape[1], nb, nb).clone()
     mask = select_blocks(q, k, config, scale=scale, backend=chosen)
     out = block_sparse_attention(q, k, v, mask, block_size=config.block_size, scale=scale, backend=chosen)

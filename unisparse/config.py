@@ -9,7 +9,7 @@ Choices the paper leaves open, and how we settled them:
   Default 2: the first rows of a query block attend mostly to the end of the previous block,
   which a score averaged over the whole block under-ranks. On SmolLM2 (4K tokens of code,
   top_p 0.9) forcing it took the perplexity change from +6.6% to +2.4% at the same density
-  (0.32 -> 0.33); see benchmarks/NOTES-fidelity.md.
+  (0.32 -> 0.33); see benchmarks/fidelity/NOTES.md.
 * Forced blocks are taken first and their mass counts toward ``top_p``; the remaining blocks
   are added by descending score until the cumulative share reaches ``top_p``.
 * ``variance_correction``: off (0.0) by default. Averaging 8 keys into one composite key drops
@@ -22,12 +22,12 @@ Choices the paper leaves open, and how we settled them:
   corrected estimate alone: alone it recalls more mass on average but on SmolLM2 code it starves
   a late-layer head (a group whose spread points away from the query), +2.6% perplexity; the
   union keeps what the plain estimate keeps. On SmolLM2 at 8K tokens ``a = 0.5`` with the union
-  is above the default's fidelity-vs-density curve on code and prose (benchmarks/NOTES-fidelity.md).
+  is above the default's fidelity-vs-density curve on code and prose (benchmarks/fidelity/NOTES.md).
   Cost: two scoring passes, the second with twice the feature width (selection only).
 * ``min_seq_len``: ``sparse_attention`` runs dense attention below this length, where
   selection costs more than sparsity saves. Default 12288: on an H100 at top_p 0.95, selection
   plus the sparse kernel against dense cuDNN is 0.27x at 4K, 0.71x at 8K, 1.18x at 12K and 1.25x
-  at 16K (benchmarks/attention_d128_h100_sweep.md). Tools that measure or show the method at any
+  at 16K (benchmarks/attention/attention_d128_h100_sweep.md). Tools that measure or show the method at any
   length (fidelity harness, default-model evaluation, demo, benchmarks) set it to 0.
 """
 

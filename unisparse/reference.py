@@ -4,7 +4,7 @@ Written for clarity, on any device and any float dtype. Arithmetic runs in float
 when the inputs are float64). Memory stays bounded by looping over query blocks, so this
 backend also serves CPU users, only slowly.
 
-The steps (BRIEF.md section 1):
+The steps (README, "The method"):
 
 1. Composite tokens: ``q`` is averaged over ``q_pool`` consecutive tokens, ``k`` over
    ``k_pool``; a short last group averages the tokens it has. With ``head_pool > 1``, groups of
@@ -27,6 +27,7 @@ import math
 
 import torch
 
+from . import masks
 from .config import UniSparseConfig
 from .validation import num_blocks
 
@@ -143,42 +144,15 @@ def block_scores(
 
 def forced_blocks(nb: int, config: UniSparseConfig, device) -> torch.Tensor:
     """``[nb, nb]`` blocks kept regardless of score: sinks, the diagonal and local blocks."""
-    qb = torch.arange(nb, device=device)[:, None]
-    kb = torch.arange(nb, device=device)[None, :]
-    causal = kb <= qb
-    return causal & ((kb < config.sink_blocks) | (qb - kb < config.local_blocks))
+    return masks.forced_blocks(nb, config.sink_blocks, config.local_blocks, device)
 
 
 def top_p_mask(scores: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
-    """Per query block, the fewest key blocks whose share of the row's mass reaches ``top_p``.
-
-    Forced blocks (:func:`forced_blocks`) come first and their mass counts; the rest follow by
-    descending score, ties broken by the lower block index (a stable sort), so the choice is
-    deterministic. A block is kept while the mass before it is below ``top_p`` of the row total.
-    ``top_p == 1`` keeps every causal block. Returns bool ``[..., nb, nb]``.
-    """
-    nb = scores.shape[-1]
-    qb = torch.arange(nb, device=scores.device)[:, None]
-    kb = torch.arange(nb, device=scores.device)[None, :]
-    causal = kb <= qb
-    forced = forced_blocks(nb, config, scores.device)
-    if config.top_p >= 1.0:
-        return causal.expand(scores.shape).clone()
-    mass = torch.where(causal, scores.float(), torch.zeros((), device=scores.device))
-    order_key = torch.where(forced, torch.full_like(mass, float("inf")), mass)
-    order_key = torch.where(causal, order_key, torch.full_like(mass, -1.0))
-    order = torch.sort(order_key, dim=-1, descending=True, stable=True).indices
-    sorted_mass = torch.gather(mass, -1, order)
-    mass_before = torch.cumsum(sorted_mass, dim=-1) - sorted_mass
-    threshold = float(config.top_p) * mass.sum(-1, keepdim=True)
-    keep_sorted = (mass_before < threshold) | torch.gather(forced.expand_as(mass), -1, order)
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
-    return keep & causal
+    """Top-P of ``scores`` with ``config``'s threshold and forced blocks (:func:`unisparse.masks.top_p_mask`)."""
+    return masks.top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
 
 
-def expand_heads(mask: torch.Tensor, head_pool: int) -> torch.Tensor:
-    """One mask per pooled head -> one per query head."""
-    return mask.repeat_interleave(head_pool, dim=1) if head_pool > 1 else mask
+expand_heads = masks.expand_heads
 
 
 def select_blocks(

@@ -6,15 +6,40 @@ launch on a malformed tensor either crashes obscurely or silently returns garbag
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 
-from .config import BACKENDS
+from .config import BACKENDS, UniSparseConfig
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 TRITON_HEAD_DIMS = (32, 64, 128, 256)
+
+
+def check_config(config) -> UniSparseConfig:
+    """``config`` itself, ``UniSparseConfig()`` for None; TypeError for anything else."""
+    if config is None:
+        return UniSparseConfig()
+    if not isinstance(config, UniSparseConfig):
+        raise TypeError(f"config must be a UniSparseConfig, got {type(config).__name__}")
+    return config
+
+
+def check_scale(scale) -> float | None:
+    """A finite positive softmax scale, or None (``1/sqrt(head_dim)``)."""
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or not math.isfinite(scale):
+        raise ValueError(f"scale must be a positive number or None, got {scale!r}")
+    return float(scale)
+
+
+def check_backend(backend) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
 
 
 def check_qk(q: torch.Tensor, k: torch.Tensor) -> None:
@@ -108,8 +133,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     The environment variable ``UNISPARSE_BACKEND`` replaces ``"auto"`` (an explicit choice
     by the caller wins over it).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
     if backend == "auto":
         backend = os.environ.get("UNISPARSE_BACKEND", "auto") or "auto"
         if backend not in BACKENDS:

@@ -2,7 +2,7 @@
 
 The application layer on top of the ``unisparse`` library (which never imports it).
 ``videoqa.video`` reads and samples video frames for Qwen2-VL; ``videoqa.prompt`` builds the
-chat prompt and model inputs; ``videoqa.model`` loads models; ``videoqa.pipeline.answer`` runs
+chat prompt and model inputs; ``videoqa.models`` loads models; ``videoqa.pipeline.answer`` runs
 one question end to end; ``videoqa.cli`` is the ``videoqa`` command.
 
 ``answer`` and ``Answer`` are imported lazily (on first use), so ``import videoqa`` does not

@@ -2,7 +2,7 @@
 
 :func:`answer` samples frames (:mod:`videoqa.video`), builds the prompt and model inputs
 (:mod:`videoqa.prompt`), switches UniSparse on or off on the language model
-(:func:`videoqa.model.set_sparsity`) and generates greedily, recording every prefill attention
+(:func:`videoqa.models.set_sparsity`) and generates greedily, recording every prefill attention
 call (:func:`unisparse.record`). The :class:`Answer` carries the text, the chosen option letter,
 the token counts, the per-layer densities and masks, and the time of each step; and, for
 drawing the masks, where the video's tokens sit in the prompt (``video_span``,
@@ -23,9 +23,12 @@ import time
 from typing import Callable, Sequence
 
 import torch
+from unisparse.recording import device_clock
 
 from .choices import extract_letter
 from .prompt import build_inputs, check_options, check_question
+from .sampling import FrameSampling
+from .timing import FirstTokenClock, ModuleTimer
 
 
 @dataclasses.dataclass
@@ -122,75 +125,29 @@ def _thumbnails(frames: torch.Tensor, keep) -> torch.Tensor:
     return _resize(frames, h, w)
 
 
-class _FirstToken:
-    """A logits processor that notes when the first new token's logits exist (end of prefill)."""
-
-    def __init__(self, device: torch.device, on_first: Callable[[float], None] | None = None):
-        self.device, self.time, self.start, self.on_first = device, None, None, on_first
-
-    def __call__(self, input_ids, scores):
-        if self.time is None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.time = time.perf_counter()
-            if self.on_first is not None and self.start is not None:
-                self.on_first(self.time - self.start)
-        return scores
-
-
-class _Timer:
-    """Accumulated wall time of a module's forward calls (forward pre/post hooks)."""
-
-    def __init__(self, module, device):
-        self.total, self.device, self._t = 0.0, device, None
-        self.handles = [module.register_forward_pre_hook(self._start), module.register_forward_hook(self._stop)]
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _start(self, *args):
-        self._sync()
-        self._t = time.perf_counter()
-
-    def _stop(self, *args):
-        self._sync()
-        self.total += time.perf_counter() - self._t
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
 def _vision_tower(model):
     return getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
 
 
-def _now(device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def answer(video, question: str, options: Sequence[str] | None = None, *, model=None, sparse: bool = True,
-           config=None, fps: float | None = None, num_frames: int | None = None, max_frames: int | None = None,
-           max_pixels: int | None = None, total_pixels: int | None = None, start: float | None = None,
-           end: float | None = None, max_new_tokens: int = 64, device=None, dtype=None, system: str | None = None,
-           dense_layers=(), backend: str = "auto", keep_masks: bool = True, keep_frames: bool | int = False,
-           progress: Callable[[str], None] | None = None, generate_kwargs: dict | None = None) -> Answer:
+           config=None, sampling: FrameSampling | None = None, max_new_tokens: int = 64, device=None, dtype=None,
+           system: str | None = None, dense_layers=(), backend: str = "auto", keep_masks: bool = True,
+           keep_frames: bool | int = False, progress: Callable[[str], None] | None = None,
+           generate_kwargs: dict | None = None, **frame_options) -> Answer:
     """Answer ``question`` about ``video`` (a file path), greedily, with UniSparse prefill unless ``sparse=False``.
 
     Args:
         options: multiple-choice options ("A. ..." or plain texts, 2-10); the prompt then asks
             for a letter and ``Answer.letter`` holds the one read from the text.
-        model: a path or hub id, ``"random"``, a :class:`videoqa.model.LoadedModel`, or None
-            for the default (see :mod:`videoqa.model`; the random stand-in's answers are meaningless).
+        model: a path or hub id, ``"random"``, a :class:`videoqa.models.LoadedModel`, or None
+            for the default (see :mod:`videoqa.models`; the random stand-in's answers are meaningless).
         config: a :class:`unisparse.UniSparseConfig` (default: its defaults, which run dense attention
             on prompts shorter than ``min_seq_len`` = 12288 tokens, where sparse is slower; pass
             ``min_seq_len=0`` for sparse prefill at any length).
-        fps, num_frames, max_frames, max_pixels, total_pixels, start, end: frame sampling, as in
-            :func:`videoqa.video.sample_frames`; unset ones take the model's defaults
-            (``LoadedModel.video_defaults``).
+        sampling, **frame_options: which frames the model sees, a :class:`videoqa.sampling.FrameSampling`
+            and/or its fields as keywords (``fps``, ``num_frames``, ``max_frames``, ``max_pixels``,
+            ``total_pixels``, ``start``, ``end``; keywords win); unset ones take the model's defaults
+            (``LoadedModel.video_defaults``). Rules: :func:`videoqa.video.sample_frames`.
         dense_layers, backend: passed to :func:`unisparse.enable`.
         keep_masks: keep each layer's block mask in ``Answer.layers`` (bit-packed; see :mod:`unisparse.recording`).
         keep_frames: keep the sampled frames in ``Answer.frame_images`` (for display): ``True`` as
@@ -201,13 +158,15 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
 
     Raises:
         ValueError: empty question, bad options, bad sampling arguments.
+        TypeError: an unknown keyword.
         videoqa.video.VideoError (a ValueError): missing, unreadable or corrupt video.
     """
-    from .model import (RANDOM, RANDOM_NOTICE, LoadedModel, is_cached, load_model, resolve_name, set_sparsity,
+    from .models import (RANDOM, RANDOM_NOTICE, LoadedModel, is_cached, load_model, resolve_name, set_sparsity,
                         video_defaults)
     from .video import sample_frames
 
     t_start = time.perf_counter()
+    frame_sampling = FrameSampling.from_options(sampling, **frame_options)
     question = check_question(question)
     options = check_options(options)
     if int(max_new_tokens) < 1:
@@ -218,13 +177,8 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
 
     # The video first: a missing or corrupt file fails before a (possibly long) model load.
     say(f"decoding {video}")
-    sampling = dict(model.video_defaults if isinstance(model, LoadedModel) else video_defaults(model))
-    if num_frames is not None:
-        sampling.pop("fps", None)
-    given = dict(fps=fps, num_frames=num_frames, max_frames=max_frames, max_pixels=max_pixels,
-                 total_pixels=total_pixels, start=start, end=end)
-    sampling.update({k: v for k, v in given.items() if v is not None})
-    frames = sample_frames(video, **sampling)
+    defaults = model.video_defaults if isinstance(model, LoadedModel) else video_defaults(model)
+    frames = sample_frames(video, **frame_sampling.resolve(defaults))
     t_decoded = time.perf_counter()
 
     if not isinstance(model, LoadedModel) and not is_cached(model, device=device, dtype=dtype):
@@ -238,12 +192,12 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
     model_ = loaded.model
     if prepared.second_per_grid_t is not None and "second_per_grid_ts" in inspect.signature(model_.forward).parameters:
         inputs["second_per_grid_ts"] = torch.tensor([prepared.second_per_grid_t], device=loaded.device)
-    t_prepared = _now(loaded.device)
+    t_prepared = device_clock(loaded.device)
 
     import unisparse
     from transformers import LogitsProcessorList
 
-    first = _FirstToken(loaded.device, lambda s: say(f"prefill done in {s:.3f} s; generating up to "
+    first = FirstTokenClock(loaded.device, lambda s: say(f"prefill done in {s:.3f} s; generating up to "
                                                      f"{max_new_tokens} tokens"))
     eos = loaded.processor.eos_token_ids
     pad = loaded.processor.tokenizer.pad_token_id
@@ -258,14 +212,14 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
         else:
             used = set_sparsity(loaded, False)
         vision = _vision_tower(model_)
-        timer = _Timer(vision, loaded.device) if vision is not None else None
+        timer = ModuleTimer(vision, loaded.device) if vision is not None else None
         say(f"prefill: {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), "
             f"{'UniSparse' if sparse else 'dense'} attention")
         try:
             with torch.inference_mode(), unisparse.record(keep_masks=keep_masks) as rec:
-                t0 = first.start = _now(loaded.device)
+                t0 = first.start = device_clock(loaded.device)
                 out = model_.generate(**inputs, **gen_args)
-                t_end = _now(loaded.device)
+                t_end = device_clock(loaded.device)
         finally:
             if timer is not None:
                 timer.remove()

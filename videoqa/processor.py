@@ -5,7 +5,7 @@ a video processor. The video processor imports torchvision, and so does building
 at all (transformers 5.23 refuses a ``None`` video processor), so on a torch without torchvision
 (this project's CPU set-up) no Qwen2-VL processor can be made. :class:`VideoQAProcessor` holds
 the parts that work everywhere: the tokenizer (which carries the chat template), the patch
-geometry (:class:`videoqa.patches.PatchSpec`), and, when transformers could build it, the real
+geometry (:class:`videoqa.patchify.PatchSpec`), and, when transformers could build it, the real
 video processor, which :func:`videoqa.prompt.build_inputs` then uses for the pixels.
 
 It is pluggable: :meth:`VideoQAProcessor.from_pretrained` reads a model directory (or hub id)
@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .patches import PatchSpec
+from .patchify import PatchSpec
 
 VIDEO_TOKEN, IMAGE_TOKEN = "<|video_pad|>", "<|image_pad|>"
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
@@ -45,7 +45,7 @@ class VideoQAProcessor:
         spec: patch size, temporal patch, merge size and normalisation of the vision tower.
         chat_template: overrides the tokenizer's template (e.g. a legacy ``chat_template.json``).
         video_processor: a transformers video processor (``Qwen2VLVideoProcessor``), or None.
-            When set, pixels go through it; otherwise through :func:`videoqa.patches.patchify_video`.
+            When set, pixels go through it; otherwise through :func:`videoqa.patchify.patchify_video`.
     """
 
     tokenizer: object

@@ -12,7 +12,7 @@ merged patch (``grid_t * grid_h * grid_w / merge_size**2``), as ``Qwen2VLProcess
 tokenises and marks the video tokens in ``mm_token_type_ids`` (0 text, 1 image, 2 video), which
 transformers 5's Qwen2-VL needs for its multimodal rotary positions. Pixels come from transformers'
 video processor when the processor has one (torchvision installed), else from
-:func:`videoqa.patches.patchify_video`, which computes the same thing.
+:func:`videoqa.patchify.patchify_video`, which computes the same thing.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from .choices import multiple_choice_prompt, normalize_options
-from .patches import grid_thw as _grid_thw, num_video_tokens, patchify_video
+from .patchify import grid_thw as _grid_thw, num_video_tokens, patchify_video
 from .processor import VIDEO_TOKEN
 
 
@@ -77,7 +77,7 @@ class PromptInputs:
     grid_thw: tuple[int, int, int]
     visual_tokens: int
     second_per_grid_t: float | None  # seconds per temporal patch (Qwen2.5-VL's second_per_grid_ts)
-    pixels_from: str  # "transformers" (its video processor) or "videoqa.patches"
+    pixels_from: str  # "transformers" (its video processor) or "videoqa.patchify"
     messages: list = field(default_factory=list)
 
     @property
@@ -101,7 +101,7 @@ def video_pixels(processor, frames: torch.Tensor):
         out = vp(videos=[frames], do_resize=False, do_sample_frames=False, return_tensors="pt", **extra)
         return out["pixel_values_videos"], tuple(int(v) for v in out["video_grid_thw"][0]), "transformers"
     pixels, grid = patchify_video(frames, processor.spec)
-    return pixels, grid, "videoqa.patches"
+    return pixels, grid, "videoqa.patchify"
 
 
 def build_inputs(processor, frames, question: str, options: Sequence[str] | None = None, *,

@@ -23,9 +23,9 @@ from typing import Iterable
 import torch
 
 from ..api import block_density, block_sparse_attention
-from ..config import BACKENDS, UniSparseConfig
+from ..config import UniSparseConfig
 from ..recording import LayerRecord, Stopwatch, active
-from ..validation import TRITON_DTYPES, TRITON_HEAD_DIMS, resolve_backend
+from ..validation import TRITON_DTYPES, TRITON_HEAD_DIMS, check_backend, check_config, resolve_backend
 
 ATTENTION_NAME = "unisparse"
 _PLAN_ATTR = "_unisparse_plan"
@@ -167,11 +167,8 @@ def enable(
         dense_layers: layer indices that always run dense attention.
         backend: "auto", "triton" or "torch", as in the functional API.
     """
-    config = config if config is not None else UniSparseConfig()
-    if not isinstance(config, UniSparseConfig):
-        raise TypeError(f"config must be a UniSparseConfig, got {type(config).__name__}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    config = check_config(config)
+    check_backend(backend)
     if selector is None:
         from ..selectors import UniSparseSelector
 

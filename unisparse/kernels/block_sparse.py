@@ -152,7 +152,7 @@ def kept_block_lists(block_mask: torch.Tensor):
 
 
 class Tile(NamedTuple):
-    """Launch shape of the forward kernel (see benchmarks/NOTES.md for how it was chosen)."""
+    """Launch shape of the forward kernel (see benchmarks/attention/NOTES.md for how it was chosen)."""
 
     block_m: int
     block_n: int
@@ -164,7 +164,7 @@ class Tile(NamedTuple):
 
 def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
     """Per head dim and dtype. Half types: the fastest correct variants of
-    ``scripts/tune_block_sparse.py`` on an H200 (benchmarks/tune_d128.md, tune_d64.md): 128x128
+    ``benchmarks/kernel/tune.py`` on an H200 (benchmarks/kernel/tune_d128_v2.md, tune_d64.md): 128x128
     tiles with K/V through TMA (warp specialization gained under 1%, within noise, so it stays
     off). float32 tiles are four times the bytes of bf16 ones in shared memory: smaller, fewer stages.
     """

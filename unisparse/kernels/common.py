@@ -13,6 +13,6 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def needs_upcast(dtype: torch.dtype) -> bool:
-    """Triton's CPU interpreter returns garbage from ``tl.dot`` on bfloat16 (BRIEF.md section 4):
+    """Triton's CPU interpreter returns garbage from ``tl.dot`` on bfloat16 (seen with Triton 3.9 in its interpreter):
     there, bf16 tiles are widened to float32 before each dot. On the GPU nothing changes."""
     return dtype == torch.bfloat16 and triton_interpreting()

@@ -12,8 +12,9 @@ import math
 
 import torch
 
+from ..masks import causal_block_mask
 from ..reference import compute_dtype
-from ..validation import check_block_size, check_qk, num_blocks
+from ..validation import check_block_size, check_qk, check_scale, num_blocks
 
 __all__ = [
     "check_positive_int",
@@ -48,14 +49,6 @@ def check_fraction(name: str, value, *, allow_one: bool = True) -> float:
     return float(value)
 
 
-def check_scale(scale) -> float | None:
-    if scale is None:
-        return None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or not math.isfinite(scale):
-        raise ValueError(f"scale must be a positive number or None, got {scale!r}")
-    return float(scale)
-
-
 def check_inputs(q: torch.Tensor, k: torch.Tensor, block_size: int, scale) -> float:
     """Validate a selector call; return the softmax scale (``1/sqrt(D)`` by default)."""
     check_qk(q, k)
@@ -76,11 +69,6 @@ def grouped_scores(qx: torch.Tensor, kx: torch.Tensor) -> torch.Tensor:
     group = hq // hkv
     out = qx.reshape(b, hkv, group * m, e) @ kx.transpose(-1, -2)
     return out.view(b, hq, m, kx.shape[2])
-
-
-def causal_block_mask(nb: int, device) -> torch.Tensor:
-    """``[nb, nb]`` bool: the blocks on or below the diagonal."""
-    return torch.ones(nb, nb, dtype=torch.bool, device=device).tril()
 
 
 def dense_block_mask(q: torch.Tensor, block_size: int) -> torch.Tensor:

@@ -7,8 +7,8 @@ their mass can recall more of the true attention with as few blocks. Plot it bes
 Mass: for query block ``m``, the exact causal softmax probabilities of its rows summed per key
 block and averaged over the rows (:func:`unisparse.reference.true_block_mass`), computed in
 float32 (float64 for float64 inputs) one query block at a time, so memory stays
-``O(block_size * L)`` per head. Selection: :func:`unisparse.reference.top_p_mask` with the
-forced blocks of :class:`unisparse.UniSparseConfig` (``sink_blocks`` first blocks, the diagonal
+``O(block_size * L)`` per head. Selection: :func:`unisparse.masks.top_p_mask` with the
+forced blocks UniSparse uses (``sink_blocks`` first blocks, the diagonal
 and ``local_blocks - 1`` blocks before it). Defaults: ``top_p=0.95`` (the paper's operating
 point), no sink and only the diagonal forced, so the oracle's choice is purely mass-driven.
 """
@@ -20,9 +20,10 @@ from typing import ClassVar
 
 import torch
 
-from ..config import UniSparseConfig
-from ..reference import top_p_mask, true_block_mass
-from ._common import check_inputs, check_positive_int
+from ..masks import top_p_mask
+from ..reference import true_block_mass
+from ..validation import check_block_size
+from ._common import check_fraction, check_inputs, check_positive_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +39,8 @@ class OracleSelector:
     def __post_init__(self) -> None:
         check_positive_int("sink_blocks", self.sink_blocks, minimum=0)
         check_positive_int("local_blocks", self.local_blocks, minimum=1)
-        # validates top_p and block_size with the same rules and messages as UniSparse
-        object.__setattr__(self, "_config", UniSparseConfig(
-            block_size=self.block_size, top_p=self.top_p, sink_blocks=self.sink_blocks,
-            local_blocks=self.local_blocks, q_pool=1, k_pool=1,
-        ))
+        check_block_size(self.block_size)
+        check_fraction("top_p", self.top_p)
 
     def block_mass(self, q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """The exact block mass ``[B, Hq, nb, nb]`` (float32; each causal row sums to 1)."""
@@ -50,4 +48,5 @@ class OracleSelector:
         return true_block_mass(q, k, self.block_size, scale)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        return top_p_mask(self.block_mass(q, k, scale), self._config)
+        return top_p_mask(self.block_mass(q, k, scale), self.top_p, sink_blocks=self.sink_blocks,
+                          local_blocks=self.local_blocks)

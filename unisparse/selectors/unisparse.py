@@ -15,7 +15,8 @@ from typing import ClassVar
 import torch
 
 from ..api import select_blocks
-from ..config import BACKENDS, UniSparseConfig
+from ..config import UniSparseConfig
+from ..validation import check_backend, check_config
 from ._common import check_inputs, dense_block_mask
 
 
@@ -25,14 +26,8 @@ class UniSparseSelector:
     name: ClassVar[str] = "unisparse"
 
     def __init__(self, config: UniSparseConfig | None = None, backend: str = "auto") -> None:
-        if config is None:
-            config = UniSparseConfig()
-        if not isinstance(config, UniSparseConfig):
-            raise TypeError(f"config must be a UniSparseConfig, got {type(config).__name__}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.config = config
-        self.backend = backend
+        self.config = check_config(config)
+        self.backend = check_backend(backend)
 
     @property
     def block_size(self) -> int:

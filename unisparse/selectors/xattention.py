@@ -17,7 +17,7 @@ Read from the authors' code, ``mit-han-lab/x-attention``: ``xattn/src/Xattention
 4. **Selection** (``find_blocks_chunked``, causal prefill): the first key block and the diagonal
    block are always kept and their mass counts first; the other blocks follow by descending
    score while the mass kept before them is below ``threshold`` times the row total. That is
-   exactly :func:`unisparse.reference.top_p_mask` with one sink block and the diagonal forced,
+   exactly :func:`unisparse.masks.top_p_mask` with one sink block and the diagonal forced,
    which we call.
 
 Padding, as theirs: the sequence is zero-padded to whole blocks; strided keys made only of
@@ -46,8 +46,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..config import UniSparseConfig
-from ..reference import compute_dtype, top_p_mask
+from ..masks import top_p_mask
+from ..reference import compute_dtype
 from ..validation import check_block_size, check_triton_inputs, num_blocks, resolve_backend
 from ._common import check_fraction, check_inputs, check_positive_int
 
@@ -118,11 +118,6 @@ class XAttentionSelector:
         check_fraction("threshold", self.threshold)
         if isinstance(self.norm, bool) or not isinstance(self.norm, (int, float)) or not self.norm > 0:
             raise ValueError(f"norm must be a positive number, got {self.norm!r}")
-        # their find_blocks_chunked == Top-P with the first block and the diagonal forced
-        object.__setattr__(self, "_config", UniSparseConfig(
-            block_size=self.block_size, top_p=self.threshold, sink_blocks=1, local_blocks=1,
-            q_pool=1, k_pool=1,
-        ))
 
     def block_scores(self, q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """The antidiagonal block scores ``[B, Hq, nb, nb]`` that selection ranks."""
@@ -135,4 +130,5 @@ class XAttentionSelector:
         return antidiagonal_block_scores(q, k, self.block_size, self.stride, scale, self.norm)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        return top_p_mask(self.block_scores(q, k, scale), self._config)
+        # their find_blocks_chunked == Top-P with the first block and the diagonal forced
+        return top_p_mask(self.block_scores(q, k, scale), self.threshold, sink_blocks=1, local_blocks=1)

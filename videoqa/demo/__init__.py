@@ -7,7 +7,7 @@ package would exist only in a checkout.
 
 Modules, in the direction the data flows:
 
-- :mod:`.samples`: the bundled sample videos (``data/samples``) and a suggested question for some;
+- :mod:`.samples`: the bundled sample videos (``videoqa/assets/samples``) and a suggested question for some;
 - :mod:`.handlers`: what the page's buttons call: checks the inputs, runs :func:`videoqa.answer`
   (dense, UniSparse or both) with progress, and turns every expected failure into one readable line;
 - :mod:`.summary`: the answer and the measurements as Markdown;

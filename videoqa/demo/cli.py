@@ -1,11 +1,11 @@
-"""``videoqa demo``: start the web demo. Plugged into :data:`videoqa.cli.COMMANDS` by name, so
+"""``videoqa demo``: start the web demo. Plugged into :data:`videoqa.cli.main.COMMANDS` by name, so
 that other subcommands never import gradio."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..cli import _positive_float
+from ..cli.args import MODEL_HELP, positive_float
 from . import DEFAULT_MAX_UPLOAD_MB
 
 DEFAULT_HOST = "127.0.0.1"
@@ -22,11 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=_port, default=None, help="port (default: 7860, or the next free one)")
-    p.add_argument("--model", default=None,
-                   help="model directory or hub id (Qwen2-VL / Qwen2.5-VL); default: $VIDEOQA_MODEL, "
-                        "data/models/default, else a random stand-in whose answers are meaningless")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--max-upload-mb", type=_positive_float, default=DEFAULT_MAX_UPLOAD_MB,
+    p.add_argument("--max-upload-mb", type=positive_float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest video a visitor may upload, in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
 
 

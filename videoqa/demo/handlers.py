@@ -164,7 +164,7 @@ def demo_config(top_p: float = 0.95, block_size: int = 128):
     """The demo's UniSparse config: ``min_seq_len=0``, so that selection runs (and shows) at any length.
 
     The library default (``min_seq_len=12288``) runs dense attention on shorter prompts, where
-    selection plus the sparse kernel is slower than dense (benchmarks/attention_d128_h100_sweep.md).
+    selection plus the sparse kernel is slower than dense (benchmarks/attention/attention_d128_h100_sweep.md).
     """
     from unisparse import UniSparseConfig
 
@@ -185,7 +185,7 @@ def run_question(video, question: str, options=(), mode: str = "Both", top_p: fl
     tracker = _Progress(progress, len(runs))
     result = DemoResult()
     with readable_errors(path):
-        from ..model import LoadedModel, is_cached, load_model, resolve_name
+        from ..models import LoadedModel, is_cached, load_model, resolve_name
         from ..pipeline import answer
 
         config = demo_config(top_p, block_size)

@@ -1,6 +1,6 @@
-"""The sample videos bundled in ``data/samples``, offered in the demo's "sample" menu.
+"""The sample videos bundled in ``videoqa/assets/samples`` (package data), offered in the demo's "sample" menu.
 
-The list comes from the samples' ``manifest.json`` (written by ``scripts/make_sample_videos.py``)
+The list comes from the samples' ``manifest.json`` (written by ``videoqa_training/sample_videos.py``)
 so that a new sample shows up without touching the demo. Where the manifest's facts give a
 question with a known answer, :data:`SUGGESTED` holds it, so a visitor can try a question that has
 a right answer (the random stand-in model will not find it; a real model should).
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "data" / "samples"
+from ..assets import SAMPLES_DIR
 
 # file -> (question, options); options [] means a free-text question. The right option is the
 # one the manifest's facts give (noted after each entry).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 
-from ..model import RANDOM_NOTICE
+from ..models import RANDOM_NOTICE
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 

@@ -38,8 +38,8 @@ def theme():
 
 
 def _model_notice(model) -> str:
-    from ..default.export import is_compact
-    from ..model import RANDOM, LoadedModel, resolve_name
+    from ..models.compact import is_compact
+    from ..models import RANDOM, LoadedModel, resolve_name
 
     if isinstance(model, LoadedModel):
         random, path = model.random, model.path
@@ -52,7 +52,7 @@ def _model_notice(model) -> str:
 
 
 def _sampling_defaults(model) -> dict:
-    from ..model import LoadedModel, video_defaults
+    from ..models import LoadedModel, video_defaults
 
     return dict(model.video_defaults) if isinstance(model, LoadedModel) else video_defaults(model)
 
@@ -62,7 +62,7 @@ def build_app(model=None, *, device=None, max_upload_mb: float | None = DEFAULT_
     """The demo page, with its queue set up (one request at a time).
 
     Args:
-        model: a name or path for :func:`videoqa.model.load_model`, a loaded model, or None for the
+        model: a name or path for :func:`videoqa.models.load_model`, a loaded model, or None for the
             default (loaded on the first question, then cached).
         device: ``"cuda"``, ``"cpu"`` or None (CUDA when available).
         max_upload_mb: the largest video accepted; None for no limit. Pass the same value to
@@ -157,7 +157,7 @@ def launch(host: str = "127.0.0.1", port: int | None = None, model=None, *, devi
     call ``app.close()`` to stop it.
     """
     if preload:
-        from ..model import load_model
+        from ..models import load_model
 
         model = load_model(model, device=device)
         handlers.warm_up(model, device=device)

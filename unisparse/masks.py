@@ -1,0 +1,62 @@
+"""Block masks as plain functions: the causal blocks, the blocks forced in, and the Top-P rule.
+
+Every selector ends in the same decision (keep, per query block, the fewest key blocks whose
+share of the row's score reaches ``top_p``, with some blocks forced in), so it lives here once,
+with plain arguments, and UniSparse, XAttention and the oracle all call it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def causal_block_mask(nb: int, device) -> torch.Tensor:
+    """``[nb, nb]`` bool: the blocks on or below the diagonal."""
+    return torch.ones(nb, nb, dtype=torch.bool, device=device).tril()
+
+
+def forced_blocks(nb: int, sink_blocks: int, local_blocks: int, device) -> torch.Tensor:
+    """``[nb, nb]`` blocks kept whatever their score: the first ``sink_blocks`` key blocks and the
+    ``local_blocks`` blocks ending at the diagonal (``local_blocks >= 1`` keeps the diagonal)."""
+    qb = torch.arange(nb, device=device)[:, None]
+    kb = torch.arange(nb, device=device)[None, :]
+    return (kb <= qb) & ((kb < sink_blocks) | (qb - kb < local_blocks))
+
+
+def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_blocks: int) -> torch.Tensor:
+    """Per query block, the fewest key blocks whose share of the row's mass reaches ``top_p``.
+
+    ``scores [..., nb, nb]`` (only causal entries are read). Forced blocks (:func:`forced_blocks`)
+    come first and their mass counts; the rest follow by descending score, ties broken by the
+    lower block index (a stable sort), so the choice is deterministic. A block is kept while the
+    mass before it is below ``top_p`` of the row total. ``top_p >= 1`` keeps every causal block.
+    Returns bool ``[..., nb, nb]``.
+    """
+    nb = scores.shape[-1]
+    causal = causal_block_mask(nb, scores.device)
+    if top_p >= 1.0:
+        return causal.expand(scores.shape).clone()
+    forced = forced_blocks(nb, sink_blocks, local_blocks, scores.device)
+    mass = torch.where(causal, scores.float(), torch.zeros((), device=scores.device))
+    order_key = torch.where(forced, torch.full_like(mass, float("inf")), mass)
+    order_key = torch.where(causal, order_key, torch.full_like(mass, -1.0))
+    order = torch.sort(order_key, dim=-1, descending=True, stable=True).indices
+    sorted_mass = torch.gather(mass, -1, order)
+    mass_before = torch.cumsum(sorted_mass, dim=-1) - sorted_mass
+    threshold = float(top_p) * mass.sum(-1, keepdim=True)
+    keep_sorted = (mass_before < threshold) | torch.gather(forced.expand_as(mass), -1, order)
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return keep & causal
+
+
+def expand_heads(mask: torch.Tensor, head_pool: int) -> torch.Tensor:
+    """One mask per pooled head -> one per query head."""
+    return mask.repeat_interleave(head_pool, dim=1) if head_pool > 1 else mask
+
+
+def block_density(block_mask: torch.Tensor) -> float:
+    """Kept blocks over causal blocks (1 - sparsity), over all batches and heads."""
+    nb = block_mask.shape[-1]
+    causal = causal_block_mask(nb, block_mask.device)
+    kept = (block_mask & causal).sum().item()
+    return kept / (causal.sum().item() * block_mask[..., 0, 0].numel())

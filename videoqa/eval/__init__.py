@@ -1,0 +1,1 @@
+"""Evaluations of the application on benchmark datasets, one subpackage each (today: :mod:`.videomme`)."""
