@@ -20,6 +20,7 @@ def qkv(hq=4, hkv=2, seq_len=256, d=64, dtype=torch.float32):
     ("head_pool", 0), ("local_blocks", 0), ("sink_blocks", -1), ("min_seq_len", 1.5),
     ("variance_correction", -0.5), ("variance_correction", float("nan")),
     ("variance_correction", float("inf")), ("variance_correction", "0.5"), ("variance_correction", True),
+    ("max_density", 1.5), ("max_density", -0.1), ("max_density", "0.5"), ("max_density", True),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -127,6 +128,39 @@ def test_default_config_runs_dense_below_12288_tokens_and_sparse_from_there(monk
         assert (unisparse.block_density(mask) < 1.0) == sparse, seq_len
         assert out.shape == q.shape
     assert kernel_calls == [12288]
+
+
+def test_a_selection_above_max_density_runs_dense_and_below_runs_sparse():
+    q, k, v = qkv(seq_len=512)
+    cfg = UniSparseConfig(block_size=64, top_p=0.5, sink_blocks=0, min_seq_len=0)
+    mask = unisparse.select_blocks(q, k, cfg, backend="torch")
+    density = unisparse.block_density(mask)
+    assert 0 < density < 1
+    dense = naive_attention(q, k, v)
+    sparse = unisparse.block_sparse_attention(q, k, v, mask, block_size=64, backend="torch")
+    assert rel_err(sparse, dense) > 1e-3  # the two paths differ: the test can tell which ran
+    above, m1 = unisparse.sparse_attention(q, k, v, cfg.replace(max_density=density - 0.01), return_mask=True,
+                                           backend="torch")
+    below, m2 = unisparse.sparse_attention(q, k, v, cfg.replace(max_density=density + 0.01), return_mask=True,
+                                           backend="torch")
+    assert rel_err(above, dense) < 1e-5 and torch.equal(m1, mask)  # the mask selected is still returned
+    assert rel_err(below, sparse) < 1e-6 and torch.equal(m2, mask)
+
+
+def test_fallback_density_resolution(monkeypatch):
+    cfg = UniSparseConfig()
+    assert unisparse.fallback_density(cfg.replace(max_density=0.7), "cpu", 4096, "torch") == 0.7
+    assert unisparse.fallback_density(cfg, "cpu", 4096, "torch") is None  # the reference always runs the method
+    assert unisparse.fallback_density(cfg, "cpu", 4096, "triton") is None  # Triton's interpreter on the CPU too
+    seen = []
+
+    def table(device, seq_len):
+        seen.append((str(device), seq_len))
+        return 0.8, "NVIDIA H200"
+
+    monkeypatch.setattr("unisparse.breakeven.break_even_density", table)
+    assert unisparse.fallback_density(cfg, torch.device("cuda", 0), 32768, "triton") == 0.8
+    assert seen == [("cuda:0", 32768)]
 
 
 def test_min_seq_len_falls_back_to_dense():

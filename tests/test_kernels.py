@@ -17,7 +17,7 @@ from unisparse.config import UniSparseConfig
 from unisparse.kernels import block_sparse, pooling, selection
 from unisparse.testing import random_block_mask, structured_qkv
 
-from helpers import TOLERANCE, naive_attention, poisoned_like, rel_err, token_mask_from_blocks
+from helpers import TOLERANCE, naive_attention, poisoned_like, rel_err, token_mask_from_blocks, top_p_violations
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float16, torch.float32, torch.bfloat16]
@@ -65,29 +65,39 @@ SCORE_CASES = [
 
 
 def checked_block_scores(q, k, cfg):
-    """The kernel's block scores (written into a poisoned buffer) against the reference's; returns the reference."""
+    """The kernel's block scores (written into a poisoned buffer) against the reference's: ``(scores, ref)``."""
     nb = math.ceil(q.shape[2] / cfg.block_size)
     out = poisoned_like((q.shape[0], q.shape[1] // cfg.head_pool, nb, nb), torch.float32, DEVICE)
     scores = selection.block_scores(q, k, cfg, out=out)
     ref = R.block_scores(q, k, cfg)
     # float16 tensor-core products differ from the float32 reference's summation order (~1e-5 on GPU)
     assert rel_err(scores, ref) < {torch.float32: 1e-5, torch.float16: 5e-5, torch.bfloat16: 2e-3}[q.dtype]
-    return ref
+    return scores, ref
+
+
+def score_errors(pairs):
+    """Per-row bounds (largest and summed absolute error, doubled, plus float32 rounding of the
+    cumulative sums) over (kernel scores, reference scores) pairs, for :func:`top_p_violations`."""
+    abs_err = l1_err = 0
+    for scores, ref in pairs:
+        err = (scores.double() - ref.double()).abs()
+        floor = 1e-6 * ref.double().abs().sum(-1, keepdim=True)
+        abs_err = torch.maximum(torch.as_tensor(abs_err), 2 * err.amax(-1, keepdim=True) + floor)
+        l1_err = torch.maximum(torch.as_tensor(l1_err), 2 * err.sum(-1, keepdim=True) + floor)
+    return abs_err, l1_err
 
 
 @pytest.mark.parametrize("b,hq,hkv,seq_len,d,block,qp,kp,hp,dtype,structured", SCORE_CASES)
 def test_block_scores_kernel_matches_reference(seed, b, hq, hkv, seq_len, d, block, qp, kp, hp, dtype, structured):
     cfg = UniSparseConfig(block_size=block, q_pool=qp, k_pool=kp, head_pool=hp, top_p=0.9)
     q, k, _ = make_qkv(b, hq, hkv, seq_len, d, dtype, structured, seed)
-    ref = checked_block_scores(q, k, cfg)
+    scores, ref = checked_block_scores(q, k, cfg)
 
-    # Masks agree up to near-ties: the kernel's mask lies between the reference masks at
-    # top_p -/+ eps (Top-P is monotone in p), so only blocks on the threshold may differ.
-    eps = 1e-4 if dtype != torch.bfloat16 else 2e-3
+    # Masks agree up to near-ties: every block where the kernel's mask differs from Top-P of the
+    # reference scores is one the scores' error can swap or move across the threshold.
     mask = unisparse.select_blocks(q, k, cfg, backend="triton")
-    lo = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p - eps)), hp)
-    hi = R.expand_heads(R.top_p_mask(ref, cfg.replace(top_p=cfg.top_p + eps)), hp)
-    assert torch.all(lo <= mask) and torch.all(mask <= hi)
+    assert torch.equal(R.expand_heads(mask[:, ::hp], hp), mask)
+    assert top_p_violations(mask[:, ::hp], [ref], cfg, *score_errors([(scores, ref)])) == 0
     if dtype != torch.bfloat16:
         assert torch.equal(mask, unisparse.select_blocks(q, k, cfg, backend="torch"))
 
@@ -108,20 +118,15 @@ def test_variance_corrected_block_scores_kernel_matches_reference(
     cfg = UniSparseConfig(block_size=block, q_pool=qp, k_pool=kp, head_pool=hp, top_p=0.9,
                           variance_correction=alpha)
     q, k, _ = make_qkv(b, hq, hkv, seq_len, d, dtype, structured, seed)
-    ref = checked_block_scores(q, k, cfg)
-    plain = R.block_scores(q, k, cfg.replace(variance_correction=0.0))
-    assert rel_err(ref, plain) > 1e-4  # the correction acts
+    scores, ref = checked_block_scores(q, k, cfg)
+    plain_cfg = cfg.replace(variance_correction=0.0)
+    plain, plain_ref = selection.block_scores(q, k, plain_cfg), R.block_scores(q, k, plain_cfg)
+    assert rel_err(ref, plain_ref) > 1e-4  # the correction acts
 
     # The mask is the union of Top-P on both estimates; it agrees up to near-ties (see above).
-    eps = 1e-4 if dtype != torch.bfloat16 else 2e-3
     mask = unisparse.select_blocks(q, k, cfg, backend="triton")
-
-    def union(p):
-        c = cfg.replace(top_p=p)
-        return R.expand_heads(R.top_p_mask(ref, c) | R.top_p_mask(plain, c), hp)
-
-    lo, hi = union(cfg.top_p - eps), union(cfg.top_p + eps)
-    assert torch.all(lo <= mask) and torch.all(mask <= hi)
+    errors = score_errors([(scores, ref), (plain, plain_ref)])
+    assert top_p_violations(mask[:, ::hp], [ref, plain_ref], cfg, *errors) == 0
     if dtype != torch.bfloat16:
         assert torch.equal(mask, unisparse.select_blocks(q, k, cfg, backend="torch"))
 
@@ -166,7 +171,7 @@ def test_block_sparse_kernel_strided_inputs_and_empty_rows(seed):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_sparse_attention_backends_agree_end_to_end(seed, dtype):
     q, k, v = make_qkv(1, 4, 2, 1100, 64, dtype, True, seed)
-    cfg = UniSparseConfig(block_size=128, top_p=0.9, min_seq_len=0)
+    cfg = UniSparseConfig(block_size=128, top_p=0.9, min_seq_len=0, max_density=1.0)  # never the dense fallback
     out_t, mask_t = unisparse.sparse_attention(q, k, v, cfg, return_mask=True, backend="triton")
     ref = R.block_sparse_attention(q.double(), k.double(), v.double(), mask_t, 128)
     assert rel_err(out_t, ref) < TOLERANCE[dtype]
@@ -214,3 +219,38 @@ def test_xattention_selector_backends_agree(seed):
     slow = make_selector("xattention", stride=8, threshold=0.9, backend="torch")(q, k)
     assert fast.shape == slow.shape == (1, 4, 6, 6)
     assert (fast == slow).float().mean() > 0.97  # float32: only near-ties may differ
+
+
+def test_the_top_p_check_takes_near_ties_and_catches_real_selection_errors(seed):
+    """The selection check used here and in the GPU suite: it passes a mask chosen from scores off by
+    the kernels' error (near-ties may swap, the count may move at the threshold) and fails masks
+    that drop a block clearly inside the Top-P set or keep one clearly outside it."""
+    from unisparse.masks import top_p_mask
+
+    cfg = UniSparseConfig(block_size=64, top_p=0.9, sink_blocks=1, local_blocks=1)
+    q, k, _ = structured_qkv(1, 4, 2, 1024, 64, seed=seed)
+    ref = R.block_scores(q, k, cfg)
+    noise = ref * 1e-3 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed))
+    noisy = ref + noise
+    err = noise.abs()
+    abs_err, l1_err = err.amax(-1, keepdim=True), err.sum(-1, keepdim=True)
+    chosen = top_p_mask(noisy, 0.9, sink_blocks=1, local_blocks=1)
+    exact = top_p_mask(ref, 0.9, sink_blocks=1, local_blocks=1)
+    assert top_p_violations(exact, [ref], cfg, abs_err, l1_err) == 0
+    assert top_p_violations(chosen, [ref], cfg, abs_err, l1_err) == 0
+
+    # deliberately wrong: in a row that keeps some free blocks and drops others, drop the
+    # highest-scoring free block, or keep the lowest-scoring dropped one, or drop a forced block
+    from unisparse.masks import causal_block_mask, forced_blocks
+
+    free = causal_block_mask(16, ref.device) & ~forced_blocks(16, 1, 1, ref.device)
+    kept, dropped = (exact & free).sum(-1), (~exact & free).sum(-1)
+    h, i = [int(x) for x in ((kept > 0) & (dropped > 1)).nonzero()[0][1:]]
+    scores = ref[0, h, i]
+    top = int(scores.masked_fill(~free[i], -1.0).argmax())
+    low = int(scores.masked_fill(~free[i] | exact[0, h, i], 9.0).argmin())
+    assert exact[0, h, i, top] and not exact[0, h, i, low]
+    for j, keep in ((top, False), (low, True), (i, False)):
+        wrong = exact.clone()
+        wrong[0, h, i, j] = keep
+        assert top_p_violations(wrong, [ref], cfg, abs_err, l1_err) >= 1, (h, i, j, keep)

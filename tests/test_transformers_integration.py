@@ -126,6 +126,28 @@ def test_padded_batch_short_sequences_and_dense_layers_run_dense():
     torch.testing.assert_close(model(**padded).logits, reference)
 
 
+def test_a_selection_above_max_density_runs_stock_attention_and_the_record_says_why():
+    model = tiny_llama()
+    inputs = prompt(300)
+    dense = model(**inputs).logits
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.5, sink_blocks=0, min_seq_len=0,
+                                            max_density=0.0), backend="torch")
+    with unisparse.record() as rec:
+        logits = model(**inputs).logits
+    torch.testing.assert_close(logits, dense, rtol=1e-5, atol=1e-5)  # every layer ran stock SDPA
+    assert [r.path for r in rec.layers] == ["above_break_even"] * 2
+    for r in rec.layers:
+        assert r.density == 1.0 and r.max_density == 0.0 and 0 < r.selected_density < 1
+        assert r.selected_density == pytest.approx(unisparse.block_density(r.mask))  # the mask is kept for display
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.5, sink_blocks=0, min_seq_len=0,
+                                            max_density=1.0), backend="torch")
+    with unisparse.record() as rec:
+        sparse = model(**inputs).logits
+    assert [r.path for r in rec.layers] == ["sparse"] * 2
+    assert all(r.density == r.selected_density < 1 and r.max_density == 1.0 for r in rec.layers)
+    assert not torch.allclose(sparse, dense, atol=1e-4)
+
+
 def test_enable_rejects_bad_arguments():
     model = tiny_llama()
     with pytest.raises(TypeError, match="config"):

@@ -4,7 +4,8 @@ Pool q and k into composite tokens, attend in that compressed space, sum the pro
 block, keep the Top-P blocks of each query block, and run exact attention over just those.
 """
 
-from .api import block_density, block_sparse_attention, dense_attention, select_blocks, sparse_attention
+from .api import (block_density, block_sparse_attention, dense_attention, fallback_density, select_blocks,
+                  sparse_attention)
 from .config import UniSparseConfig
 from .integrations.transformers import disable, enable, is_enabled
 from .recording import record
@@ -16,6 +17,7 @@ __all__ = [
     "sparse_attention",
     "dense_attention",
     "block_density",
+    "fallback_density",
     "enable",
     "disable",
     "is_enabled",

@@ -29,6 +29,12 @@ Choices the paper leaves open, and how we settled them:
   plus the sparse kernel against dense cuDNN is 0.27x at 4K, 0.71x at 8K, 1.18x at 12K and 1.25x
   at 16K (benchmarks/attention/attention_d128_h100_sweep.md). Tools that measure or show the method at any
   length (fidelity harness, default-model evaluation, demo, benchmarks) set it to 0.
+* ``max_density``: after selection, a call whose kept density is above this runs the dense kernel
+  instead (the selection already spent is the only cost), so that UniSparse is never slower than
+  dense on inputs whose attention keeps most blocks (video-shaped attention often does). Default
+  None: on the Triton backend, the break-even density measured for the GPU and length
+  (:mod:`unisparse.breakeven`); on the PyTorch reference backend, no fallback (it defines the
+  method). A number applies on every backend; 1.0 never falls back.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class UniSparseConfig:
         sink_blocks: leading key blocks always kept.
         local_blocks: blocks ending at the diagonal that are always kept (>= 1).
         min_seq_len: below this length ``sparse_attention`` computes dense attention.
+        max_density: run dense when the selected density is above this (None: the measured
+            break-even on the Triton backend, never on the reference backend).
         variance_correction: weight ``a >= 0`` of the key-spread term of the second estimate,
             ``a * scale^2 / 2 * sum_d q_d^2 var_d(k)`` per composite logit; blocks kept by
             Top-P on either estimate are kept. 0 (the default) turns it off.
@@ -72,6 +80,7 @@ class UniSparseConfig:
     local_blocks: int = 2
     min_seq_len: int = 12288
     variance_correction: float = 0.0
+    max_density: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("block_size", "q_pool", "k_pool", "head_pool", "local_blocks"):
@@ -93,6 +102,9 @@ class UniSparseConfig:
                 )
         if not isinstance(self.top_p, (int, float)) or not (0.0 < float(self.top_p) <= 1.0):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        m = self.max_density
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0):
+            raise ValueError(f"max_density must be None or a number in [0, 1], got {m!r}")
         a = self.variance_correction
         if (not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a < 0):
             raise ValueError(f"variance_correction must be a finite number >= 0, got {a!r}")

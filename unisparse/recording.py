@@ -26,16 +26,20 @@ class LayerRecord:
     layer: int | None
     seq_len: int
     block_size: int
-    path: str  # "sparse", or why it ran dense ("short", "dense_layer", ...)
-    density: float
+    path: str  # "sparse", or why it ran dense ("short", "dense_layer", "above_break_even", ...)
+    density: float  # of what ran: the kept blocks when sparse, 1.0 when dense
     selection_ms: float = 0.0
     attention_ms: float = 0.0
+    # When a selection ran: the density it chose, and the density above which the call runs dense
+    # (None: no fallback). A call with path "above_break_even" had selected_density > max_density.
+    selected_density: float | None = None
+    max_density: float | None = None
     mask_shape: tuple[int, ...] | None = None
     packed_mask: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @property
     def mask(self) -> torch.Tensor | None:
-        """The selected block mask, bool ``[B, Hq, nb, nb]`` on the CPU (None for dense calls)."""
+        """The selected block mask, bool ``[B, Hq, nb, nb]`` on the CPU (None when nothing was selected)."""
         if self.packed_mask is None:
             return None
         count = int(np.prod(self.mask_shape))
@@ -103,15 +107,18 @@ def device_clock(device: torch.device | None = None) -> float:
 
 
 class Stopwatch:
-    """``with Stopwatch(device) as t: ...`` then ``t.ms``: device time of the block in milliseconds."""
+    """``with Stopwatch(device) as t: ...`` then ``t.ms``: device time of the block in milliseconds
+    (0.0 when ``enabled`` is false)."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, enabled: bool = True):
+        self.device, self.enabled, self.ms = device, enabled, 0.0
 
     def __enter__(self):
-        self.start = device_clock(self.device)
+        if self.enabled:  # off: no synchronisation, nothing measured
+            self.start = device_clock(self.device)
         return self
 
     def __exit__(self, *exc):
-        self.ms = (device_clock(self.device) - self.start) * 1e3
+        if self.enabled:
+            self.ms = (device_clock(self.device) - self.start) * 1e3
         return False

@@ -36,7 +36,9 @@ Gaussian. Everything is drawn on the CPU with one ``torch.Generator``, then move
 the same tensors on any device and in any dtype. Entries stay O(1) (|x| up to about 10), so
 bfloat16 and float16 are fine.
 
-``random_block_mask`` gives block masks of an exact density for kernel tests and benchmarks.
+``video_qkv`` plants the structure of a video LLM's prompt instead (frames of a few hundred
+tokens; grid heads that attend to the same spatial position in other frames, local and sink
+heads). ``random_block_mask`` gives block masks of an exact density for kernel tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -196,6 +198,119 @@ def structured_qkv(
         "needles": [[needles[b * Hkv + h] for h in range(Hkv)] for b in range(B)],
     }
     return (*out, layout)
+
+
+VIDEO_PATTERNS = ("grid", "local", "sink")
+# Non-dominant patterns of a video head: weaker than structured_qkv's, because every pattern also
+# adds at the query's own key (a grid head's own position is a "same position" too), where a
+# strong local term would swamp the other frames.
+VIDEO_ODDS_RANGE = (-6.0, -2.0)
+
+
+def video_qkv(
+    batch: int,
+    q_heads: int,
+    kv_heads: int,
+    seq_len: int,
+    head_dim: int,
+    *,
+    frame_tokens: int = 256,
+    text_tokens: int = 32,
+    head_mix: Mapping[str, float] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    return_layout: bool = False,
+):
+    """q ``[B, Hq, L, D]`` and k, v ``[B, Hkv, L, D]`` shaped like a video LLM's prompt: a short text
+    prefix, then frames of ``frame_tokens`` tokens each (frame-major, as Qwen2-VL lays them out), then
+    whatever is left as text.
+
+    Patterns, planted as in :func:`structured_qkv` (additive logit bonuses along orthogonal
+    directions, unit Gaussian background):
+
+    * ``"grid"``: a token attends to the keys at **the same spatial position in other frames**
+      (MMInference's grid heads). Each spatial position has its own random direction in a subspace
+      of ``D / 2`` dimensions, carried by every frame's key at that position and by the query; in
+      frame order this draws slashes at the frame's period, touching every block a little.
+    * ``"local"``: the positional band of :func:`structured_qkv` (width about one frame).
+    * ``"sink"``: the first text tokens.
+
+    Every key carries all three; each query head has one dominant pattern (log-odds
+    ``DOMINANT_ODDS``) drawn by the weights of ``head_mix`` (default ``{"grid": 1, "local": 1,
+    "sink": 1}``; ``{"grid": 1}`` makes every head a grid head) and the others at odds drawn from
+    ``VIDEO_ODDS_RANGE``. ``return_layout`` adds ``{"head_kind": [Hq names], "video_start", "frames",
+    "frame_tokens"}``.
+    """
+    if q_heads % kv_heads:
+        raise ValueError(f"q_heads={q_heads} must be a multiple of kv_heads={kv_heads}")
+    if head_dim < 16:
+        raise ValueError(f"head_dim must be >= 16, got {head_dim}")
+    if frame_tokens < 1 or text_tokens < 0 or seq_len < text_tokens + frame_tokens:
+        raise ValueError(f"seq_len={seq_len} must hold text_tokens={text_tokens} and at least one frame "
+                         f"of frame_tokens={frame_tokens}")
+    mix = dict(head_mix or {p: 1.0 for p in VIDEO_PATTERNS})
+    unknown = set(mix) - set(VIDEO_PATTERNS)
+    if unknown or not any(w > 0 for w in mix.values()):
+        raise ValueError(f"head_mix needs positive weights over {VIDEO_PATTERNS}, got {mix}")
+    B, Hq, Hkv, L, D = batch, q_heads, kv_heads, seq_len, head_dim
+    gen = torch.Generator().manual_seed(seed)
+    frames = (L - text_tokens) // frame_tokens
+    video_end = text_tokens + frames * frame_tokens
+
+    # Which pattern dominates each query head: a seeded draw by the mix's weights.
+    kinds = list(mix)
+    weights = torch.tensor([mix[k] for k in kinds], dtype=torch.float32)
+    pick = torch.multinomial(weights, Hq, replacement=True, generator=gen).tolist()
+    head_kind = [kinds[i] for i in pick]
+    low, high = VIDEO_ODDS_RANGE
+    odds = torch.rand(Hq, len(VIDEO_PATTERNS), generator=gen) * (high - low) + low
+    for h, kind in enumerate(head_kind):
+        odds[h, VIDEO_PATTERNS.index(kind)] = DOMINANT_ODDS
+    log_l = math.log(max(L, 2))
+    base = torch.tensor([math.log(frame_tokens), log_l, log_l - math.log(SINK_TOKENS)])
+    bonus = (base + odds).clamp_min(0.0)  # [Hq, 3]
+    root_d = math.sqrt(D)
+    c = (bonus.amax(0) * root_d).sqrt()
+    a = (bonus * root_d / c).view(1, Hq, 1, len(VIDEO_PATTERNS))
+    c_grid, c_local, c_sink = c.tolist()
+
+    n_freq = max(2, D // 8)
+    basis = torch.linalg.qr(torch.randn(D, D, generator=gen)).Q.T
+    grid_space = basis[: D // 2]
+    pos_dirs = basis[D // 2: D // 2 + 2 * n_freq]
+    sink_dir = basis[D // 2 + 2 * n_freq]
+
+    q = torch.randn(B, Hq, L, D, generator=gen)
+    k = torch.randn(B, Hkv, L, D, generator=gen)
+    v = torch.randn(B, Hkv, L, D, generator=gen)
+
+    # grid: position s of every frame shares a direction; text tokens get directions of their own
+    spatial = torch.randn(frame_tokens, grid_space.shape[0], generator=gen) @ grid_space
+    spatial = spatial / spatial.norm(dim=-1, keepdim=True)
+    code_grid = torch.randn(L, grid_space.shape[0], generator=gen) @ grid_space
+    code_grid = code_grid / code_grid.norm(dim=-1, keepdim=True)
+    code_grid[text_tokens:video_end] = spatial.repeat(frames, 1)
+    k += c_grid * code_grid
+    q += a[..., 0:1] * code_grid
+
+    # local: the rotating positional code, decaying over about one frame
+    freqs = torch.logspace(0.0, -math.log10(max(2, frame_tokens)), n_freq)
+    angle = torch.arange(L, dtype=torch.float32)[:, None] * freqs[None, :]
+    code = torch.stack([angle.cos(), angle.sin()], dim=-1).reshape(L, 2 * n_freq) / math.sqrt(n_freq)
+    code = code @ pos_dirs
+    k += c_local * code
+    q += a[..., 1:2] * code
+
+    # sink: the first text tokens
+    k[:, :, :SINK_TOKENS] += c_sink * sink_dir
+    q += a[..., 2:3] * sink_dir
+
+    out = tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
+    if not return_layout:
+        return out
+    return (*out, {"head_kind": head_kind, "video_start": text_tokens, "frames": frames,
+                   "frame_tokens": frame_tokens})
 
 
 def causal_block_count(nb: int) -> int:

@@ -179,7 +179,7 @@ def answer_example(model, processor, example: Example, *, sparse: bool, config=N
     import unisparse
 
     if sparse:
-        unisparse.enable(model, config if config is not None else unisparse.UniSparseConfig(min_seq_len=0))
+        unisparse.enable(model, config if config is not None else unisparse.UniSparseConfig(min_seq_len=0, max_density=1.0))
     else:
         unisparse.disable(model)
     try:
@@ -309,7 +309,8 @@ def main(argv=None) -> int:
     if a.size:
         h, _, w = a.size.lower().partition("x")
         size = (int(h), int(w or h))
-    config = unisparse.UniSparseConfig(min_seq_len=0, **({} if a.top_p is None else {"top_p": a.top_p}))
+    # the method itself at any length: no dense fallback (min_seq_len=0, max_density=1.0)
+    config = unisparse.UniSparseConfig(min_seq_len=0, max_density=1.0, **({} if a.top_p is None else {"top_p": a.top_p}))
     loaded = load_model(a.model, device=a.device, dtype=a.dtype)
     suite = []
     for name in a.suites:

@@ -103,7 +103,7 @@ def evaluate_selector(
     """
     eval_from = eval_from or ids.shape[1] // 2
     if config is None:
-        config = UniSparseConfig(block_size=selector.block_size, min_seq_len=0)
+        config = UniSparseConfig(block_size=selector.block_size, min_seq_len=0, max_density=1.0)
     elif ids.shape[1] < config.min_seq_len:
         warnings.warn(f"config.min_seq_len={config.min_seq_len} exceeds the {ids.shape[1]} tokens evaluated: "
                       f"every layer runs dense; pass min_seq_len=0 to measure the selector", stacklevel=2)

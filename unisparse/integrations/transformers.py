@@ -10,6 +10,10 @@ selector plus the block-sparse kernel, and hands everything else to the stock SD
 * padded batches (an attention mask arrives; UniSparse would ignore the padding);
 * non-causal modules, dropout in training, sliding-window layers, soft-capping;
 * sequences shorter than ``max(block_size, config.min_seq_len)``;
+* selections whose kept density is above the break-even (``config.max_density``, by default the
+  density measured for the GPU and length, :mod:`unisparse.breakeven`): the dense kernel is faster
+  there, and the selection already spent is the only cost (recorded as ``"above_break_even"``,
+  with the selected density and its mask);
 * layers listed in ``dense_layers`` (keeping the first layers dense is a common need);
 * inputs the Triton kernels do not take (dtype or head dim), with a warning once.
 """
@@ -22,7 +26,7 @@ from typing import Iterable
 
 import torch
 
-from ..api import block_density, block_sparse_attention
+from ..api import block_density, block_sparse_attention, dense_attention, fallback_density
 from ..config import UniSparseConfig
 from ..recording import LayerRecord, Stopwatch, active
 from ..validation import TRITON_DTYPES, TRITON_HEAD_DIMS, check_backend, check_config, resolve_backend
@@ -41,6 +45,7 @@ class LayerPlan:
     min_seq_len: int
     dense: bool
     backend: str
+    config: UniSparseConfig  # for the fallback density (max_density)
 
 
 def _sdpa():
@@ -102,19 +107,23 @@ def unisparse_attention_forward(
         return _sdpa()(module, query, key, value, attention_mask, dropout=dropout,
                        scaling=scaling, is_causal=is_causal, **kwargs)
     plan: LayerPlan = module.__dict__[_PLAN_ATTR]
-    if rec is None:
+    seq_len = query.shape[2]
+    with Stopwatch(query.device, enabled=rec is not None) as select_time:
         mask = plan.selector(query, key, scale=scaling)
-        out = block_sparse_attention(query, key, value, mask, block_size=plan.block_size,
-                                     scale=scaling, backend=plan.backend)
-    else:
-        with Stopwatch(query.device) as select_time:
-            mask = plan.selector(query, key, scale=scaling)
-        with Stopwatch(query.device) as attend_time:
+        limit = fallback_density(plan.config, query.device, seq_len, resolve_backend(plan.backend, query.device))
+        density = block_density(mask) if limit is not None or rec is not None else None
+    above = limit is not None and density > limit
+    with Stopwatch(query.device, enabled=rec is not None) as attend_time:
+        if above:  # causal self-attention prefill without a mask (else _dense_reason had said so)
+            out = dense_attention(query, key, value, scaling).transpose(1, 2).contiguous()
+        else:
             out = block_sparse_attention(query, key, value, mask, block_size=plan.block_size,
-                                         scale=scaling, backend=plan.backend)
-        rec.add(LayerRecord(getattr(module, "layer_idx", None), query.shape[2], plan.block_size, "sparse",
-                            block_density(mask), select_time.ms, attend_time.ms), mask)
-    return out.transpose(1, 2).contiguous(), None
+                                         scale=scaling, backend=plan.backend).transpose(1, 2).contiguous()
+    if rec is not None:
+        rec.add(LayerRecord(getattr(module, "layer_idx", None), seq_len, plan.block_size,
+                            "above_break_even" if above else "sparse", 1.0 if above else density,
+                            select_time.ms, attend_time.ms, selected_density=density, max_density=limit), mask)
+    return out, None
 
 
 def register() -> None:
@@ -182,7 +191,7 @@ def enable(
     dense_layers = set(dense_layers)
     for module in modules:
         module.__dict__[_PLAN_ATTR] = LayerPlan(
-            selector, config.block_size, config.min_seq_len, module.layer_idx in dense_layers, backend)
+            selector, config.block_size, config.min_seq_len, module.layer_idx in dense_layers, backend, config)
     text_config = _text_config(model)
     if _PREVIOUS_ATTR not in model.__dict__:
         model.__dict__[_PREVIOUS_ATTR] = text_config._attn_implementation

@@ -1,0 +1,57 @@
+"""The break-even table: loading, interpolation, a safe default for GPUs it does not name, clear errors."""
+
+import json
+
+import pytest
+
+from unisparse import breakeven as BE
+
+
+def table(points, name="NVIDIA H200"):
+    return BE.parse_table({"devices": {name: {"points": points}}})
+
+
+def test_interpolates_in_log_length_and_clamps_outside():
+    t = table([[32768, 0.9], [8192, 0.7]])["NVIDIA H200"]  # unordered input is sorted
+    assert t.lengths == (8192, 32768)
+    assert t.at(4096) == 0.7 and t.at(131072) == 0.9  # the nearest point outside the range
+    assert t.at(16384) == pytest.approx(0.8)  # halfway in log(length)
+    assert t.at(8192) == 0.7 and t.at(32768) == 0.9
+
+
+def test_an_unknown_gpu_gets_the_safe_default_and_a_known_one_its_measurement():
+    t = table([[8192, 0.7], [32768, 0.9]])
+    assert BE.break_even_density("NVIDIA H200", 32768, t) == (0.9, "NVIDIA H200")
+    assert BE.break_even_density("Some Future GPU", 32768, t) == (BE.SAFE_DENSITY, "default")
+    assert BE.break_even_density("cpu", 32768, {}) == (BE.SAFE_DENSITY, "default")
+    assert 0 < BE.SAFE_DENSITY <= 0.5  # low enough that an unmeasured kernel is not slower than dense
+
+
+@pytest.mark.parametrize("data,match", [
+    ([], "devices"),
+    ({"devices": {"X": {}}}, "points"),
+    ({"devices": {"X": {"points": [[8192, 1.5]]}}}, "bad points"),
+    ({"devices": {"X": {"points": [[0, 0.5]]}}}, "bad points"),
+    ({"devices": {"X": {"points": [[8192, 0.5], [8192, 0.6]]}}}, "bad points"),
+    ({"devices": {"X": {"points": [["a", 0.5]]}}}, "points"),
+    ({"devices": {"X": {"points": []}}}, "bad points"),
+])
+def test_malformed_tables_are_refused_naming_the_entry(data, match):
+    with pytest.raises(ValueError, match=match):
+        BE.parse_table(data, "t.json")
+
+
+def test_files_load_and_a_missing_file_is_an_empty_table(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"devices": {"G": {"points": [[4096, 0.5]]}}}))
+    assert BE.load_table(path)["G"].at(4096) == 0.5
+    assert BE.load_table(tmp_path / "missing.json") == {}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="bad.json"):
+        BE.load_table(bad)
+
+
+def test_the_shipped_table_parses():
+    for name, entry in BE.load_table().items():
+        assert name and all(0 < d <= 1 for d in entry.densities)
