@@ -2,9 +2,11 @@
 print what each took, then serve the web demo (``--no-demo`` stops after the answers).
 
 Uses the default model (``videoqa.models``: ``$VIDEOQA_MODEL``, ``videoqa/assets/default_model/``, else the
-random stand-in, whose answers are meaningless and which the output says it is). Like the demo,
-the UniSparse run has ``min_seq_len=0``: the sample videos make prompts far below 12,288 tokens,
-under which the library default runs dense (where sparse is slower), and this job shows the method.
+random stand-in, whose answers are meaningless and which the output says it is). The UniSparse run
+has ``min_seq_len=0`` and ``max_density=1.0``: the sample videos make prompts far below 12,288
+tokens, under which the library default runs dense (where sparse is slower), and this job shows
+the method itself. Where the sample's manifest knows the answer, it is printed, and so is whether
+each mode got it.
 """
 
 from __future__ import annotations
@@ -31,17 +33,23 @@ def main(argv=None) -> int:
 
     import unisparse
     from videoqa import answer
-    from videoqa.demo.samples import suggestion
+    from videoqa.demo.samples import describe_answer, is_right, known_answer, suggestion
 
     question, options = suggestion(args.video.name)
-    config = unisparse.UniSparseConfig(top_p=args.top_p, min_seq_len=0)  # sparse at any length (docstring)
+    right = known_answer(args.video.name, question, options)
+    # the method itself at any length: sparse even on these short prompts (min_seq_len=0) and on a
+    # CPU (max_density=1.0; elsewhere on a CPU the application computes dense attention, README)
+    config = unisparse.UniSparseConfig(top_p=args.top_p, min_seq_len=0, max_density=1.0)
     print(f"video: {args.video}\nquestion: {question}" + (f"\noptions: {options}" if options else ""))
+    if right is not None:
+        print(f"right answer (from the sample's manifest): {describe_answer(right, options)}")
     results = {}
     for mode, sparse in (("dense", False), ("UniSparse", True)):
         results[mode] = a = answer(str(args.video), question, options or None, model=args.model,
                                    sparse=sparse, config=config, max_new_tokens=16)
         density = "-" if a.density is None else f"{a.density:.3f}"
-        print(f"[{mode:9s}] answer {a.text!r} letter {a.letter} | prefill {a.timings['prefill']:.3f} s | "
+        verdict = "" if right is None else ("  RIGHT" if is_right(a.text, a.letter, right) else "  WRONG")
+        print(f"[{mode:9s}] answer {a.text!r} letter {a.letter}{verdict} | prefill {a.timings['prefill']:.3f} s | "
               f"density {density} | tokens {a.total_tokens} ({a.visual_tokens} visual) | {a.model}")
     if results["dense"].random_model:
         print("note: the default model here is the random stand-in (no trained model is installed): "

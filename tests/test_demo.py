@@ -52,7 +52,7 @@ def test_answer_handler_runs_dense_then_unisparse_on_the_same_prompt(both, loade
     assert dense.total_tokens == sparse.total_tokens and dense.video_span == sparse.video_span
     assert dense.frames.count == 8 and dense.frames.timestamps_s == sparse.frames.timestamps_s
     assert sparse.config["top_p"] == 0.6 and sparse.config["block_size"] == 64
-    assert sparse.config["min_seq_len"] == 0  # the demo shows the sparse path at any length
+    assert sparse.config["min_seq_len"] == 0 and sparse.config["max_density"] == 1.0  # the method, any length
     assert 0 < sparse.density < 1 and all(r.path == "sparse" for r in sparse.layers)
     # progress: both runs reported, fractions never go back, and it ends at 1
     fractions = [f for f, _ in calls]
@@ -137,7 +137,7 @@ def test_heatmap_marks_the_video_and_labels_frame_times(both):
 
 def test_density_plot_and_block_map_of_layers_that_ran_dense(loaded):
     a = answer(SHAPES, "What moves?", model=loaded, num_frames=4, max_new_tokens=1, dense_layers=[0],
-               config=unisparse.UniSparseConfig(block_size=64, top_p=0.7, min_seq_len=0))
+               config=unisparse.UniSparseConfig(block_size=64, top_p=0.7, min_seq_len=0, max_density=1.0))
     fig = plots.density_figure(a)
     ax = fig.axes[0]
     assert [p.get_height() for p in ax.patches] == pytest.approx([1.0] + [r.density for r in a.layers[1:]])
@@ -146,6 +146,13 @@ def test_density_plot_and_block_map_of_layers_that_ran_dense(loaded):
     message = plots.heatmap_figure(a, 0)
     assert not message.axes and "ran dense (dense_layer)" in message.texts[0].get_text()
     assert plots.density_figure(None).texts[0].get_text().startswith("Dense attention only")
+    # selected, then computed dense (the CPU default): the selection is still drawn
+    cpu = answer(SHAPES, "What moves?", model=loaded, num_frames=4, max_new_tokens=1,
+                 config=unisparse.UniSparseConfig(block_size=64, top_p=0.7, min_seq_len=0))
+    ax = plots.density_figure(cpu).axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([r.selected_density for r in cpu.layers])
+    assert any("computed dense" in t.get_text() for t in ax.get_legend().get_texts())
+    assert plots.heatmap_figure(cpu, 0).axes[0].images
     assert handlers.heatmap(None, 0, -1).texts[0].get_text().startswith("Ask a question first")
 
 

@@ -38,7 +38,7 @@ def force(text, loaded):
 
 
 def test_sparse_answer_goes_through_unisparse(loaded):
-    cfg = UniSparseConfig(block_size=128, top_p=0.5, min_seq_len=0)
+    cfg = UniSparseConfig(block_size=128, top_p=0.5, min_seq_len=0, max_density=1.0)  # the sparse path itself
     a = answer(SHAPES, "What moves from left to right?", OPTIONS, model=loaded, config=cfg, max_new_tokens=6)
     assert isinstance(a, Answer) and a.sparse and a.random_model and a.model == "random"
     # frames: 2 fps over 10 s, resized to 28-multiples; visual tokens follow from them
@@ -67,12 +67,28 @@ def test_sparse_answer_goes_through_unisparse(loaded):
     assert a.timings["total"] >= sum(a.timings[k] for k in STEPS if k not in ("total", "vision_encoder")) - 1e-6
 
 
+def test_on_a_cpu_unisparse_selects_and_records_but_computes_dense_attention(loaded):
+    """The CPU default (videoqa.models.set_sparsity): blocks are selected and their masks kept for
+    display, then dense SDPA computes the attention, because the reference sparse path is slower."""
+    kw = dict(model=loaded, num_frames=8, max_new_tokens=6)
+    dense = answer(SHAPES, "What moves?", OPTIONS, sparse=False, **kw)
+    a = answer(SHAPES, "What moves?", OPTIONS, config=UniSparseConfig(top_p=0.5, min_seq_len=0), **kw)
+    n_layers = loaded.model.config.text_config.num_hidden_layers
+    assert a.config["max_density"] == 0.0 and a.fallback_layers == n_layers
+    assert [r.path for r in a.layers] == ["above_break_even"] * n_layers
+    assert all(r.mask is not None and r.selected_density == pytest.approx(unisparse.block_density(r.mask))
+               for r in a.layers)
+    assert 0 < a.density < 1 and a.density == pytest.approx(sum(r.selected_density for r in a.layers) / n_layers)
+    assert a.text == dense.text  # dense attention computed the answer
+
+
 def test_dense_and_top_p_one_agree_and_dense_records_nothing(loaded):
     kw = dict(model=loaded, num_frames=8, max_new_tokens=10)
     unisparse.enable(loaded.model)  # left on by an earlier call: sparse=False must switch it off
     dense = answer(COUNTING, "Which digits appear?", sparse=False, **kw)
     assert not unisparse.is_enabled(loaded.model)
-    full = answer(COUNTING, "Which digits appear?", config=UniSparseConfig(top_p=1.0, min_seq_len=0), **kw)
+    full = answer(COUNTING, "Which digits appear?", config=UniSparseConfig(top_p=1.0, min_seq_len=0, max_density=1.0),
+                  **kw)
     assert unisparse.is_enabled(loaded.model)
     assert not dense.sparse and dense.density is None and dense.layers == [] and dense.config is None
     assert full.density == 1.0 and all(r.path == "sparse" for r in full.layers)
@@ -192,7 +208,7 @@ def test_qwen2_5_vl_directory_gets_its_class_and_seconds_per_grid(loaded, tmp_pa
 
     monkeypatch.setattr(q25.model.model, "get_rope_index", spy)
     a = answer(SHAPES, "What moves?", model=q25, num_frames=8, max_pixels=28 * 28 * 20, max_new_tokens=3,
-               config=UniSparseConfig(block_size=64, min_seq_len=0))
+               config=UniSparseConfig(block_size=64, min_seq_len=0, max_density=1.0))
     assert seen and seen[0].tolist() == pytest.approx([2 / a.frames.sample_fps])
     assert a.layers and all(r.path == "sparse" for r in a.layers)
 

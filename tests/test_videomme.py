@@ -438,8 +438,10 @@ def test_cli_min_seq_len_reaches_the_answerer(tmp_path, capsys):
     default, opted = FakeAnswerer(), FakeAnswerer()
     assert cli_main(common + ["--output", str(tmp_path / "a")], answer_fn=default) == 0
     assert cli_main(common + ["--output", str(tmp_path / "b"), "--min-seq-len", "0"], answer_fn=opted) == 0
-    assert [c["config"] for c in default.calls] == [None, None]  # the library default
-    assert [c["config"] for c in opted.calls] == [UniSparseConfig(min_seq_len=0)] * 2
+    # the library default, measured as the method itself (never the speed fallback to dense)
+    assert [c["config"] for c in default.calls] == [UniSparseConfig(max_density=1.0)] * 2
+    assert [c["config"] for c in opted.calls] == [UniSparseConfig(min_seq_len=0, max_density=1.0)] * 2
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["config"] is None  # as given
 
 
 # ----------------------------------------------------------------------------- interruption and sharding

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -56,7 +57,7 @@ class Answer:
     model: str
     random_model: bool  # True: the offline random stand-in answered; the text is meaningless
     sparse: bool
-    density: float | None  # mean block density over the layers that ran sparse; None if none did
+    density: float | None  # mean density UniSparse selected over the layers that selected blocks; None if none did
     visual_tokens: int
     total_tokens: int  # prompt length, visual tokens included
     new_tokens: int  # generated tokens, the end-of-turn token included when the answer ended on it
@@ -64,6 +65,9 @@ class Answer:
     timings: dict[str, float]  # seconds: decode_video, load_model, preprocess, prefill, vision_encoder, generate, total
     # unisparse LayerRecord per language-model prefill call (masks, densities, times); empty when dense
     layers: list = dataclasses.field(default_factory=list, repr=False)
+    # Layers that selected blocks and then computed dense attention (selection above the break-even
+    # density, or any selection on a CPU: see videoqa.models.set_sparsity); their masks are kept.
+    fallback_layers: int = 0
     config: dict | None = None  # UniSparseConfig in force (None when dense)
     # Where the video sits in the prompt: token positions [start, end) of the <|video_pad|> run, and
     # the video grid (temporal patches, patch rows, patch columns) that produced those tokens.
@@ -188,6 +192,10 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
     t_loaded = time.perf_counter()
 
     prepared = build_inputs(loaded.processor, frames, question, options, system=system)
+    if loaded.context_tokens and prepared.num_tokens > loaded.context_tokens:
+        warnings.warn(f"the prompt has {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), more than "
+                      f"{loaded.name}'s context of {loaded.context_tokens}: its answer may be poor; sample fewer "
+                      f"or smaller frames (its defaults: {loaded.video_defaults})", stacklevel=2)
     inputs = {k: v.to(loaded.device) for k, v in prepared.inputs.items()}
     model_ = loaded.model
     if prepared.second_per_grid_t is not None and "second_per_grid_ts" in inspect.signature(model_.forward).parameters:
@@ -227,8 +235,8 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
     new = out[0, prepared.num_tokens:]
     text = loaded.processor.decode(new).strip()
 
-    sparse_layers = [r for r in rec.layers if r.path == "sparse"]
-    density = sum(r.density for r in sparse_layers) / len(sparse_layers) if sparse_layers else None
+    selected = [r for r in rec.layers if r.selected_density is not None]
+    density = sum(r.selected_density for r in selected) / len(selected) if selected else None
     info = frames.info
     timings = {
         "decode_video": t_decoded - t_start,
@@ -250,6 +258,7 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
                           float(info.fps), (int(info.width), int(info.height))),
         timings=timings, layers=list(rec.layers),
         config=dataclasses.asdict(used) if used is not None else None,
+        fallback_layers=sum(r.path == "above_break_even" for r in rec.layers),
         video_span=video_token_span(prepared.inputs["input_ids"], loaded.processor.video_token_id),
         video_grid_thw=tuple(int(v) for v in prepared.grid_thw),
         frame_images=_thumbnails(frames.frames, keep_frames) if keep_frames else None,

@@ -571,6 +571,12 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
             "model": model, "processor": processor, "lora": lora}
 
 
+# The frame sampling the default model is served with (recorded in its export, used by every tool
+# unless the caller says otherwise): frames no larger than the largest it trains on (252x336) and at
+# most 64 of them, about 3.5K visual tokens: inside its 8K context and quick on a CPU.
+VIDEO_DEFAULTS = {"fps": 2.0, "max_frames": 64, "max_pixels": 252 * 336}
+
+
 def export(cfg: TrainConfig, model, processor, lora, source, trained_steps: int | None = None) -> str:
     """Save the trained model for ``videoqa.models.load_model`` (compact: vision + LoRA only; full: everything)."""
     from videoqa.models.compact import save_compact
@@ -580,7 +586,7 @@ def export(cfg: TrainConfig, model, processor, lora, source, trained_steps: int 
     if cfg.export_format == "compact":
         save_compact(model, processor, cfg.export, source=source, lora=lora,
                      extra={"trained_steps": cfg.steps if trained_steps is None else trained_steps,
-                            "train_config": cfg.schedule_key()})
+                            "train_config": cfg.schedule_key(), "video_defaults": dict(VIDEO_DEFAULTS)})
     elif cfg.export_format == "full":
         save_full(model, processor, cfg.export, lora=lora)
     else:

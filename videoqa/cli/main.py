@@ -119,10 +119,16 @@ def _run_ask(args) -> int:
         print(f"letter: {result.letter or '(none recognised)'}")
     t = result.timings
     density = "dense" if result.density is None else f"density {result.density:.3f}"
+    if result.fallback_layers:
+        selected = sum(r.selected_density is not None for r in result.layers)
+        density += (f" (selected; {result.fallback_layers} of {selected} layers then computed dense: "
+                    f"{'on a CPU' if result.config and result.config.get('max_density') == 0 else 'above the break-even'})")
     f = result.frames
     print(f"[{result.model}{' (random weights)' if result.random_model else ''}] {f.count} frames {f.width}x{f.height}, "
-          f"{result.total_tokens} tokens ({result.visual_tokens} visual), {density}; "
-          f"prefill {t['prefill']:.3f} s, generate {t['generate']:.3f} s, total {t['total']:.3f} s")
+          f"{result.total_tokens} tokens ({result.visual_tokens} visual), {density}")
+    print("time: " + ", ".join(f"{name.replace('_', ' ')} {t[name]:.2f} s" for name in
+                               ("decode_video", "load_model", "preprocess", "prefill", "vision_encoder", "generate",
+                                "total") if name in t))
     return 0
 
 

@@ -50,10 +50,12 @@ class DemoResult:
         return self.dense if self.dense is not None else self.sparse
 
     def sparse_layers(self) -> list[int]:
-        """Layers whose prefill ran UniSparse (the ones with a block map to draw)."""
+        """Layers whose prefill selected blocks (the ones with a block map to draw), whether the kept
+        blocks or all of them were then computed."""
         if self.sparse is None:
             return []
-        return [r.layer if r.layer is not None else i for i, r in enumerate(self.sparse.layers) if r.path == "sparse"]
+        return [r.layer if r.layer is not None else i for i, r in enumerate(self.sparse.layers)
+                if r.selected_density is not None]
 
     def num_heads(self) -> int:
         for r in self.sparse.layers if self.sparse is not None else []:
@@ -161,14 +163,16 @@ class _Progress:
 
 
 def demo_config(top_p: float = 0.95, block_size: int = 128):
-    """The demo's UniSparse config: ``min_seq_len=0``, so that selection runs (and shows) at any length.
+    """The demo's UniSparse config: the method itself at any length (``min_seq_len=0``,
+    ``max_density=1.0``), so that the answer shown is the one UniSparse's selection gives.
 
     The library default (``min_seq_len=12288``) runs dense attention on shorter prompts, where
-    selection plus the sparse kernel is slower than dense (benchmarks/attention/attention_d128_h100_sweep.md).
+    selection plus the sparse kernel is slower than dense (benchmarks/attention/attention_d128_h100_sweep.md),
+    and the application computes dense attention on a CPU (videoqa.models.set_sparsity).
     """
     from unisparse import UniSparseConfig
 
-    return UniSparseConfig(top_p=float(top_p), block_size=int(block_size), min_seq_len=0)
+    return UniSparseConfig(top_p=float(top_p), block_size=int(block_size), min_seq_len=0, max_density=1.0)
 
 
 def run_question(video, question: str, options=(), mode: str = "Both", top_p: float = 0.95, *,

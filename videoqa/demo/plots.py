@@ -64,6 +64,9 @@ def density_figure(answer) -> Figure:
         x = r.layer if r.layer is not None else i
         if r.path == "sparse":
             ax.bar(x, r.density, color=KEPT, width=0.8)
+        elif r.selected_density is not None:  # selected, then computed dense (above the break-even; a CPU)
+            ax.bar(x, r.selected_density, color=KEPT, alpha=0.45, width=0.8)
+            dense_paths.add("selection drawn, computed dense")
         else:
             ax.bar(x, 1.0, color="white", edgecolor="#888888", hatch="//", width=0.8)
             dense_paths.add(r.path)
@@ -117,8 +120,8 @@ def heatmap_figure(answer, layer: int, head: int | None = None, *, max_ticks: in
     rec = find_layer(answer, layer)
     if rec is None:
         return message_figure(f"No record of layer {layer}.")
-    if rec.path != "sparse" or rec.mask is None:
-        why = "kept no masks" if rec.path == "sparse" else f"ran dense ({rec.path})"
+    if rec.mask is None:
+        why = "kept no masks" if rec.selected_density is not None else f"ran dense ({rec.path})"
         return message_figure(f"Layer {layer} {why}: no block selection to show.")
     mask = rec.mask[0]  # [H, nb, nb]
     heads, nb = int(mask.shape[0]), int(mask.shape[-1])

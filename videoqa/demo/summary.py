@@ -84,7 +84,8 @@ def metrics_markdown(dense=None, sparse=None, *, device: str | None = None) -> s
     row("of which language model", lambda a: _s(a.timings["prefill"] - a.timings["vision_encoder"]))
     row("decoding", lambda a: f"{_s(a.timings['generate'])} ({a.new_tokens} tokens)")
     row("block density", lambda a: "1 (dense)" if not a.sparse else
-        ("1 (prompt shorter than a block)" if a.density is None else f"{a.density:.3f}"))
+        ("1 (prompt shorter than a block)" if a.density is None else
+         f"{a.density:.3f}" + (" selected, computed dense" if a.fallback_layers else "")))
     lines = ["### Measurements"]
     if dense is not None and sparse is not None:
         t_d, t_s = dense.timings, sparse.timings

