@@ -34,11 +34,14 @@ fi
 if [ -z "$why" ]; then
   echo "[setup] installing Chromium for the browser test (apt-get install chromium)"
   export DEBIAN_FRONTEND=noninteractive
-  if "${SUDO[@]}" apt-get update -qq >/dev/null && "${SUDO[@]}" apt-get install -y -qq chromium >/dev/null; then
+  log="$(mktemp)"
+  if "${SUDO[@]}" apt-get update -qq >"$log" 2>&1 && "${SUDO[@]}" apt-get install -y -qq chromium >>"$log" 2>&1; then
+    rm -f "$log"
     have_chromium && exit 0
     why="apt-get installed chromium but no chromium command is on PATH"
   else
-    why="apt-get install chromium failed"
+    tail -n 20 "$log" >&2
+    why="apt-get install chromium failed (its output above)"
   fi
 fi
 echo "[setup] no Chromium ($why): tests/test_demo_browser.py will skip, or fail where \$CI is set." \

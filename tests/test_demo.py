@@ -70,6 +70,9 @@ def test_outputs_show_answer_measurements_plots_controls_and_frames(both, loaded
     assert state is result
     assert "**UniSparse:**" in ans and "**Dense:**" in ans and "Random stand-in model" in ans
     assert summary.escape(sparse.text) in ans
+    # a bundled sample asked its suggested question: the known answer, and which run got it
+    assert result.right == "A" and "**Known answer** (from the sample's facts): A \\(a red circle\\)" in ans
+    assert ans.count("right") + ans.count("**wrong**") >= 2
     # measurements: the prefill times, the speedup computed from them, tokens and density
     speed = dense.timings["prefill"] / sparse.timings["prefill"]
     assert f"Prefill speedup of UniSparse over dense: {speed:.2f}x" in metrics
@@ -325,3 +328,18 @@ def test_the_page_says_which_kind_of_model_answers(monkeypatch, tmp_path):
     assert "Embedded default model" in note and "--model" in note and "Random" not in note
     (tmp_path / "config.json").write_text("{}")  # a plain checkpoint directory: no marker, no notice
     assert _model_notice(str(tmp_path)) == ""
+
+
+def test_a_bundled_sample_is_recognised_by_its_bytes_wherever_it_was_copied(tmp_path):
+    copy = tmp_path / "shapes.mp4"
+    copy.write_bytes(SHAPES.read_bytes())
+    assert handlers.bundled_sample(copy) == "shapes.mp4" and handlers.bundled_sample(SHAPES) == "shapes.mp4"
+    other = tmp_path / "counting.mp4"
+    other.write_bytes(SHAPES.read_bytes())  # a sample's name, another sample's bytes
+    assert handlers.bundled_sample(other) is None and handlers.bundled_sample(tmp_path / "missing.mp4") is None
+    from videoqa.demo.samples import known_answer
+
+    assert known_answer("shapes.mp4", "What moves from left to right?", ["A. a red circle", "B. a blue square",
+                                                                         "C. a green triangle", "D. nothing"]) == "A"
+    assert known_answer("shapes.mp4", "What moves?", list(OPTIONS)) is None  # another question: not known
+

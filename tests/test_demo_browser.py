@@ -10,7 +10,7 @@ existing Chromium without downloading its own. ``$CHROMIUM`` names another binar
 the tests skip with the reason, except in CI (``$CI`` set), where they fail: a missing browser
 must not pass unnoticed there.
 
-``UPDATE_DOCS_SCREENSHOT=1`` also copies the screenshot of the answered page to ``docs/demo.png``.
+``UPDATE_DOCS_SCREENSHOT=1`` also copies the screenshot of the default model's answered page to ``docs/demo.png``.
 """
 
 import os
@@ -179,6 +179,43 @@ def test_pick_a_sample_ask_and_see_the_answer_and_block_map(browser, server, tmp
     expect(page.locator("#head input")).to_have_value("head 1")
     expect(page.locator('[data-testid="toast-text"]')).to_have_count(0)  # no error anywhere
 
+    _wait_idle(page)
+    shot = tmp_path / "demo.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def default_model_server(browser):
+    from videoqa.demo import launch
+
+    port = _free_port()
+    app = launch(port=port, model=None, device="cpu", block=False, quiet=True)  # the embedded default model
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def test_the_default_model_answers_a_sample_and_the_page_shows_the_known_answer(browser, default_model_server,
+                                                                                tmp_path):
+    """What a visitor sees first: the embedded default model, a bundled sample, both modes, and
+    beside the answers the one the sample's facts give. This page is docs/demo.png
+    (``UPDATE_DOCS_SCREENSHOT=1`` retakes it)."""
+    from playwright.sync_api import expect
+
+    page = _open(browser, default_model_server)
+    expect(page.locator("#model-notice")).to_contain_text("Embedded default model")
+    page.click("#sample input")
+    page.get_by_role("option", name="shapes.mp4").click()
+    expect(page.locator("#question textarea")).to_have_value("What moves from left to right?")
+    page.click("#ask")
+    answer = page.locator("#answer")
+    expect(answer).to_contain_text("Known answer (from the sample's facts): A (a red circle)",
+                                   timeout=ANSWER_TIMEOUT_MS)  # written with the answers, at the end
+    expect(answer).to_contain_text("Dense:")
+    expect(answer).not_to_contain_text("answers are meaningless")
+    expect(answer).to_contain_text(re.compile(r"UniSparse: (right|wrong), Dense: (right|wrong)"))
+    expect(page.locator("#heatmap img")).to_be_visible()
     _wait_idle(page)
     shot = tmp_path / "demo.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -26,7 +26,7 @@ import gradio as gr
 import numpy as np
 
 from . import DEFAULT_MAX_UPLOAD_MB, plots, summary
-from .samples import SAMPLES_DIR, suggestion
+from .samples import SAMPLES_DIR, known_answer, suggestion
 
 log = logging.getLogger("videoqa.demo")
 
@@ -44,6 +44,7 @@ class DemoResult:
     dense: object | None = None
     sparse: object | None = None
     device: str | None = None
+    right: object | None = None  # the known answer, when the video is a bundled sample asked its suggested question
 
     @property
     def first(self):
@@ -208,6 +209,8 @@ def run_question(video, question: str, options=(), mode: str = "Both", top_p: fl
                 result.sparse = a
         if result.sparse is not None and result.dense is not None:
             result.sparse.frame_images = result.dense.frame_images  # the same frames: one copy for the strip
+        sample = bundled_sample(path)
+        result.right = known_answer(sample, question, opts) if sample else None
     if progress is not None:
         progress(1.0, desc="drawing")
     return result
@@ -271,11 +274,23 @@ def outputs(result: DemoResult) -> tuple:
     caption = (f"**Sampled frames:** {first.frames.count}" +
                (f" (showing {len(frames)})" if len(frames) < first.frames.count else "") +
                f", {first.frames.sample_fps:.2f} per second; the model sees them in pairs (one temporal patch).")
-    return (summary.answer_markdown(result.dense, result.sparse),
+    return (summary.answer_markdown(result.dense, result.sparse, right=result.right),
             summary.metrics_markdown(result.dense, result.sparse, device=result.device),
             plots.density_figure(result.sparse),
             heatmap(result, layer, MEAN_HEADS),
             layer_control, head_control, frames, caption, result)
+
+
+def bundled_sample(path, samples_dir: Path | str = SAMPLES_DIR) -> str | None:
+    """The bundled sample's file name when ``path`` holds one (the demo's video box may hand over a
+    copy in gradio's cache, so the bytes are compared, not the folder); None otherwise."""
+    path, candidate = Path(path), Path(samples_dir) / Path(path).name
+    try:
+        if not candidate.is_file() or candidate.stat().st_size != path.stat().st_size:
+            return None
+        return path.name if candidate.read_bytes() == path.read_bytes() else None
+    except OSError:
+        return None
 
 
 def pick_sample(file: str | None, samples_dir: Path | str = SAMPLES_DIR) -> tuple:

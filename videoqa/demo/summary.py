@@ -43,8 +43,9 @@ def _answer_line(label: str, a) -> str:
     return line
 
 
-def answer_markdown(dense=None, sparse=None) -> str:
-    """The answer(s); with both, whether they agree; a warning when the random stand-in answered."""
+def answer_markdown(dense=None, sparse=None, *, right=None) -> str:
+    """The answer(s); with both, whether they agree; the known right answer and which run got it
+    (``right``: a bundled sample's suggested question); a warning when the random stand-in answered."""
     runs = [(label, a) for label, a in (("UniSparse", sparse), ("Dense", dense)) if a is not None]
     if not runs:
         return ""
@@ -58,6 +59,13 @@ def answer_markdown(dense=None, sparse=None) -> str:
             same, what = dense.text == sparse.text, "answer"
         verdict = f"give the same {what}" if same else f"give different {what}s"
         lines += ["", f"Dense and UniSparse {verdict}."]
+    if right is not None:
+        from .samples import describe_answer, is_right
+
+        marks = ", ".join(f"{label}: {'right' if is_right(a.text, a.letter, right) else '**wrong**'}"
+                          for label, a in runs)
+        lines += ["", f"**Known answer** (from the sample's facts): {escape(describe_answer(right, first.options))}. "
+                      f"{marks}."]
     if any(a.random_model for _, a in runs):
         lines += ["", "> " + random_warning()]
     return "\n".join(lines)
