@@ -151,8 +151,20 @@ def kept_block_lists(block_mask: torch.Tensor):
     return idx.contiguous(), cnt.contiguous()
 
 
+KERNELS = ("triton", "gluon", "gluon-plain", "gluon-ws", "gluon-ws-pp")
+
+
 class Tile(NamedTuple):
-    """Launch shape of the forward kernel (see benchmarks/NOTES.md for how it was chosen)."""
+    """Launch shape of the forward kernel (see benchmarks/kernel/NOTES.md for how it was chosen).
+
+    ``kernel`` picks the implementation: ``"triton"`` (this module's kernel, any GPU and the
+    interpreter) or one of the Hopper Gluon kernels of :mod:`.block_sparse_gluon`:
+    ``"gluon"`` (FlashAttention-3's intra-warpgroup overlap, all warps issue the copies),
+    ``"gluon-plain"`` (the same without the overlap), ``"gluon-ws"`` (a producer warp and two
+    consumer warpgroups of ``block_m // 2`` rows), ``"gluon-ws-pp"`` (the same, consumers taking
+    turns on the tensor cores). A Gluon tile falls back to the Triton kernel (with
+    :func:`default_tile`'s Triton shape) where Gluon does not apply, see :func:`kernel_for`.
+    """
 
     block_m: int
     block_n: int
@@ -160,13 +172,15 @@ class Tile(NamedTuple):
     num_stages: int
     tma: bool = False  # K/V through Hopper's tensor memory accelerator (host descriptors)
     warp_specialize: bool = False
+    kernel: str = "triton"
 
 
 def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
-    """Per head dim and dtype. Half types: the fastest correct variants of
-    ``scripts/tune_block_sparse.py`` on an H200 (benchmarks/tune_d128.md, tune_d64.md): 128x128
-    tiles with K/V through TMA (warp specialization gained under 1%, within noise, so it stays
-    off). float32 tiles are four times the bytes of bf16 ones in shared memory: smaller, fewer stages.
+    """Per head dim and dtype, the Triton kernel's launch shape. Half types: the fastest correct
+    variants of ``scripts/tune_block_sparse.py`` on an H200 (benchmarks/tune_d128.md, tune_d64.md):
+    128x128 tiles with K/V through TMA (warp specialization gained under 1%, within noise, so it
+    stays off). float32 tiles are four times the bytes of bf16 ones in shared memory: smaller,
+    fewer stages.
     """
     if dtype == torch.float32:
         return Tile(64, 64, 4, 2) if head_dim <= 128 else Tile(32, 32, 4, 1)
@@ -190,6 +204,36 @@ def _tma_ok(*tensors: torch.Tensor) -> bool:
     )
 
 
+def _gluon_ok(tile: Tile, q, k, v, out, block_size: int) -> bool:
+    """Where the Gluon kernels apply: Hopper (capability 9.x), half types, head dim 64 or 128,
+    ``block_size`` a multiple of both tile sides, TMA-compatible tensors, and a Triton whose
+    Gluon has the Hopper API these kernels were written for (3.6)."""
+    if tile.kernel == "triton" or triton_interpreting() or not q.is_cuda:
+        return False
+    if torch.cuda.get_device_capability(q.device)[0] != 9:
+        return False
+    if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[-1] not in (64, 128):
+        return False
+    if block_size % tile.block_m or block_size % tile.block_n:
+        return False
+    if not _tma_ok(q, k, v, out):
+        return False
+    try:
+        from . import block_sparse_gluon  # noqa: F401
+    except Exception:  # an older or newer Triton without this Gluon API
+        return False
+    return True
+
+
+def kernel_for(q, k, v, block_size: int = 128, tile: Tile | None = None, out: torch.Tensor | None = None) -> str:
+    """Which kernel :func:`block_sparse_attention` runs for these inputs: ``tile.kernel`` where
+    it applies, else ``"triton"``."""
+    tile = tile or default_tile(q.shape[-1], q.dtype)
+    if out is None:
+        out = q  # same shape, dtype and (for a fresh output) alignment class
+    return tile.kernel if _gluon_ok(tile, q, k, v, out, block_size) else "triton"
+
+
 def block_sparse_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor,
     block_size: int = 128, scale: float | None = None, out: torch.Tensor | None = None,
@@ -198,7 +242,7 @@ def block_sparse_attention(
     """Triton twin of :func:`unisparse.reference.block_sparse_attention` (inputs validated).
 
     ``out`` (contiguous, q's shape and dtype) lets tests pass a poisoned buffer; ``tile``
-    overrides the launch shape (for tuning).
+    overrides the launch shape and kernel (for tuning).
     """
     b, hq, seq_len, d = q.shape
     hkv = k.shape[1]
@@ -206,6 +250,17 @@ def block_sparse_attention(
     idx, cnt = kept_block_lists(block_mask)
     mask_heads = block_mask.shape[1]
     tile = tile or default_tile(d, q.dtype)
+    if out is None:
+        out = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device)
+    if _gluon_ok(tile, q, k, v, out, block_size):
+        from . import block_sparse_gluon as G
+
+        return G.launch(q, k, v, out, idx, cnt, seq_len, hq, hq // hkv, hq // mask_heads, scale * LOG2E,
+                        block_size, tile.block_m, tile.block_n, tile.num_warps, tile.num_stages,
+                        overlap=tile.kernel != "gluon-plain", warp_specialize=tile.kernel.startswith("gluon-ws"),
+                        pingpong=tile.kernel == "gluon-ws-pp")
+    if tile.kernel != "triton":
+        tile = default_tile(d, q.dtype)._replace(kernel="triton")
     block_m, block_n = min(tile.block_m, block_size), min(tile.block_n, block_size)
     use_tma = tile.tma and _tma_ok(k, v)
     if use_tma:
@@ -213,8 +268,6 @@ def block_sparse_attention(
         v_desc = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, 1, block_n, d])
     else:
         k_desc = v_desc = k  # unused placeholders
-    if out is None:
-        out = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device)
     batch_stride = lambda t: t.stride(0) if t.shape[0] > 1 else 0  # noqa: E731 (mask batch may broadcast)
     grid = (triton.cdiv(seq_len, block_m), b * hq)
     _block_sparse_fwd_kernel[grid](
