@@ -59,12 +59,23 @@ VARIANTS = {
     "WS 128x128 s3": (128, dict(block_m=128, block_n=128, num_warps=4, num_stages=3, kernel="gluon-ws")),
     "WS-PP 128x128 s2": (128, dict(block_m=128, block_n=128, num_warps=4, num_stages=2, kernel="gluon-ws-pp")),
     "WS-PP 128x128 s3": (128, dict(block_m=128, block_n=128, num_warps=4, num_stages=3, kernel="gluon-ws-pp")),
+    "TWS-PP 128x128 s2": (128, dict(block_m=128, block_n=128, num_warps=4, num_stages=2, kernel="gluon-tws-pp")),
+    "PWS 128x128 s2": (128, dict(block_m=128, block_n=128, num_warps=4, num_stages=2, kernel="gluon-pws")),
+    "PWS-PP 128x128 s2": (128, dict(block_m=128, block_n=128, num_warps=4, num_stages=2, kernel="gluon-pws-pp")),
     # d = 64
     "d64 T tma 128x128 w4 s3": (64, dict(block_m=128, block_n=128, num_warps=4, num_stages=3, tma=True)),
     "d64 G 128x128 w8 s3": (64, dict(block_m=128, block_n=128, num_warps=8, num_stages=3, kernel="gluon")),
     "d64 G 64x128 w4 s3": (64, dict(block_m=64, block_n=128, num_warps=4, num_stages=3, kernel="gluon")),
+    "d64 WS 128x128 s2": (64, dict(block_m=128, block_n=128, num_warps=4, num_stages=2, kernel="gluon-ws")),
     "d64 WS 128x128 s3": (64, dict(block_m=128, block_n=128, num_warps=4, num_stages=3, kernel="gluon-ws")),
     "d64 WS-PP 128x128 s3": (64, dict(block_m=128, block_n=128, num_warps=4, num_stages=3, kernel="gluon-ws-pp")),
+    "d64 TWS 128x128 s3": (64, dict(block_m=128, block_n=128, num_warps=4, num_stages=3, kernel="gluon-tws")),
+    "d64 PWS 128x128 s3": (64, dict(block_m=128, block_n=128, num_warps=4, num_stages=3, kernel="gluon-pws")),
+    "d64 PWS 128x128 s4": (64, dict(block_m=128, block_n=128, num_warps=4, num_stages=4, kernel="gluon-pws")),
+    "d64 PWS-PP 128x128 s3": (64, dict(block_m=128, block_n=128, num_warps=4, num_stages=3, kernel="gluon-pws-pp")),
+    # the library's defaults (unisparse.kernels.block_sparse.default_tile), through the public launcher
+    "DEFAULT d128": (128, None),
+    "DEFAULT d64": (64, None),
 }
 
 TOL = 1e-2
@@ -76,7 +87,8 @@ if SMOKE:
 def tile_of(name):
     from unisparse.kernels.block_sparse import Tile
 
-    return Tile(**VARIANTS[name][1])
+    fields = VARIANTS[name][1]
+    return None if fields is None else Tile(**fields)
 
 
 def rel(out, ref):
@@ -99,6 +111,7 @@ CHECKS = [  # label, batch, hq, hkv, L, block, mask heads ("q" / "kv" / "one"), 
     ("L1000 B2 4/1 bs128 mask1", 2, 4, 1, 1000, 128, "one", 0.6, "bfloat16"),
     ("L2048 28/4 fp16 maskHq", 1, HQ, HKV, 2048, 128, "q", 0.5, "float16"),
     ("L1500 8/2 bs64 maskHq", 1, 8, 2, 1500, 64, "q", 0.5, "bfloat16"),
+    ("L777 28/4 [B,L,H,D] layout, a row without its diagonal", 1, HQ, HKV, 777, 128, "strided", 0.7, "bfloat16"),
     ("L4096 28/4 density1", 1, HQ, HKV, 4096, 128, "q", 1.0, "bfloat16"),
 ]
 
@@ -133,9 +146,12 @@ def check_variant(name):
     for label, b, hq, hkv, L, bs, mh, dens, dt in (CHECKS_SMOKE if SMOKE else CHECKS):
         dtype = getattr(torch, dt)
         q, k, v = (t.to(DEV, dtype) for t in structured_qkv(b, hq, hkv, L, d, seed=seed))
-        heads = {"q": hq, "kv": hkv, "one": 1}[mh]
+        heads = {"q": hq, "kv": hkv, "one": 1, "strided": hq}[mh]
         mask = random_block_mask(b if mh != "one" else 1, heads, L, bs, dens, seed=seed).to(DEV)
-        out = torch.full_like(q, float("nan"))
+        if mh == "strided":  # the [B, L, H, D] layout transposed, as transformers passes it
+            q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+            mask[:, 1, 2, :] = False  # query block 2 of head 1 sees nothing: zeros
+        out = torch.full(q.shape, float("nan"), dtype=q.dtype, device=q.device)  # contiguous, poisoned
         which = K.kernel_for(q, k, v, bs, tile, out)
         K.block_sparse_attention(q, k, v, mask, bs, out=out, tile=tile)
         sync()
@@ -147,10 +163,17 @@ def check_variant(name):
         if not good:
             rec["diag"] = diagnose(out, ref)
         res["checks"].append(rec)
+        del q, k, v, out, ref
+        if not SMOKE:
+            torch.cuda.empty_cache()
     # the same input twice: a moving result would be a race
-    out2 = torch.full_like(q, float("nan"))
-    K.block_sparse_attention(q, k, v, mask, bs, out=out2, tile=tile)
-    K.block_sparse_attention(q, k, v, mask, bs, out=out, tile=tile)
+    hq, hkv, L, dt = (4, 2, 300, torch.float16) if SMOKE else (HQ, HKV, 4096, torch.bfloat16)
+    q, k, v = (t.to(DEV, dt) for t in structured_qkv(1, hq, hkv, L, d, seed=seed + 1))
+    mask = random_block_mask(1, hq, L, 128, 0.6, seed=seed + 1).to(DEV)
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype, device=q.device)
+    out2 = torch.full_like(out, float("nan"))
+    K.block_sparse_attention(q, k, v, mask, 128, out=out2, tile=tile)
+    K.block_sparse_attention(q, k, v, mask, 128, out=out, tile=tile)
     res["repeat_max_abs_diff"] = (out2.float() - out.float()).abs().max().item()
     ok &= res["repeat_max_abs_diff"] == 0.0
     res["ok"] = ok

@@ -151,7 +151,8 @@ def kept_block_lists(block_mask: torch.Tensor):
     return idx.contiguous(), cnt.contiguous()
 
 
-KERNELS = ("triton", "gluon", "gluon-plain", "gluon-ws", "gluon-ws-pp")
+KERNELS = ("triton", "gluon", "gluon-plain", "gluon-ws", "gluon-ws-pp", "gluon-tws", "gluon-tws-pp", "gluon-pws",
+           "gluon-pws-pp")
 
 
 class Tile(NamedTuple):
@@ -162,8 +163,10 @@ class Tile(NamedTuple):
     ``"gluon"`` (FlashAttention-3's intra-warpgroup overlap, all warps issue the copies),
     ``"gluon-plain"`` (the same without the overlap), ``"gluon-ws"`` (a producer warp and two
     consumer warpgroups of ``block_m // 2`` rows), ``"gluon-ws-pp"`` (the same, consumers taking
-    turns on the tensor cores). A Gluon tile falls back to the Triton kernel (with
-    :func:`default_tile`'s Triton shape) where Gluon does not apply, see :func:`kernel_for`.
+    turns on the tensor cores), ``"gluon-tws[-pp]"`` (the same over an ordered tile list: KV head
+    by KV head, longest rows first, the query heads of a KV head side by side), ``"gluon-pws[-pp]"``
+    (that list walked by one persistent program per multiprocessor). A Gluon tile falls back to the Triton kernel (with
+    :func:`triton_tile`'s shape) where Gluon does not apply, see :func:`kernel_for`.
     """
 
     block_m: int
@@ -175,12 +178,12 @@ class Tile(NamedTuple):
     kernel: str = "triton"
 
 
-def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
-    """Per head dim and dtype, the Triton kernel's launch shape. Half types: the fastest correct
-    variants of ``scripts/tune_block_sparse.py`` on an H200 (benchmarks/tune_d128.md, tune_d64.md):
-    128x128 tiles with K/V through TMA (warp specialization gained under 1%, within noise, so it
-    stays off). float32 tiles are four times the bytes of bf16 ones in shared memory: smaller,
-    fewer stages.
+def triton_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
+    """The Triton kernel's launch shape per head dim and dtype (any GPU, and the interpreter).
+    Half types: the fastest correct variants of the earlier tuning on an H200
+    (benchmarks/tune_d128.md, tune_d64.md): 128x128 tiles with K/V through TMA (Triton's warp
+    specialization gained under 1%, within noise, so it stays off). float32 tiles are four times
+    the bytes of bf16 ones in shared memory: smaller, fewer stages.
     """
     if dtype == torch.float32:
         return Tile(64, 64, 4, 2) if head_dim <= 128 else Tile(32, 32, 4, 1)
@@ -189,6 +192,21 @@ def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
     if head_dim <= 128:
         return Tile(128, 128, 8, 3, tma=True)
     return Tile(64, 32, 4, 2)  # 64x64 with TMA needed 299 KB of shared memory (limit 227 KB)
+
+
+def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
+    """Per head dim and dtype. Half types at head dim 64 or 128 get a Gluon kernel on Hopper
+    (measured on an H200, benchmarks/kernel/NOTES.md): the warp-specialized one, a producer warp
+    and two consumer warpgroups of 64 rows; at head dim 128 the consumers take turns on the
+    tensor cores (ping-pong: 1.01-1.13x cuDNN against 0.79-0.86x for the Triton kernel), at 64
+    they do not (ping-pong measured slower there). Everywhere else, and wherever Gluon does not
+    apply (see :func:`kernel_for`), the Triton kernel with :func:`triton_tile`'s shape runs.
+    """
+    if dtype in (torch.float16, torch.bfloat16) and head_dim == 128:
+        return Tile(128, 128, 4, 2, tma=True, kernel="gluon-ws-pp")
+    if dtype in (torch.float16, torch.bfloat16) and head_dim == 64:
+        return Tile(128, 128, 4, 3, tma=True, kernel="gluon-ws")
+    return triton_tile(head_dim, dtype)
 
 
 def _tma_ok(*tensors: torch.Tensor) -> bool:
@@ -258,9 +276,10 @@ def block_sparse_attention(
         return G.launch(q, k, v, out, idx, cnt, seq_len, hq, hq // hkv, hq // mask_heads, scale * LOG2E,
                         block_size, tile.block_m, tile.block_n, tile.num_warps, tile.num_stages,
                         overlap=tile.kernel != "gluon-plain", warp_specialize=tile.kernel.startswith("gluon-ws"),
-                        pingpong=tile.kernel == "gluon-ws-pp")
+                        pingpong=tile.kernel.endswith("-pp"),
+                        persistent={"gluon-tws": False, "gluon-pws": True}.get(tile.kernel.removesuffix("-pp")))
     if tile.kernel != "triton":
-        tile = default_tile(d, q.dtype)._replace(kernel="triton")
+        tile = triton_tile(d, q.dtype)
     block_m, block_n = min(tile.block_m, block_size), min(tile.block_n, block_size)
     use_tma = tile.tma and _tma_ok(k, v)
     if use_tma:

@@ -392,6 +392,259 @@ def _gluon_ws_kernel(
     ], [4, 1], [240, 24])
 
 
+@gluon.jit
+def _tile_coords(t, n_m, heads, q_per_kv_head, q_per_mask_head, idx_ptr, cnt_ptr,
+                 stride_ib, stride_ih, stride_im, stride_cb, stride_ch, seq_len,
+                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_SIZE: gl.constexpr):
+    """Tile ``t`` of the work order: batch outer, then KV head, then query tiles longest first
+    (causal rows grow with the tile index), then the query heads that share the KV head, so that
+    tiles running at the same time read the same K/V (L2) and the short tiles come last."""
+    SUBS: gl.constexpr = BLOCK_SIZE // BLOCK_N
+    per_b = heads * n_m
+    b = t // per_b
+    r = t % per_b
+    per_g = n_m * q_per_kv_head
+    kv_h = r // per_g
+    r2 = r % per_g
+    pid_m = n_m - 1 - r2 // q_per_kv_head
+    h = kv_h * q_per_kv_head + r2 % q_per_kv_head
+    mask_h = h // q_per_mask_head
+    q_start = pid_m * BLOCK_M
+    q_block = q_start // BLOCK_SIZE
+    row_idx = idx_ptr + b * stride_ib + mask_h * stride_ih + q_block * stride_im
+    n_kept = gl.load(cnt_ptr + b * stride_cb + mask_h * stride_ch + q_block)
+    last_blk = gl.load(row_idx + gl.maximum(n_kept - 1, 0))
+    last_start = last_blk * BLOCK_SIZE
+    last_row = gl.minimum(q_start + BLOCK_M, seq_len) - 1
+    n_full = gl.maximum(n_kept - 1, 0) * SUBS
+    n_last = gl.minimum((last_row - last_start) // BLOCK_N + 1, SUBS)
+    n_iters = gl.where(n_kept > 0, n_full + n_last, 0)
+    return b, h, kv_h, q_start, q_block, row_idx, last_blk, last_start, n_full, n_iters
+
+
+@gluon.jit
+def _tile_of(p, rnd, n_prog):
+    """Snake (boustrophedon) assignment of the ordered tiles to persistent programs: round
+    ``rnd`` gives program ``p`` tile ``rnd * n_prog + p`` on even rounds and the mirrored one on
+    odd rounds, which balances a list of decreasing tile sizes."""
+    return rnd * n_prog + gl.where(rnd % 2 == 0, p, n_prog - 1 - p)
+
+
+@gluon.jit
+def _pws_loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                v_empty, o_smem, turn, o_desc,
+                idx_ptr, cnt_ptr, stride_ib, stride_ih, stride_im, stride_cb, stride_ch,
+                seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale, n_m, n_tiles,
+                BLOCK_SIZE: gl.constexpr, PINGPONG: gl.constexpr, WG: gl.constexpr):
+    """Producer warp of the persistent kernel: for each of this program's tiles, the two Q halves
+    (once their consumers released the previous tile's), then K and V through the stage ring;
+    the ring's counter runs on across tiles, so the next tile's loads start while the consumers
+    finish the current one."""
+    WG_ROWS: gl.constexpr = q_desc.block_type.shape[2]
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
+    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
+    SUBS: gl.constexpr = BLOCK_SIZE // BLOCK_N
+    p = gl.program_id(0)
+    n_prog = gl.num_programs(0)
+    c = 0
+    tc = 0
+    for rnd in range(gl.cdiv(n_tiles, n_prog)):
+        t = _tile_of(p, rnd, n_prog)
+        if t < n_tiles:
+            b, h, kv_h, q_start, q_block, row_idx, last_blk, last_start, n_full, n_iters = _tile_coords(
+                t, n_m, heads, q_per_kv_head, q_per_mask_head, idx_ptr, cnt_ptr,
+                stride_ib, stride_ih, stride_im, stride_cb, stride_ch, seq_len, 2 * WG_ROWS, BLOCK_N, BLOCK_SIZE)
+            for w in gl.static_range(2):
+                mbarrier.wait(q_empty.index(w), (tc & 1) ^ 1)
+                mbarrier.expect(q_ready.index(w), q_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [b, h, q_start + w * WG_ROWS, 0], q_ready.index(w),
+                                                q_smem.index(w))
+            for it in range(n_iters):
+                st = c % NUM_STAGES
+                ph = (c // NUM_STAGES) & 1
+                start_n = gl.load(row_idx + it // SUBS) * BLOCK_SIZE + (it % SUBS) * BLOCK_N
+                mbarrier.wait(k_empty.index(st), ph ^ 1)
+                mbarrier.expect(k_ready.index(st), k_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(k_desc, [b, kv_h, start_n, 0], k_ready.index(st), k_smem.index(st))
+                mbarrier.wait(v_empty.index(st), ph ^ 1)
+                mbarrier.expect(v_ready.index(st), v_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(v_desc, [b, kv_h, start_n, 0], v_ready.index(st), v_smem.index(st))
+                c += 1
+            tc += 1
+
+
+@gluon.jit
+def _release(bar):
+    gl.thread_barrier()  # the whole warpgroup is past the buffer
+    mbarrier.arrive(bar, count=1)
+
+
+@gluon.jit
+def _pws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                  v_empty, o_smem, turn, o_desc,
+                  idx_ptr, cnt_ptr, stride_ib, stride_ih, stride_im, stride_cb, stride_ch,
+                  seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale, n_m, n_tiles,
+                  BLOCK_SIZE: gl.constexpr, PINGPONG: gl.constexpr, WG: gl.constexpr):
+    """Consumer warpgroup ``WG`` of the persistent kernel: rows ``WG * WG_ROWS ...`` of each tile,
+    as :func:`_ws_consumer`, releasing every K, V and Q buffer it is done with; O leaves through
+    its own shared buffer by a TMA store that is waited for only before that buffer's next use."""
+    WG_ROWS: gl.constexpr = q_desc.block_type.shape[2]
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
+    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
+    dtype: gl.constexpr = q_desc.dtype
+    S_L: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
+    O_L: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+    P_L: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=O_L, k_width=2)
+    ROW_S: gl.constexpr = gl.SliceLayout(1, S_L)
+    ROW_O: gl.constexpr = gl.SliceLayout(1, O_L)
+    p_id = gl.program_id(0)
+    n_prog = gl.num_programs(0)
+    q2 = q_smem.index(WG).reshape([WG_ROWS, HEAD_DIM])
+    o_buf = o_smem.index(WG)
+    s_zero = gl.zeros([WG_ROWS, BLOCK_N], gl.float32, S_L)
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, S_L))
+    c = 0
+    tc = 0
+    ti = 0  # this warpgroup's product issues (ping-pong parity)
+    for rnd in range(gl.cdiv(n_tiles, n_prog)):
+        t = _tile_of(p_id, rnd, n_prog)
+        if t < n_tiles:
+            b, h, kv_h, q_start, q_block, row_idx, last_blk, last_start, n_full, n_iters = _tile_coords(
+                t, n_m, heads, q_per_kv_head, q_per_mask_head, idx_ptr, cnt_ptr,
+                stride_ib, stride_ih, stride_im, stride_cb, stride_ch, seq_len, 2 * WG_ROWS, BLOCK_N, BLOCK_SIZE)
+            row0 = q_start + WG * WG_ROWS
+            offs_m = row0 + gl.arange(0, WG_ROWS, layout=ROW_S)
+            limit = gl.where(last_blk == q_block, gl.minimum(offs_m, seq_len - 1), seq_len - 1)
+            m_i = gl.full([WG_ROWS], float("-inf"), gl.float32, ROW_S)
+            l_i = gl.zeros([WG_ROWS], gl.float32, ROW_S)
+            acc = gl.zeros([WG_ROWS, HEAD_DIM], gl.float32, O_L)
+            p = gl.zeros([WG_ROWS, BLOCK_N], dtype, P_L)
+            mbarrier.wait(q_ready.index(WG), tc & 1)
+            if n_iters > 0:
+                st = c % NUM_STAGES
+                if PINGPONG:
+                    mbarrier.wait(turn.index(WG), (ti & 1) ^ WG ^ 1)
+                mbarrier.wait(k_ready.index(st), (c // NUM_STAGES) & 1)
+                kt = k_smem.index(st).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
+                s = warpgroup_mma(q2, kt, s_zero, use_acc=False, is_async=True)
+                if PINGPONG:
+                    mbarrier.arrive(turn.index(1 - WG), count=1)
+                ti += 1
+                s = warpgroup_mma_wait(0, deps=(s, ))
+                gl.thread_barrier()
+                mbarrier.arrive(k_empty.index(st), count=1)
+                if n_iters == 1:
+                    mbarrier.arrive(q_empty.index(WG), count=1)
+                pf, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, qk_scale, 0, n_full, last_start, offs_n, limit,
+                                                    BLOCK_N)
+                p = gl.convert_layout(pf.to(dtype), P_L)
+                for it in range(1, n_iters):
+                    st = (c + it) % NUM_STAGES
+                    pst = (c + it - 1) % NUM_STAGES
+                    if PINGPONG:
+                        mbarrier.wait(turn.index(WG), (ti & 1) ^ WG ^ 1)
+                    mbarrier.wait(k_ready.index(st), ((c + it) // NUM_STAGES) & 1)
+                    kt = k_smem.index(st).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
+                    s = warpgroup_mma(q2, kt, s_zero, use_acc=False, is_async=True)
+                    mbarrier.wait(v_ready.index(pst), ((c + it - 1) // NUM_STAGES) & 1)
+                    vt = v_smem.index(pst).reshape([BLOCK_N, HEAD_DIM])
+                    acc = warpgroup_mma(p, vt, acc, is_async=True)
+                    if PINGPONG:
+                        mbarrier.arrive(turn.index(1 - WG), count=1)
+                    ti += 1
+                    s = warpgroup_mma_wait(1, deps=(s, ))
+                    pf, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, qk_scale, it, n_full, last_start, offs_n,
+                                                        limit, BLOCK_N)
+                    acc, p = warpgroup_mma_wait(0, deps=(acc, p))
+                    gl.thread_barrier()  # the whole warpgroup is past K_it and V_{it-1} (and Q, at the end)
+                    mbarrier.arrive(k_empty.index(st), count=1)
+                    mbarrier.arrive(v_empty.index(pst), count=1)
+                    if it == n_iters - 1:
+                        mbarrier.arrive(q_empty.index(WG), count=1)
+                    acc = acc * gl.convert_layout(alpha, ROW_O)[:, None]
+                    p = gl.convert_layout(pf.to(dtype), P_L)
+                lst = (c + n_iters - 1) % NUM_STAGES
+                mbarrier.wait(v_ready.index(lst), ((c + n_iters - 1) // NUM_STAGES) & 1)
+                vt = v_smem.index(lst).reshape([BLOCK_N, HEAD_DIM])
+                acc = warpgroup_mma(p, vt, acc, is_async=True)
+                acc, p = warpgroup_mma_wait(0, deps=(acc, p))
+                _release(v_empty.index(lst))
+                c += n_iters
+            else:
+                _release(q_empty.index(WG))
+            l_o = gl.convert_layout(l_i, ROW_O)
+            o = acc / gl.where(l_o == 0.0, 1.0, l_o)[:, None]
+            tma.store_wait(0)  # the previous tile's store has read o_buf
+            gl.thread_barrier()
+            o_buf.reshape([WG_ROWS, HEAD_DIM]).store(o.to(dtype))
+            fence_async_shared()
+            gl.thread_barrier()
+            tma.async_copy_shared_to_global(o_desc, [b, h, row0, 0], o_buf)
+            tc += 1
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _gluon_pws_kernel(
+    q_desc, k_desc, v_desc, o_desc, idx_ptr, cnt_ptr,
+    stride_ib, stride_ih, stride_im, stride_cb, stride_ch,
+    seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale, n_m, n_tiles,
+    BLOCK_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr,
+):
+    """Warp-specialized kernel over an ordered tile list (:func:`_tile_coords`). Launched with one
+    program per tile it is the non-persistent kernel in a better order; with one program per
+    multiprocessor, each walks its tiles (:func:`_tile_of`) and its producer warp loads the next
+    tile's Q, K and V while the consumers finish the current one."""
+    WG_ROWS: gl.constexpr = q_desc.block_type.shape[2]
+    dtype: gl.constexpr = q_desc.dtype
+    q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    o_smem = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k_desc.block_type.shape, k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=1)
+        mbarrier.init(turn.index(i), count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # one arrival per consumer warpgroup
+        mbarrier.init(v_empty.index(i), count=2)
+    fence_async_shared()
+    gl.warp_specialize([
+        (_pws_consumer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                         v_empty, o_smem, turn, o_desc, idx_ptr, cnt_ptr, stride_ib, stride_ih, stride_im, stride_cb,
+                         stride_ch, seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale, n_m, n_tiles,
+                         BLOCK_SIZE, PINGPONG, 0)),
+        (_pws_consumer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                         v_empty, o_smem, turn, o_desc, idx_ptr, cnt_ptr, stride_ib, stride_ih, stride_im, stride_cb,
+                         stride_ch, seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale, n_m, n_tiles,
+                         BLOCK_SIZE, PINGPONG, 1)),
+        (_pws_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                       v_empty, o_smem, turn, o_desc, idx_ptr, cnt_ptr, stride_ib, stride_ih, stride_im, stride_cb,
+                       stride_ch, seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale, n_m, n_tiles,
+                       BLOCK_SIZE, PINGPONG, 2)),
+    ], [4, 1], [240, 24])
+
+
+_SMS = {}
+
+
+def _sm_count(device) -> int:
+    idx = torch.device(device).index or 0
+    if idx not in _SMS:
+        _SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SMS[idx]
+
+
 def _gl_dtype(dtype: torch.dtype):
     return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
 
@@ -404,19 +657,27 @@ def descriptor(t: torch.Tensor, block_rows: int) -> TensorDescriptor:
 
 
 def launch(q, k, v, out, idx, cnt, seq_len, heads, q_per_kv, q_per_mask, qk_scale, block_size,
-           block_m, block_n, num_warps, num_stages, overlap=True, warp_specialize=False, pingpong=False):
+           block_m, block_n, num_warps, num_stages, overlap=True, warp_specialize=False, pingpong=False,
+           persistent=None):
     """Launch a Gluon kernel (arguments checked by the caller, see ``supports``).
 
     ``warp_specialize``: the producer/consumer kernel; ``block_m`` is then the whole tile (two
-    consumer warpgroups of ``block_m // 2`` rows; ``num_warps`` is ignored)."""
+    consumer warpgroups of ``block_m // 2`` rows; ``num_warps`` is ignored). ``persistent`` (not
+    None): the ordered-tile kernel, one program per multiprocessor (True) or per tile (False)."""
     b = q.shape[0]
     batch_stride = lambda t: t.stride(0) if t.shape[0] > 1 else 0  # noqa: E731 (mask batch may broadcast)
     grid = (triton.cdiv(seq_len, block_m), b * heads)
-    rows = block_m // 2 if warp_specialize else block_m
+    rows = block_m // 2 if warp_specialize or persistent is not None else block_m
     args = (descriptor(q, rows), descriptor(k, block_n), descriptor(v, block_n), descriptor(out, rows),
             idx, cnt, batch_stride(idx), idx.stride(1), idx.stride(2), batch_stride(cnt), cnt.stride(1),
             seq_len, heads, q_per_kv, q_per_mask, qk_scale)
-    if warp_specialize:
+    if persistent is not None:
+        n_m = triton.cdiv(seq_len, block_m)
+        n_tiles = b * heads * n_m
+        n_prog = min(n_tiles, _sm_count(q.device)) if persistent else n_tiles
+        _gluon_pws_kernel[(n_prog, )](*args, n_m, n_tiles, BLOCK_SIZE=block_size, NUM_STAGES=num_stages,
+                                      PINGPONG=pingpong, num_warps=4, maxnreg=168)
+    elif warp_specialize:
         # 4 + 4 + 1 warps, allocated as 3 warpgroups: 168 registers a thread on average, moved to
         # 240 for each consumer and 24 for the producer (setmaxnreg).
         _gluon_ws_kernel[grid](*args, BLOCK_SIZE=block_size, NUM_STAGES=num_stages, PINGPONG=pingpong,
