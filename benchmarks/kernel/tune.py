@@ -430,6 +430,9 @@ def main(argv=None):
     p.add_argument("--check-timeout", type=int, default=240)
     p.add_argument("--item-timeout", type=int, default=90)
     p.add_argument("--budget-s", type=int, default=480, help="stop starting work after this many seconds")
+    p.add_argument("--wait-pid", type=int, default=None,
+                   help="before timing, wait (at most --wait-max s) for this process (e.g. a GPU test run) to end")
+    p.add_argument("--wait-max", type=int, default=170)
     p.add_argument("--check-one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -473,6 +476,17 @@ def main(argv=None):
         c = checks[n]
         print(n, "OK" if c.get("ok") else "FAIL", [(x["case"], x["kernel"], f"{x['err']:.2e}") for x in c.get("checks", [])],
               c.get("error", ""), flush=True)
+
+    if args.wait_pid:
+        t_wait = time.time()
+        while time.time() - t_wait < args.wait_max:
+            try:
+                os.kill(args.wait_pid, 0)
+            except OSError:
+                break
+            time.sleep(1)
+        env["waited_for_pid_s"] = time.time() - t_wait
+        print(f"waited {env['waited_for_pid_s']:.0f} s for pid {args.wait_pid}", flush=True)
 
     items = []
     ds = sorted({VARIANTS[n][0] for n in names})

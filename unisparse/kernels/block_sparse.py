@@ -195,17 +195,17 @@ def triton_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
 
 
 def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
-    """Per head dim and dtype. Half types at head dim 64 or 128 get a Gluon kernel on Hopper
-    (measured on an H200, benchmarks/kernel/NOTES.md): the warp-specialized one, a producer warp
-    and two consumer warpgroups of 64 rows; at head dim 128 the consumers take turns on the
-    tensor cores (ping-pong: 1.01-1.13x cuDNN against 0.79-0.86x for the Triton kernel), at 64
-    they do not (ping-pong measured slower there). Everywhere else, and wherever Gluon does not
-    apply (see :func:`kernel_for`), the Triton kernel with :func:`triton_tile`'s shape runs.
+    """Per head dim and dtype. Half types at head dim 64 or 128 get the warp-specialized Gluon
+    kernel on Hopper (``"gluon-ws"``: a producer warp, two consumer warpgroups of 64 rows, two
+    K/V stages), the fastest variant measured on an H200 (benchmarks/kernel/NOTES.md): at head
+    dim 128, 1.01-1.13x cuDNN's dense time at density 1 from 8K to 128K tokens, against
+    0.77-0.86x for the Triton kernel; at 64, 0.90-0.99x against 0.78-0.94x. Consumers taking
+    turns on the tensor cores (ping-pong), a persistent grid, a kv-head-major tile order and a
+    third stage measured no faster. Everywhere else, and wherever Gluon does not apply (see
+    :func:`kernel_for`), the Triton kernel runs with :func:`triton_tile`'s shape.
     """
-    if dtype in (torch.float16, torch.bfloat16) and head_dim == 128:
-        return Tile(128, 128, 4, 2, tma=True, kernel="gluon-ws-pp")
-    if dtype in (torch.float16, torch.bfloat16) and head_dim == 64:
-        return Tile(128, 128, 4, 3, tma=True, kernel="gluon-ws")
+    if dtype in (torch.float16, torch.bfloat16) and head_dim in (64, 128):
+        return Tile(128, 128, 4, 2, tma=True, kernel="gluon-ws")
     return triton_tile(head_dim, dtype)
 
 
