@@ -1,16 +1,26 @@
-"""Block-sparse causal attention forward (FlashAttention-style online softmax) in Triton.
+"""Block-sparse causal attention forward (FlashAttention-style online softmax): a Triton kernel
+for every GPU and the interpreter, and Gluon kernels for Hopper (:mod:`.block_sparse_gluon`).
 
-One program per (query tile, query head). The block mask is first turned into per-row lists
-of kept key blocks (ascending, so the diagonal comes last), and a program walks only its list:
-skipped blocks cost nothing. Grouped-query attention reads the shared KV head through its
-stride, never copies it. The causal mask is applied only in the diagonal block; the last
-partial block is masked by length. Rows with no visible key come out as zeros.
+The block mask is first turned into per-row lists of kept key blocks (ascending, so the
+diagonal comes last), and a program walks only its list: skipped blocks cost nothing.
+Grouped-query attention reads the shared KV head through its stride, never copies it. The
+causal mask is applied only in the last kept block (the diagonal); the last partial block is
+masked by length. Rows with no visible key come out as zeros.
+
+Which kernel runs: :func:`default_tile` picks the warp-specialized Gluon kernel for half types
+at head dim 64 and 128 (on an H200, 1.01-1.14x cuDNN's dense causal time at density 1 from 16K
+to 128K tokens at head dim 128; the Triton kernel here reaches 0.80-0.87x), and
+:func:`kernel_for` falls back to this module's Triton kernel wherever Gluon does not apply
+(another GPU, the interpreter, float32, other head dims, block sizes that are no multiple of
+128, tensors the copy engine cannot address, a Triton other than 3.6). Measurements and the
+variants tried: benchmarks/kernel/NOTES.md.
 """
 
 from __future__ import annotations
 
 import math
-
+import os
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -198,11 +208,12 @@ def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
     """Per head dim and dtype. Half types at head dim 64 or 128 get the warp-specialized Gluon
     kernel on Hopper (``"gluon-ws"``: a producer warp, two consumer warpgroups of 64 rows, two
     K/V stages), the fastest variant measured on an H200 (benchmarks/kernel/NOTES.md): at head
-    dim 128, 1.01-1.13x cuDNN's dense time at density 1 from 8K to 128K tokens, against
-    0.77-0.86x for the Triton kernel; at 64, 0.90-0.99x against 0.78-0.94x. Consumers taking
-    turns on the tensor cores (ping-pong), a persistent grid, a kv-head-major tile order and a
-    third stage measured no faster. Everywhere else, and wherever Gluon does not apply (see
-    :func:`kernel_for`), the Triton kernel runs with :func:`triton_tile`'s shape.
+    dim 128 and density 1, 1.01-1.14x cuDNN's dense causal time from 16K to 128K tokens and
+    0.93-1.04x at 8K, where the Triton kernel reaches 0.73-0.87x; at head dim 64, 0.86-0.99x
+    against 0.77-0.94x. Consumers taking turns on the tensor cores (ping-pong), a persistent
+    grid, a KV-head-major tile order and a third stage measured no faster. Everywhere else, and
+    wherever Gluon does not apply (see :func:`kernel_for`), the Triton kernel runs with
+    :func:`triton_tile`'s shape.
     """
     if dtype in (torch.float16, torch.bfloat16) and head_dim in (64, 128):
         return Tile(128, 128, 4, 2, tma=True, kernel="gluon-ws")
@@ -222,11 +233,24 @@ def _tma_ok(*tensors: torch.Tensor) -> bool:
     )
 
 
+GLUON_TRITON_VERSIONS = ("3.6",)  # Gluon is experimental: its API moves between Triton releases
+_gluon_broken: list[str] = []  # set once a Gluon launch failed in this process
+
+
+def _gluon_enabled() -> bool:
+    """``UNISPARSE_GLUON=0`` turns the Gluon kernels off, ``=1`` allows them on a Triton other
+    than the tested one (:data:`GLUON_TRITON_VERSIONS`); unset: the tested versions only."""
+    env = os.environ.get("UNISPARSE_GLUON", "")
+    if env == "0" or _gluon_broken:
+        return False
+    return env == "1" or ".".join(triton.__version__.split(".")[:2]) in GLUON_TRITON_VERSIONS
+
+
 def _gluon_ok(tile: Tile, q, k, v, out, block_size: int) -> bool:
     """Where the Gluon kernels apply: Hopper (capability 9.x), half types, head dim 64 or 128,
     ``block_size`` a multiple of both tile sides, TMA-compatible tensors, and a Triton whose
     Gluon has the Hopper API these kernels were written for (3.6)."""
-    if tile.kernel == "triton" or triton_interpreting() or not q.is_cuda:
+    if tile.kernel == "triton" or triton_interpreting() or not q.is_cuda or not _gluon_enabled():
         return False
     if torch.cuda.get_device_capability(q.device)[0] != 9:
         return False
@@ -238,7 +262,7 @@ def _gluon_ok(tile: Tile, q, k, v, out, block_size: int) -> bool:
         return False
     try:
         from . import block_sparse_gluon  # noqa: F401
-    except Exception:  # an older or newer Triton without this Gluon API
+    except Exception:  # noqa: BLE001 (an older or newer Triton without this Gluon API)
         return False
     return True
 
@@ -273,11 +297,17 @@ def block_sparse_attention(
     if _gluon_ok(tile, q, k, v, out, block_size):
         from . import block_sparse_gluon as G
 
-        return G.launch(q, k, v, out, idx, cnt, seq_len, hq, hq // hkv, hq // mask_heads, scale * LOG2E,
-                        block_size, tile.block_m, tile.block_n, tile.num_warps, tile.num_stages,
-                        overlap=tile.kernel != "gluon-plain", warp_specialize=tile.kernel.startswith("gluon-ws"),
-                        pingpong=tile.kernel.endswith("-pp"),
-                        persistent={"gluon-tws": False, "gluon-pws": True}.get(tile.kernel.removesuffix("-pp")))
+        try:
+            return G.launch(q, k, v, out, idx, cnt, seq_len, hq, hq // hkv, hq // mask_heads, scale * LOG2E,
+                            block_size, tile.block_m, tile.block_n, tile.num_warps, tile.num_stages,
+                            overlap=tile.kernel != "gluon-plain",
+                            warp_specialize=tile.kernel.startswith("gluon-ws"),
+                            pingpong=tile.kernel.endswith("-pp"),
+                            persistent={"gluon-tws": False, "gluon-pws": True}.get(tile.kernel.removesuffix("-pp")))
+        except Exception as err:  # noqa: BLE001 (a compile or launch failure: the Triton kernel is exact too)
+            _gluon_broken.append(f"{type(err).__name__}: {err}")
+            warnings.warn(f"unisparse: the Gluon attention kernel failed ({_gluon_broken[-1][:300]}); "
+                          "using the Triton kernel from now on", RuntimeWarning, stacklevel=2)
     if tile.kernel != "triton":
         tile = triton_tile(d, q.dtype)
     block_m, block_n = min(tile.block_m, block_size), min(tile.block_n, block_size)

@@ -1,24 +1,30 @@
 """Block-sparse causal attention forward for Hopper (sm_90) in Gluon, Triton's explicit dialect.
 
-Why a second kernel: the Triton kernel in :mod:`.block_sparse` leaves the order of work inside
-an iteration to the compiler, which issues ``S = Q K^T``, waits for it, runs the softmax, then
-issues ``P V`` and waits again: the tensor cores idle while the exponentials run (and the
-multi-function unit idles while the tensor cores run). Here the schedule is written out, as in
-FlashAttention-3's intra-warpgroup overlap:
+Why Gluon: the Triton kernel in :mod:`.block_sparse` leaves the schedule inside an iteration
+to the compiler, which issues ``S = Q K^T``, waits for it, runs the softmax, then issues
+``P V`` and waits again, in both warpgroups of a program at once: the tensor cores idle while
+the exponentials run. It measured 0.80-0.87x cuDNN's dense time (H200, head dim 128). Here the
+schedule is written out, as in FlashAttention-3:
 
-    iteration j:  issue S_j = Q K_j^T          (async wgmma)
-                  issue O += P_{j-1} V_{j-1}   (async wgmma, P from registers)
-                  wait for S_j only            (wgmma.wait_group 1)
-                  softmax(S_j) -> P_j, alpha_j (runs while P_{j-1} V_{j-1} is on the tensor cores)
-                  wait for the PV product, O *= alpha_j
-                  refill the freed K/V stage with the tile NUM_STAGES ahead (TMA)
+* **Producer/consumer warp specialization** (``_gluon_ws_kernel``, the default): one warp issues
+  the TMA copies of Q, K and V into a ring of ``NUM_STAGES`` shared-memory stages (an mbarrier
+  per stage for "K landed", "V landed", "K free", "V free"); two consumer warpgroups own 64
+  query rows each and run independently, so one's softmax overlaps the other's products.
+  Registers move to the consumers (240 each, 24 for the producer; ``setmaxnreg``).
+* **Intra-warpgroup overlap** in each consumer: iteration j issues ``S_j = Q K_j^T`` and then
+  ``O += P_{j-1} V_{j-1}`` (both async wgmma, P from registers), waits for ``S_j`` only, runs
+  the softmax of ``S_j`` while the PV product is on the tensor cores, then waits for it and
+  rescales O.
 
-K and V tiles arrive through the copy engine (TMA) into a ring of ``NUM_STAGES`` shared-memory
-stages, each with its own mbarrier for K and for V (so ``Q K^T`` can start before V has landed).
-The same warps issue the copies (no producer warp): loads are small next to the products, and
-every stage is refilled as soon as both warpgroups are past it (one CTA barrier per iteration).
+Variants kept for measurement (``Tile.kernel``, see benchmarks/kernel/NOTES.md): ``_gluon_fwd_kernel``
+(no producer warp: all warps issue the copies; with and without the overlap: no faster than the
+Triton kernel, its two warpgroups stay in lockstep and the compiler adds CTA-wide barriers
+around every copy), ``PINGPONG`` (consumers take turns issuing products through two mbarriers:
+no faster), and ``_gluon_pws_kernel`` (an ordered tile list, KV head by KV head and longest rows
+first, walked by one program per tile or by one persistent program per multiprocessor:
+proportionality at low density improves, density 1 is 3-5% slower).
 
-Work per program: one query tile of one query head walks its list of kept key blocks (from
+Work per tile: one query tile of one query head walks its list of kept key blocks (from
 :func:`.block_sparse.kept_block_lists`, ascending, so only the last kept block can need the
 causal or length mask); each key block is ``BLOCK_SIZE // BLOCK_N`` sub-tiles, sub-tiles of
 the last block wholly above the tile's last row are not visited. Q, K, V and O go through 4-D
@@ -26,9 +32,11 @@ tensor descriptors over the tensors' own strides (GQA reads the shared KV head, 
 ``[B, L, H, D]`` layout transposed works as is); keys and rows past the sequence end are
 zero-filled by the copy engine on load, masked in the last block, and clipped on the TMA store.
 
-Scope (the launcher falls back to the Triton kernel otherwise): CUDA capability 9.x, float16 /
-bfloat16, head dim 64 or 128, ``block_size`` a multiple of the tile sizes, 16-byte aligned
-strides. The interpreter never reaches this module.
+Scope (the launcher falls back to the Triton kernel otherwise, :func:`.block_sparse.kernel_for`):
+CUDA capability 9.x, float16 / bfloat16, head dim 64 or 128, ``block_size`` a multiple of the
+tile sides (128), 16-byte aligned strides, Triton 3.6 (Gluon's API is experimental and moves
+between releases). The interpreter never reaches this module. All variants compile for sm_90
+without a GPU: benchmarks/kernel/compile_check.py.
 """
 
 from __future__ import annotations
@@ -188,7 +196,7 @@ def _gluon_fwd_kernel(
             acc, p = warpgroup_mma_wait(0, deps=(acc, p))
         else:
             # Plain order (ablation): scores, wait, softmax, PV, wait.
-            for it in range(0, n_iters):
+            for it in range(n_iters):
                 st = it % NUM_STAGES
                 ph = (it // NUM_STAGES) & 1
                 mbarrier.wait(k_bar.index(st), ph)
@@ -339,7 +347,6 @@ def _gluon_ws_kernel(
     ``WG_ROWS`` rows each (the descriptors' tile rows), as FlashAttention-3 splits a 128-row tile."""
     WG_ROWS: gl.constexpr = q_desc.block_type.shape[2]
     BLOCK_M: gl.constexpr = 2 * WG_ROWS
-    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
     dtype: gl.constexpr = q_desc.dtype
     SUBS: gl.constexpr = BLOCK_SIZE // BLOCK_N
@@ -451,7 +458,7 @@ def _pws_loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty
     for rnd in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile_of(p, rnd, n_prog)
         if t < n_tiles:
-            b, h, kv_h, q_start, q_block, row_idx, last_blk, last_start, n_full, n_iters = _tile_coords(
+            b, h, kv_h, q_start, _, row_idx, _, _, _, n_iters = _tile_coords(
                 t, n_m, heads, q_per_kv_head, q_per_mask_head, idx_ptr, cnt_ptr,
                 stride_ib, stride_ih, stride_im, stride_cb, stride_ch, seq_len, 2 * WG_ROWS, BLOCK_N, BLOCK_SIZE)
             for w in gl.static_range(2):
@@ -510,7 +517,7 @@ def _pws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_emp
     for rnd in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile_of(p_id, rnd, n_prog)
         if t < n_tiles:
-            b, h, kv_h, q_start, q_block, row_idx, last_blk, last_start, n_full, n_iters = _tile_coords(
+            b, h, _, q_start, q_block, _, last_blk, last_start, n_full, n_iters = _tile_coords(
                 t, n_m, heads, q_per_kv_head, q_per_mask_head, idx_ptr, cnt_ptr,
                 stride_ib, stride_ih, stride_im, stride_cb, stride_ch, seq_len, 2 * WG_ROWS, BLOCK_N, BLOCK_SIZE)
             row0 = q_start + WG * WG_ROWS
@@ -596,7 +603,6 @@ def _gluon_pws_kernel(
     program per tile it is the non-persistent kernel in a better order; with one program per
     multiprocessor, each walks its tiles (:func:`_tile_of`) and its producer warp loads the next
     tile's Q, K and V while the consumers finish the current one."""
-    WG_ROWS: gl.constexpr = q_desc.block_type.shape[2]
     dtype: gl.constexpr = q_desc.dtype
     q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     o_smem = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
@@ -665,7 +671,7 @@ def launch(q, k, v, out, idx, cnt, seq_len, heads, q_per_kv, q_per_mask, qk_scal
     consumer warpgroups of ``block_m // 2`` rows; ``num_warps`` is ignored). ``persistent`` (not
     None): the ordered-tile kernel, one program per multiprocessor (True) or per tile (False)."""
     b = q.shape[0]
-    batch_stride = lambda t: t.stride(0) if t.shape[0] > 1 else 0  # noqa: E731 (mask batch may broadcast)
+    batch_stride = lambda t: t.stride(0) if t.shape[0] > 1 else 0  # (mask batch may broadcast)
     grid = (triton.cdiv(seq_len, block_m), b * heads)
     rows = block_m // 2 if warp_specialize or persistent is not None else block_m
     args = (descriptor(q, rows), descriptor(k, block_n), descriptor(v, block_n), descriptor(out, rows),
