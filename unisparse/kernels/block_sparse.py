@@ -1,16 +1,26 @@
-"""Block-sparse causal attention forward (FlashAttention-style online softmax) in Triton.
+"""Block-sparse causal attention forward (FlashAttention-style online softmax): a Triton kernel
+for every GPU and the interpreter, and Gluon kernels for Hopper (:mod:`.block_sparse_gluon`).
 
-One program per (query tile, query head). The block mask is first turned into per-row lists
-of kept key blocks (ascending, so the diagonal comes last), and a program walks only its list:
-skipped blocks cost nothing. Grouped-query attention reads the shared KV head through its
-stride, never copies it. The causal mask is applied only in the diagonal block; the last
-partial block is masked by length. Rows with no visible key come out as zeros.
+The block mask is first turned into per-row lists of kept key blocks (ascending, so the
+diagonal comes last), and a program walks only its list: skipped blocks cost nothing.
+Grouped-query attention reads the shared KV head through its stride, never copies it. The
+causal mask is applied only in the last kept block (the diagonal); the last partial block is
+masked by length. Rows with no visible key come out as zeros.
+
+Which kernel runs: :func:`default_tile` picks the warp-specialized Gluon kernel for half types
+at head dim 64 and 128 (on an H200, 1.01-1.14x cuDNN's dense causal time at density 1 from 16K
+to 128K tokens at head dim 128; the Triton kernel here reaches 0.80-0.87x), and
+:func:`kernel_for` falls back to this module's Triton kernel wherever Gluon does not apply
+(another GPU, the interpreter, float32, other head dims, block sizes that are no multiple of
+128, tensors the copy engine cannot address, a Triton other than 3.6). Measurements and the
+variants tried: benchmarks/kernel/NOTES.md.
 """
 
 from __future__ import annotations
 
 import math
-
+import os
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -151,8 +161,23 @@ def kept_block_lists(block_mask: torch.Tensor):
     return idx.contiguous(), cnt.contiguous()
 
 
+KERNELS = ("triton", "gluon", "gluon-plain", "gluon-ws", "gluon-ws-pp", "gluon-tws", "gluon-tws-pp", "gluon-pws",
+           "gluon-pws-pp")
+
+
 class Tile(NamedTuple):
-    """Launch shape of the forward kernel (see benchmarks/attention/NOTES.md for how it was chosen)."""
+    """Launch shape of the forward kernel (see benchmarks/kernel/NOTES.md for how it was chosen).
+
+    ``kernel`` picks the implementation: ``"triton"`` (this module's kernel, any GPU and the
+    interpreter) or one of the Hopper Gluon kernels of :mod:`.block_sparse_gluon`:
+    ``"gluon"`` (FlashAttention-3's intra-warpgroup overlap, all warps issue the copies),
+    ``"gluon-plain"`` (the same without the overlap), ``"gluon-ws"`` (a producer warp and two
+    consumer warpgroups of ``block_m // 2`` rows), ``"gluon-ws-pp"`` (the same, consumers taking
+    turns on the tensor cores), ``"gluon-tws[-pp]"`` (the same over an ordered tile list: KV head
+    by KV head, longest rows first, the query heads of a KV head side by side), ``"gluon-pws[-pp]"``
+    (that list walked by one persistent program per multiprocessor). A Gluon tile falls back to the Triton kernel (with
+    :func:`triton_tile`'s shape) where Gluon does not apply, see :func:`kernel_for`.
+    """
 
     block_m: int
     block_n: int
@@ -160,13 +185,15 @@ class Tile(NamedTuple):
     num_stages: int
     tma: bool = False  # K/V through Hopper's tensor memory accelerator (host descriptors)
     warp_specialize: bool = False
+    kernel: str = "triton"
 
 
-def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
-    """Per head dim and dtype. Half types: the fastest correct variants of
-    ``benchmarks/kernel/tune.py`` on an H200 (benchmarks/kernel/tune_d128_v2.md, tune_d64.md): 128x128
-    tiles with K/V through TMA (warp specialization gained under 1%, within noise, so it stays
-    off). float32 tiles are four times the bytes of bf16 ones in shared memory: smaller, fewer stages.
+def triton_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
+    """The Triton kernel's launch shape per head dim and dtype (any GPU, and the interpreter).
+    Half types: the fastest correct variants of the earlier tuning on an H200
+    (benchmarks/kernel/tune_d128_v2.md, tune_d64_v2.md): 128x128 tiles with K/V through TMA (Triton's warp
+    specialization gained under 1%, within noise, so it stays off). float32 tiles are four times
+    the bytes of bf16 ones in shared memory: smaller, fewer stages.
     """
     if dtype == torch.float32:
         return Tile(64, 64, 4, 2) if head_dim <= 128 else Tile(32, 32, 4, 1)
@@ -175,6 +202,22 @@ def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
     if head_dim <= 128:
         return Tile(128, 128, 8, 3, tma=True)
     return Tile(64, 32, 4, 2)  # 64x64 with TMA needed 299 KB of shared memory (limit 227 KB)
+
+
+def default_tile(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Tile:
+    """Per head dim and dtype. Half types at head dim 64 or 128 get the warp-specialized Gluon
+    kernel on Hopper (``"gluon-ws"``: a producer warp, two consumer warpgroups of 64 rows, two
+    K/V stages), the fastest variant measured on an H200 (benchmarks/kernel/NOTES.md): at head
+    dim 128 and density 1, 1.01-1.14x cuDNN's dense causal time from 16K to 128K tokens and
+    0.93-1.04x at 8K, where the Triton kernel reaches 0.73-0.87x; at head dim 64, 0.86-0.99x
+    against 0.77-0.94x. Consumers taking turns on the tensor cores (ping-pong), a persistent
+    grid, a KV-head-major tile order and a third stage measured no faster. Everywhere else, and
+    wherever Gluon does not apply (see :func:`kernel_for`), the Triton kernel runs with
+    :func:`triton_tile`'s shape.
+    """
+    if dtype in (torch.float16, torch.bfloat16) and head_dim in (64, 128):
+        return Tile(128, 128, 4, 2, tma=True, kernel="gluon-ws")
+    return triton_tile(head_dim, dtype)
 
 
 def _tma_ok(*tensors: torch.Tensor) -> bool:
@@ -190,6 +233,49 @@ def _tma_ok(*tensors: torch.Tensor) -> bool:
     )
 
 
+GLUON_TRITON_VERSIONS = ("3.6",)  # Gluon is experimental: its API moves between Triton releases
+_gluon_broken: list[str] = []  # set once a Gluon launch failed in this process
+
+
+def _gluon_enabled() -> bool:
+    """``UNISPARSE_GLUON=0`` turns the Gluon kernels off, ``=1`` allows them on a Triton other
+    than the tested one (:data:`GLUON_TRITON_VERSIONS`); unset: the tested versions only."""
+    env = os.environ.get("UNISPARSE_GLUON", "")
+    if env == "0" or _gluon_broken:
+        return False
+    return env == "1" or ".".join(triton.__version__.split(".")[:2]) in GLUON_TRITON_VERSIONS
+
+
+def _gluon_ok(tile: Tile, q, k, v, out, block_size: int) -> bool:
+    """Where the Gluon kernels apply: Hopper (capability 9.x), half types, head dim 64 or 128,
+    ``block_size`` a multiple of both tile sides, TMA-compatible tensors, and a Triton whose
+    Gluon has the Hopper API these kernels were written for (3.6)."""
+    if tile.kernel == "triton" or triton_interpreting() or not q.is_cuda or not _gluon_enabled():
+        return False
+    if torch.cuda.get_device_capability(q.device)[0] != 9:
+        return False
+    if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[-1] not in (64, 128):
+        return False
+    if block_size % tile.block_m or block_size % tile.block_n:
+        return False
+    if not _tma_ok(q, k, v, out):
+        return False
+    try:
+        from . import block_sparse_gluon  # noqa: F401
+    except Exception:  # noqa: BLE001 (an older or newer Triton without this Gluon API)
+        return False
+    return True
+
+
+def kernel_for(q, k, v, block_size: int = 128, tile: Tile | None = None, out: torch.Tensor | None = None) -> str:
+    """Which kernel :func:`block_sparse_attention` runs for these inputs: ``tile.kernel`` where
+    it applies, else ``"triton"``."""
+    tile = tile or default_tile(q.shape[-1], q.dtype)
+    if out is None:
+        out = q  # same shape, dtype and (for a fresh output) alignment class
+    return tile.kernel if _gluon_ok(tile, q, k, v, out, block_size) else "triton"
+
+
 def block_sparse_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor,
     block_size: int = 128, scale: float | None = None, out: torch.Tensor | None = None,
@@ -198,7 +284,7 @@ def block_sparse_attention(
     """Triton twin of :func:`unisparse.reference.block_sparse_attention` (inputs validated).
 
     ``out`` (contiguous, q's shape and dtype) lets tests pass a poisoned buffer; ``tile``
-    overrides the launch shape (for tuning).
+    overrides the launch shape and kernel (for tuning).
     """
     b, hq, seq_len, d = q.shape
     hkv = k.shape[1]
@@ -206,6 +292,24 @@ def block_sparse_attention(
     idx, cnt = kept_block_lists(block_mask)
     mask_heads = block_mask.shape[1]
     tile = tile or default_tile(d, q.dtype)
+    if out is None:
+        out = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device)
+    if _gluon_ok(tile, q, k, v, out, block_size):
+        from . import block_sparse_gluon as G
+
+        try:
+            return G.launch(q, k, v, out, idx, cnt, seq_len, hq, hq // hkv, hq // mask_heads, scale * LOG2E,
+                            block_size, tile.block_m, tile.block_n, tile.num_warps, tile.num_stages,
+                            overlap=tile.kernel != "gluon-plain",
+                            warp_specialize=tile.kernel.startswith("gluon-ws"),
+                            pingpong=tile.kernel.endswith("-pp"),
+                            persistent={"gluon-tws": False, "gluon-pws": True}.get(tile.kernel.removesuffix("-pp")))
+        except Exception as err:  # noqa: BLE001 (a compile or launch failure: the Triton kernel is exact too)
+            _gluon_broken.append(f"{type(err).__name__}: {err}")
+            warnings.warn(f"unisparse: the Gluon attention kernel failed ({_gluon_broken[-1][:300]}); "
+                          "using the Triton kernel from now on", RuntimeWarning, stacklevel=2)
+    if tile.kernel != "triton":
+        tile = triton_tile(d, q.dtype)
     block_m, block_n = min(tile.block_m, block_size), min(tile.block_n, block_size)
     use_tma = tile.tma and _tma_ok(k, v)
     if use_tma:
@@ -213,8 +317,6 @@ def block_sparse_attention(
         v_desc = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, 1, block_n, d])
     else:
         k_desc = v_desc = k  # unused placeholders
-    if out is None:
-        out = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device)
     batch_stride = lambda t: t.stride(0) if t.shape[0] > 1 else 0  # noqa: E731 (mask batch may broadcast)
     grid = (triton.cdiv(seq_len, block_m), b * hq)
     _block_sparse_fwd_kernel[grid](
