@@ -5,7 +5,7 @@ see unisparse/testing.py) at Qwen2-VL-7B's language-model head layout, runs sele
 block-sparse attention, and prints for each Top-P threshold the density (kept / causal blocks)
 and the relative error of the output against dense causal attention. Runs on CPU in well under
 a minute; on a GPU it uses the Triton kernels. The configs have ``min_seq_len=0`` so that the
-sparse path runs at any ``--seq-len`` (the library default runs dense below 12288 tokens).
+sparse path runs at any ``--seq-len`` (the library default runs dense below 32768 tokens).
 """
 
 from __future__ import annotations

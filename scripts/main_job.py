@@ -3,7 +3,7 @@ print what each took, then serve the web demo (``--no-demo`` stops after the ans
 
 Uses the default model (``videoqa.models``: ``$VIDEOQA_MODEL``, ``videoqa/assets/default_model/``, else the
 random stand-in, whose answers are meaningless and which the output says it is). The UniSparse run
-has ``min_seq_len=0`` and ``max_density=1.0``: the sample videos make prompts far below 12,288
+has ``min_seq_len=0`` and ``max_density=1.0``: the sample videos make prompts far below 32,768
 tokens, under which the library default runs dense (where sparse is slower), and this job shows
 the method itself. Where the sample's manifest knows the answer, it is printed, and so is whether
 each mode got it.

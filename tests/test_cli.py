@@ -92,7 +92,7 @@ def test_usage_errors_exit_2():
 
 
 def test_min_seq_len_flag_overrides_the_library_default(monkeypatch, capsys):
-    """Without --min-seq-len, ask keeps the library's config (dense below 12288 tokens)."""
+    """Without --min-seq-len, ask keeps the library's config (dense below 32768 tokens)."""
     import videoqa.pipeline
     from unisparse import UniSparseConfig
 

@@ -69,7 +69,7 @@ def test_eval_script_dense_and_sparse_on_a_tiny_model(tmp_path, capsys):
     sparse = next(r for r in needle if r["mode"] == "sparse")
     assert dense["density"] is None and dense["tokens"] > 512  # 64 frames at 112x112: 32 x 16 visual tokens
     assert 0 < sparse["density"] <= 1  # long enough for UniSparse's 128-token blocks
-    assert data["config"]["min_seq_len"] == 0  # the sparse path although the prompt is below 12288 tokens
+    assert data["config"]["min_seq_len"] == 0  # the sparse path although the prompt is below 32768 tokens
     rows = {r["group"]: r for r in data["summary"]}
     assert rows["all"]["n"] == 5 and "needle T=64 depth=50%" in rows
     assert out.with_suffix(".csv").read_text().count("\n") == 11

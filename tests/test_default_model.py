@@ -100,7 +100,7 @@ def test_compact_export_is_the_default_model_and_answers(smol, tmp_path, monkeyp
     from unisparse import UniSparseConfig
     from videoqa import answer
 
-    # min_seq_len=0: this short prompt would run dense under the library default (12288 tokens)
+    # min_seq_len=0: this short prompt would run dense under the library default (32768 tokens)
     a = answer(SHAPES, "What colour is the circle?", model=loaded, num_frames=4, max_pixels=224 * 168,
                max_new_tokens=4, config=UniSparseConfig(min_seq_len=0, max_density=1.0))
     assert not a.random_model and a.model == str(out) and isinstance(a.text, str)

@@ -256,7 +256,7 @@ def test_build_app_queues_one_request_at_a_time_and_launch_binds_localhost(loade
     assert {"sample", "video", "question", "option-a", "option-d", "mode", "top-p", "ask", "answer", "metrics",
             "density", "heatmap", "layer", "head", "frames", "min-seq-len-note"} <= ids
     note = next(b for b in app.blocks.values() if b.elem_id == "min-seq-len-note")
-    assert "12,288 tokens" in note.value and "dense" in note.value
+    assert "32,768 tokens" in note.value and "dense" in note.value
     video = next(b for b in app.blocks.values() if b.elem_id == "video")
     assert "at most 12 MB" in video.label and video.format is None  # no ffmpeg conversion of uploads
     seen = {}

@@ -55,7 +55,7 @@ def test_default_config_is_sparse_and_faithful(smollm2, code_2k):
 
 
 def test_a_config_passed_in_is_respected(smollm2, code_2k):
-    """The library default min_seq_len (12288) exceeds 2K tokens: every layer runs dense, with a warning."""
+    """The library default min_seq_len (32768) exceeds 2K tokens: every layer runs dense, with a warning."""
     from unisparse.selectors import UniSparseSelector
 
     model, _ = smollm2

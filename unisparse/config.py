@@ -25,10 +25,14 @@ Choices the paper leaves open, and how we settled them:
   is above the default's fidelity-vs-density curve on code and prose (benchmarks/fidelity/NOTES.md).
   Cost: two scoring passes, the second with twice the feature width (selection only).
 * ``min_seq_len``: ``sparse_attention`` runs dense attention below this length, where
-  selection costs more than sparsity saves. Default 12288: on an H100 at top_p 0.95, selection
-  plus the sparse kernel against dense cuDNN is 0.27x at 4K, 0.71x at 8K, 1.18x at 12K and 1.25x
-  at 16K (benchmarks/attention/attention_d128_h100_sweep.md). Tools that measure or show the method at any
-  length (fidelity harness, default-model evaluation, demo, benchmarks) set it to 0.
+  selection (about 0.5-0.9 ms, launch-bound) costs more than sparsity can save on every input.
+  Default 32768: on an H200 with the Gluon kernel, UniSparse end to end against dense cuDNN on the
+  flattest input (Gaussian q/k, 95% of blocks kept) is 0.91x at 16K, 0.94-0.99x at 20K, 0.97x at
+  24K and 1.00x at 32K (1.19x at 128K), while video-shaped and structured inputs gain 1.13-1.54x at
+  32K; below 32K the sparser inputs still gain (1.3x at 16K) but the flat ones lose, so the default
+  keeps the promise of never being slower than dense (benchmarks/attention/families/). Tools that
+  measure or show the method at any length (fidelity harness, default-model evaluation, demo,
+  benchmarks) set it to 0; callers who know their attention is sparse can lower it.
 * ``max_density``: after selection, a call whose kept density is above this runs the dense kernel
   instead (the selection already spent is the only cost), so that UniSparse is never slower than
   dense on inputs whose attention keeps most blocks (video-shaped attention often does). Default
@@ -78,7 +82,7 @@ class UniSparseConfig:
     top_p: float = 0.95
     sink_blocks: int = 1
     local_blocks: int = 2
-    min_seq_len: int = 12288
+    min_seq_len: int = 32768
     variance_correction: float = 0.0
     max_density: float | None = None
 

@@ -146,7 +146,7 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
         model: a path or hub id, ``"random"``, a :class:`videoqa.models.LoadedModel`, or None
             for the default (see :mod:`videoqa.models`; the random stand-in's answers are meaningless).
         config: a :class:`unisparse.UniSparseConfig` (default: its defaults, which run dense attention
-            on prompts shorter than ``min_seq_len`` = 12288 tokens, where sparse is slower; pass
+            on prompts shorter than ``min_seq_len`` = 32768 tokens, where sparse is slower; pass
             ``min_seq_len=0`` for sparse prefill at any length).
         sampling, **frame_options: which frames the model sees, a :class:`videoqa.sampling.FrameSampling`
             and/or its fields as keywords (``fps``, ``num_frames``, ``max_frames``, ``max_pixels``,

@@ -24,7 +24,7 @@ Five suites (:func:`build_suite`):
   late, and the first or last of many background colours or how often it changes).
 
 :func:`run` answers each example dense and sparse (UniSparse's default config with
-``min_seq_len=0`` unless told: these prompts are far below the library's 12,288-token threshold,
+``min_seq_len=0`` unless told: these prompts are far below the library's 32,768-token threshold,
 under which production runs dense, and the point here is to measure the sparse path) and
 :func:`summarise` reports, per group, dense and sparse accuracy, their ratio and the mean block
 density over the layers that ran sparse (prompts shorter than a block run dense).

@@ -5,7 +5,7 @@ block-sparse kernel, compared with dense attention (see unisparse/eval/fidelity.
 density, perplexity change, next-token top-1 agreement, recalled attention mass per layer.
 Writes a CSV and a density-vs-fidelity plot. Runs on CPU (about an hour for the default grid
 at 4K and 8K on 2 cores) or on a GPU. Every length runs the sparse path (``min_seq_len=0``),
-including those below the library default ``min_seq_len`` (12288), where production runs dense.
+including those below the library default ``min_seq_len`` (32768), where production runs dense.
 
     python benchmarks/fidelity/eval_fidelity.py --lengths 4096 8192 --output benchmarks/fidelity
 """
@@ -114,7 +114,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192],
                         help="tokens per text (default 4096 8192); every length runs the sparse path "
-                             "(min_seq_len=0), also below the library default of 12288")
+                             "(min_seq_len=0), also below the library default of 32768")
     parser.add_argument("--texts", nargs="+", default=["code", "prose"], choices=["code", "prose"])
     parser.add_argument("--selectors", nargs="+", default=[g[0] for g in GRID])
     parser.add_argument("--output", default="benchmarks/fidelity", help="path prefix for .csv and .png")

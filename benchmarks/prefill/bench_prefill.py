@@ -6,7 +6,7 @@ each, 256 visual tokens per temporal patch of 2 frames) plus a short text prompt
 length it times the whole prefill forward (vision tower + language model, ``logits_to_keep=1``)
 and the vision tower alone, so the language-model share is their difference; then one recorded
 UniSparse pass gives the mean density and the per-layer selection/attention time. UniSparse
-runs with ``min_seq_len=0``: sparse at every length, also below the library default of 12288.
+runs with ``min_seq_len=0``: sparse at every length, also below the library default of 32768.
 
 Random weights give nearly unstructured attention, so Top-P keeps more blocks than a trained
 model would on real video: read the speedups as what this architecture gets at the density

@@ -1,7 +1,7 @@
 """Fidelity of UniSparse config variants on SmolLM2 (one text, one length): the experiments
 behind ``benchmarks/fidelity/NOTES.md``. Each variant is ``name:field=value,field=value`` over
 the default ``UniSparseConfig`` with ``min_seq_len=0`` (the sparse path at any length, also below
-the library default of 12288 tokens, where production runs dense; a variant may set
+the library default of 32768 tokens, where production runs dense; a variant may set
 ``min_seq_len`` itself); results append to ``--output`` (CSV, the columns of
 ``benchmarks/fidelity/eval_fidelity.py``).
 

@@ -14,7 +14,7 @@ with the dense run:
   selected blocks hold (1.0 = nothing lost), per layer.
 
 The harness measures the method at any length, so by default it runs the sparse path even
-below ``UniSparseConfig.min_seq_len`` (12288 by default, the length under which production runs
+below ``UniSparseConfig.min_seq_len`` (32768 by default, the length under which production runs
 dense because sparse is slower there): ``evaluate_selector`` without a ``config`` uses
 ``min_seq_len=0``. A config passed in is used as given, its ``min_seq_len`` included.
 """

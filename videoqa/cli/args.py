@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 MIN_SEQ_LEN_HELP = ("UniSparse runs on prompts of at least N tokens, dense attention on shorter ones "
-                    "(default 12288, the library default: below ~12K tokens selection plus the sparse kernel "
-                    "is slower than dense cuDNN on an H100, benchmarks/attention/attention_d128_h100_sweep.md); "
+                    "(default 32768, the library default: below it, on inputs whose attention keeps most blocks, "
+                    "selection plus the sparse kernel is slower than dense cuDNN on an H200, "
+                    "benchmarks/attention/families/); "
                     "0 runs sparse at any length")
 MODEL_HELP = ("model directory or hub id (Qwen2-VL / Qwen2.5-VL); default: $VIDEOQA_MODEL, the embedded default "
               "model, else a random stand-in whose answers are meaningless")

@@ -11,7 +11,7 @@ frames itself: :func:`videoqa.answer` takes a file, and its timings then cover t
 
 The UniSparse mode runs the sparse path at any length (:func:`demo_config`: ``min_seq_len=0``):
 the demo exists to show which blocks UniSparse selects, and its sample videos make prompts far
-shorter than the 12,288 tokens below which the library's default config runs dense attention.
+shorter than the 32,768 tokens below which the library's default config runs dense attention.
 """
 
 from __future__ import annotations
@@ -167,8 +167,8 @@ def demo_config(top_p: float = 0.95, block_size: int = 128):
     """The demo's UniSparse config: the method itself at any length (``min_seq_len=0``,
     ``max_density=1.0``), so that the answer shown is the one UniSparse's selection gives.
 
-    The library default (``min_seq_len=12288``) runs dense attention on shorter prompts, where
-    selection plus the sparse kernel is slower than dense (benchmarks/attention/attention_d128_h100_sweep.md),
+    The library default (``min_seq_len=32768``) runs dense attention on shorter prompts, where
+    selection plus the sparse kernel can be slower than dense (benchmarks/attention/families/),
     and the application computes dense attention on a CPU (videoqa.models.set_sparsity).
     """
     from unisparse import UniSparseConfig

@@ -25,7 +25,7 @@ from .samples import SAMPLES_DIR, list_samples
 
 TITLE = "UniSparse VideoQA"
 MIN_SEQ_LEN_NOTE = ("The demo runs UniSparse at any length to show its selection; production (the library "
-                    "default) runs dense below 12,288 tokens, where sparse is slower (measured on an H100).")
+                    "default) runs dense below 32,768 tokens, where sparse can be slower (measured on an H200).")
 CSS = """
 #answer, #metrics { min-height: 2em; }
 #frames .caption-label { font-size: 0.75em; }
