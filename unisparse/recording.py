@@ -2,7 +2,8 @@
 
 Off by default and free when off (one ``None`` check per attention call). Inside
 ``with unisparse.record() as rec:`` every prefill attention call served by UniSparse appends a
-:class:`LayerRecord`; calls that went to dense attention append one too, with the reason.
+:class:`LayerRecord`; calls that went to dense attention append one too, with the reason. Nested
+blocks each get every record.
 Masks are kept on the CPU, bit-packed (1 bit per block), so a 28-layer, 28-head 32K-token
 prefill costs about 6 MB.
 """
@@ -19,7 +20,7 @@ import torch
 _ACTIVE: list["Recording"] = []
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # compared by identity: the packed mask is an array
 class LayerRecord:
     """One attention call of one layer during prefill."""
 
@@ -52,7 +53,7 @@ class LayerRecord:
         return out
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Recording:
     """All records of one ``record()`` block, in call order."""
 
@@ -89,12 +90,27 @@ def record(keep_masks: bool = True):
     try:
         yield rec
     finally:
-        _ACTIVE.remove(rec)
+        del _ACTIVE[next(i for i, r in enumerate(_ACTIVE) if r is rec)]  # by identity: records hold arrays
 
 
-def active() -> Recording | None:
-    """The innermost active recording, or None (the common, free case)."""
-    return _ACTIVE[-1] if _ACTIVE else None
+def active() -> "Recording | _Every | None":
+    """Where a call's record goes: the active recording, every active one when ``record()`` blocks
+    are nested (a caller's outer block sees what an inner one, e.g. the pipeline's, records), or
+    None (the common, free case)."""
+    if not _ACTIVE:
+        return None
+    return _ACTIVE[0] if len(_ACTIVE) == 1 else _Every(list(_ACTIVE))
+
+
+class _Every:
+    """Nested recordings: each gets its own copy of every record (masks kept as each one asks)."""
+
+    def __init__(self, recordings: list[Recording]):
+        self.recordings = recordings
+
+    def add(self, record: LayerRecord, mask: torch.Tensor | None = None) -> None:
+        for rec in self.recordings:
+            rec.add(dataclasses.replace(record), mask)
 
 
 def device_clock(device: torch.device | None = None) -> float:

@@ -3,7 +3,8 @@
 The application layer on top of the ``unisparse`` library (which never imports it).
 ``videoqa.video`` reads and samples video frames for Qwen2-VL; ``videoqa.prompt`` builds the
 chat prompt and model inputs; ``videoqa.models`` loads models; ``videoqa.pipeline.answer`` runs
-one question end to end; ``videoqa.cli`` is the ``videoqa`` command.
+one question end to end, ``videoqa.session`` many questions about one video from one prefill;
+``videoqa.cli`` is the ``videoqa`` command.
 
 ``answer`` and ``Answer`` are imported lazily (on first use), so ``import videoqa`` does not
 import transformers.
@@ -11,9 +12,11 @@ import transformers.
 
 from .video import VideoError, VideoFrames, VideoInfo, read_video_info, sample_frames
 
-__all__ = ["answer", "Answer", "read_video_info", "sample_frames", "VideoFrames", "VideoInfo", "VideoError"]
+__all__ = ["answer", "answer_many", "Answer", "VideoSession", "FrameSampling", "read_video_info", "sample_frames",
+           "VideoFrames", "VideoInfo", "VideoError"]
 
-_LAZY = {"answer": "pipeline", "Answer": "pipeline"}
+_LAZY = {"answer": "pipeline", "Answer": "pipeline", "answer_many": "session", "VideoSession": "session",
+         "FrameSampling": "sampling"}
 
 
 def __getattr__(name):

@@ -68,6 +68,11 @@ class Answer:
     # Layers that selected blocks and then computed dense attention (selection above the break-even
     # density, or any selection on a CPU: see videoqa.models.set_sparsity); their masks are kept.
     fallback_layers: int = 0
+    # Answers from one VideoSession (videoqa.session): the timings computed once for the video and
+    # reused by this question (their values are the session's one-time costs), and the length of the
+    # shared prompt prefix (system turn, the user turn's start, the video) prefilled once.
+    reused: tuple[str, ...] = ()
+    prefix_tokens: int | None = None
     config: dict | None = None  # UniSparseConfig in force (None when dense)
     # Where the video sits in the prompt: token positions [start, end) of the <|video_pad|> run, and
     # the video grid (temporal patches, patch rows, patch columns) that produced those tokens.
@@ -129,10 +134,6 @@ def _thumbnails(frames: torch.Tensor, keep) -> torch.Tensor:
     return _resize(frames, h, w)
 
 
-def _vision_tower(model):
-    return getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
-
-
 def answer(video, question: str, options: Sequence[str] | None = None, *, model=None, sparse: bool = True,
            config=None, sampling: FrameSampling | None = None, max_new_tokens: int = 64, device=None, dtype=None,
            system: str | None = None, dense_layers=(), backend: str = "auto", keep_masks: bool = True,
@@ -165,61 +166,33 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
         TypeError: an unknown keyword.
         videoqa.video.VideoError (a ValueError): missing, unreadable or corrupt video.
     """
-    from .models import (RANDOM, RANDOM_NOTICE, LoadedModel, is_cached, load_model, resolve_name, set_sparsity,
-                        video_defaults)
-    from .video import sample_frames
+    from .models import set_sparsity
 
     t_start = time.perf_counter()
     frame_sampling = FrameSampling.from_options(sampling, **frame_options)
-    question = check_question(question)
-    options = check_options(options)
-    if int(max_new_tokens) < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if keep_frames is not True and keep_frames is not False and int(keep_frames) < 1:
-        raise ValueError(f"keep_frames must be True, False or a size >= 1 in pixels, got {keep_frames}")
+    question, options = check_request(question, options, max_new_tokens, keep_frames)
     say = progress or (lambda line: None)
 
     # The video first: a missing or corrupt file fails before a (possibly long) model load.
-    say(f"decoding {video}")
-    defaults = model.video_defaults if isinstance(model, LoadedModel) else video_defaults(model)
-    frames = sample_frames(video, **frame_sampling.resolve(defaults))
+    frames = sample_video(video, model, frame_sampling, say)
     t_decoded = time.perf_counter()
-
-    if not isinstance(model, LoadedModel) and not is_cached(model, device=device, dtype=dtype):
-        name = resolve_name(model)
-        say(f"loading model {name}" + (f" ({RANDOM_NOTICE})" if name == RANDOM else ""))
-    loaded = load_model(model, device=device, dtype=dtype)
+    loaded = load(model, device, dtype, say)
     t_loaded = time.perf_counter()
-
-    prepared = build_inputs(loaded.processor, frames, question, options, system=system)
-    if loaded.context_tokens and prepared.num_tokens > loaded.context_tokens:
-        warnings.warn(f"the prompt has {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), more than "
-                      f"{loaded.name}'s context of {loaded.context_tokens}: its answer may be poor; sample fewer "
-                      f"or smaller frames (its defaults: {loaded.video_defaults})", stacklevel=2)
-    inputs = {k: v.to(loaded.device) for k, v in prepared.inputs.items()}
-    model_ = loaded.model
-    if prepared.second_per_grid_t is not None and "second_per_grid_ts" in inspect.signature(model_.forward).parameters:
-        inputs["second_per_grid_ts"] = torch.tensor([prepared.second_per_grid_t], device=loaded.device)
+    prepared, inputs = model_inputs(loaded, frames, question, options, system)
     t_prepared = device_clock(loaded.device)
 
     import unisparse
-    from transformers import LogitsProcessorList
 
     first = FirstTokenClock(loaded.device, lambda s: say(f"prefill done in {s:.3f} s; generating up to "
-                                                     f"{max_new_tokens} tokens"))
-    eos = loaded.processor.eos_token_ids
-    pad = loaded.processor.tokenizer.pad_token_id
-    # Greedy: the sampling knobs of a checkpoint's generation_config are switched off explicitly.
-    gen_args = dict(max_new_tokens=int(max_new_tokens), do_sample=False, temperature=None, top_p=None, top_k=None,
-                    eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad)
-    gen_args.update(generate_kwargs or {})
-    gen_args["logits_processor"] = LogitsProcessorList([first, *gen_args.get("logits_processor", [])])
+                                                         f"{max_new_tokens} tokens"))
+    gen_args = greedy_args(loaded, max_new_tokens, generate_kwargs, first)
+    model_ = loaded.model
     with loaded.lock:
         if sparse:
             used = set_sparsity(loaded, True, config, dense_layers=dense_layers, backend=backend)
         else:
             used = set_sparsity(loaded, False)
-        vision = _vision_tower(model_)
+        vision = vision_tower(model_)
         timer = ModuleTimer(vision, loaded.device) if vision is not None else None
         say(f"prefill: {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), "
             f"{'UniSparse' if sparse else 'dense'} attention")
@@ -233,11 +206,6 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
                 timer.remove()
     t_first = first.time if first.time is not None else t_end
     new = out[0, prepared.num_tokens:]
-    text = loaded.processor.decode(new).strip()
-
-    selected = [r for r in rec.layers if r.selected_density is not None]
-    density = sum(r.selected_density for r in selected) / len(selected) if selected else None
-    info = frames.info
     timings = {
         "decode_video": t_decoded - t_start,
         "load_model": t_loaded - t_decoded,
@@ -247,19 +215,95 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
         "generate": t_end - t_first,
     }
     timings["total"] = time.perf_counter() - t_start
+    return make_answer(loaded, frames, prepared, question, options, new, timings, list(rec.layers), sparse, used,
+                       keep_frames)
+
+
+# ----------------------------------------------------------------------------- the steps, shared with videoqa.session
+
+
+def check_request(question, options, max_new_tokens, keep_frames=False):
+    """The question and options, checked and normalised; ValueError for anything a model cannot take."""
+    question = check_question(question)
+    options = check_options(options)
+    if int(max_new_tokens) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if keep_frames is not True and keep_frames is not False and int(keep_frames) < 1:
+        raise ValueError(f"keep_frames must be True, False or a size >= 1 in pixels, got {keep_frames}")
+    return question, options
+
+
+def sample_video(video, model, frame_sampling: FrameSampling, say):
+    """The frames the model will see: the caller's sampling over the model's own defaults."""
+    from .models import LoadedModel, video_defaults
+    from .video import sample_frames
+
+    say(f"decoding {video}")
+    defaults = model.video_defaults if isinstance(model, LoadedModel) else video_defaults(model)
+    return sample_frames(video, **frame_sampling.resolve(defaults))
+
+
+def load(model, device, dtype, say):
+    from .models import RANDOM, RANDOM_NOTICE, LoadedModel, is_cached, load_model, resolve_name
+
+    if not isinstance(model, LoadedModel) and not is_cached(model, device=device, dtype=dtype):
+        name = resolve_name(model)
+        say(f"loading model {name}" + (f" ({RANDOM_NOTICE})" if name == RANDOM else ""))
+    return load_model(model, device=device, dtype=dtype)
+
+
+def model_inputs(loaded, frames, question, options, system):
+    """``(prepared, inputs on the model's device)``; a prompt longer than the model's context warns."""
+    prepared = build_inputs(loaded.processor, frames, question, options, system=system)
+    if loaded.context_tokens and prepared.num_tokens > loaded.context_tokens:
+        warnings.warn(f"the prompt has {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), more than "
+                      f"{loaded.name}'s context of {loaded.context_tokens}: its answer may be poor; sample fewer "
+                      f"or smaller frames (its defaults: {loaded.video_defaults})", stacklevel=3)
+    inputs = {k: v.to(loaded.device) for k, v in prepared.inputs.items()}
+    if prepared.second_per_grid_t is not None and "second_per_grid_ts" in inspect.signature(loaded.model.forward).parameters:
+        inputs["second_per_grid_ts"] = torch.tensor([prepared.second_per_grid_t], device=loaded.device)
+    return prepared, inputs
+
+
+def greedy_args(loaded, max_new_tokens, generate_kwargs, first: FirstTokenClock) -> dict:
+    """``model.generate`` arguments for greedy decoding that stops at the end of the turn."""
+    from transformers import LogitsProcessorList
+
+    eos = loaded.processor.eos_token_ids
+    pad = loaded.processor.tokenizer.pad_token_id
+    # Greedy: the sampling knobs of a checkpoint's generation_config are switched off explicitly.
+    gen_args = dict(max_new_tokens=int(max_new_tokens), do_sample=False, temperature=None, top_p=None, top_k=None,
+                    eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad)
+    gen_args.update(generate_kwargs or {})
+    gen_args["logits_processor"] = LogitsProcessorList([first, *gen_args.get("logits_processor", [])])
+    return gen_args
+
+
+def vision_tower(model):
+    return getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
+
+
+def make_answer(loaded, frames, prepared, question, options, new_ids, timings, layers, sparse, used, keep_frames,
+                **extra) -> Answer:
+    """The :class:`Answer` for generated token ids ``new_ids`` and the layers recorded during prefill."""
+    text = loaded.processor.decode(new_ids).strip()
+    selected = [r for r in layers if r.selected_density is not None]
+    density = sum(r.selected_density for r in selected) / len(selected) if selected else None
+    info = frames.info
     return Answer(
         text=text,
         letter=extract_letter(text, options) if options is not None else None,
         question=question, options=options, model=loaded.name, random_model=loaded.random, sparse=bool(sparse),
         density=density, visual_tokens=prepared.visual_tokens, total_tokens=prepared.num_tokens,
-        new_tokens=int(new.numel()),
+        new_tokens=int(new_ids.numel()),
         frames=FramesInfo(frames.num_frames, list(frames.timestamps_s), int(frames.frames.shape[3]),
                           int(frames.frames.shape[2]), float(frames.sample_fps), float(info.duration_s),
                           float(info.fps), (int(info.width), int(info.height))),
-        timings=timings, layers=list(rec.layers),
+        timings=timings, layers=layers,
         config=dataclasses.asdict(used) if used is not None else None,
-        fallback_layers=sum(r.path == "above_break_even" for r in rec.layers),
+        fallback_layers=sum(r.path == "above_break_even" for r in layers),
         video_span=video_token_span(prepared.inputs["input_ids"], loaded.processor.video_token_id),
         video_grid_thw=tuple(int(v) for v in prepared.grid_thw),
         frame_images=_thumbnails(frames.frames, keep_frames) if keep_frames else None,
+        **extra,
     )

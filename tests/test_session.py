@@ -1,0 +1,104 @@
+"""One video, many questions (videoqa.session): the prefix is prefilled once, every answer matches an
+independent answer() on the same frames with dense attention, and the cache never grows."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import unisparse  # noqa: E402
+from unisparse import UniSparseConfig  # noqa: E402
+from videoqa import answer  # noqa: E402
+from videoqa.models import load_model  # noqa: E402
+from videoqa.session import SHARED_TIMINGS, VideoSession, answer_many  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "videoqa" / "assets" / "samples"
+SHAPES, COUNTING = SAMPLES / "shapes.mp4", SAMPLES / "counting.mp4"
+QUESTIONS = ["What moves?", "What colour is the square?", "Which shape appears last?"]
+OPTIONS = [None, None, ["a circle", "a square", "a triangle", "nothing"]]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model("random")
+
+
+def biased(loaded, seed):
+    """Greedy decoding steered by a seeded random bias per token, so that answers are long and differ
+    from question to question (the random stand-in alone repeats one token)."""
+    gen = torch.Generator().manual_seed(seed)
+    bias = {(int(t),): float(b) for t, b in zip(range(40, 200), torch.randn(160, generator=gen) * 3)}
+    return {"sequence_bias": bias}
+
+
+def test_dense_answers_equal_independent_answers_token_for_token(loaded):
+    kw = dict(model=loaded, num_frames=8, sparse=False)
+    with VideoSession(SHAPES, **kw) as session:
+        got = [session.ask(q, o, max_new_tokens=12, generate_kwargs=biased(loaded, i))
+               for i, (q, o) in enumerate(zip(QUESTIONS, OPTIONS))]
+        assert session._cache.get_seq_length() == session.prefix_len  # cut back after every question
+    want = [answer(SHAPES, q, o, max_new_tokens=12, generate_kwargs=biased(loaded, i), **kw)
+            for i, (q, o) in enumerate(zip(QUESTIONS, OPTIONS))]
+    assert len({a.text for a in want}) == 3 and all(a.new_tokens >= 4 for a in want)  # answers that can differ
+    for a, b in zip(got, want):
+        assert (a.text, a.new_tokens, a.total_tokens, a.letter) == (b.text, b.new_tokens, b.total_tokens, b.letter)
+        assert a.video_span == b.video_span and a.frames == b.frames
+
+
+def test_timings_say_what_was_reused_and_what_each_question_cost(loaded):
+    session = VideoSession(SHAPES, model=loaded, num_frames=8, sparse=False)
+    a, b = (session.ask(q, max_new_tokens=3) for q in QUESTIONS[:2])
+    assert a.reused == b.reused == SHARED_TIMINGS and a.prefix_tokens == b.prefix_tokens == session.prefix_len
+    assert session.prefix_len < a.total_tokens and a.video_span[1] < session.prefix_len
+    for ans in (a, b):
+        assert {k: ans.timings[k] for k in SHARED_TIMINGS} == {k: session.timings[k] for k in SHARED_TIMINGS}
+        own = ans.timings["preprocess"] + ans.timings["prefill"] + ans.timings["generate"]
+        assert 0 < own <= ans.timings["total"] + 1e-6
+        assert ans.timings["total"] < session.timings["decode_video"] + session.timings["prefix_prefill"] + own
+    assert session.timings["prefix_prefill"] > 0 and session.timings["vision_encoder"] > 0
+    session.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        session.ask("Again?")
+
+
+def test_another_call_on_the_same_model_between_two_questions_changes_nothing(loaded):
+    kw = dict(model=loaded, num_frames=8, sparse=False)
+    with VideoSession(SHAPES, **kw) as session:
+        first = session.ask(QUESTIONS[0], max_new_tokens=8, generate_kwargs=biased(loaded, 7))
+        answer(COUNTING, "Which digit?", max_new_tokens=4, **kw)  # other frames: other M-RoPE deltas
+        again = session.ask(QUESTIONS[0], max_new_tokens=8, generate_kwargs=biased(loaded, 7))
+    assert again.text == first.text and again.new_tokens == first.new_tokens
+
+
+def test_a_sparse_session_prefills_the_video_through_unisparse_once(loaded):
+    cfg = UniSparseConfig(block_size=64, top_p=0.6, min_seq_len=0, max_density=1.0)
+    with unisparse.record() as rec:
+        answers = answer_many(SHAPES, QUESTIONS, OPTIONS, model=loaded, num_frames=8, config=cfg, max_new_tokens=3)
+    n_layers = loaded.model.config.text_config.num_hidden_layers
+    prefix = answers[0].prefix_tokens
+    # one prefill through UniSparse over the prefix; the questions' suffixes run over the cache (dense)
+    assert [r.path for r in rec.layers] == ["sparse"] * n_layers and {r.seq_len for r in rec.layers} == {prefix}
+    assert all(all(x is y for x, y in zip(a.layers, answers[0].layers)) and 0 < a.density < 1 and a.sparse
+               for a in answers)
+    assert answers[0].config["top_p"] == 0.6
+
+
+def test_bad_requests_fail_before_the_video_is_read(loaded, tmp_path):
+    with pytest.raises(ValueError, match="question"):
+        answer_many(tmp_path / "missing.mp4", ["What?", "  "], model=loaded)
+    with pytest.raises(ValueError, match="one entry per question"):
+        answer_many(SHAPES, ["What?", "Why?"], [None], model=loaded)
+    with pytest.raises(ValueError, match="at least one"):
+        answer_many(SHAPES, [], model=loaded)
+    from videoqa import VideoError
+
+    with pytest.raises(VideoError):
+        VideoSession(tmp_path / "missing.mp4", model=loaded)
+    with VideoSession(SHAPES, model=loaded, num_frames=4) as session:
+        with pytest.raises(ValueError, match="question"):
+            session.ask("")

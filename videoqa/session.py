@@ -1,0 +1,213 @@
+"""One video, many questions: decode it, encode it and prefill it once, then answer every question from that.
+
+A video question's prompt is the same up to the end of the video (the system turn, the user turn's
+start, the video's tokens); only the question after it differs. :class:`VideoSession` samples the
+frames, runs the vision tower and prefills that shared prefix once (through UniSparse when sparse),
+keeps the language model's cache, and answers each question by prefilling only its own suffix over
+that cache and decoding greedily; afterwards the cache is cut back to the prefix (no copy of it is
+made per question). Qwen2-VL's multimodal positions carry on from the prefix (its ``rope_deltas``
+are kept with the session and restored before each question, so another call on the same model in
+between does no harm).
+
+Exactness: with dense attention every answer's tokens are those an independent
+:func:`videoqa.answer` call on the same frames gives (the suffix's attention over the cached prefix
+is the same computation, chunked). With UniSparse the one difference is that the question's own
+tokens attend densely (a prefill over a cache always runs dense, ``unisparse`` records it as
+``"cached_prefix"``), where :func:`videoqa.answer` includes them in the sparse prefill.
+
+Timings: :attr:`VideoSession.timings` holds the one-time costs (``decode_video``, ``load_model``,
+``preprocess``, ``vision_encoder``, ``prefix_prefill``); every :class:`videoqa.pipeline.Answer`
+of the session carries them too, listed in ``Answer.reused``, and its own ``preprocess``,
+``prefill`` (the suffix: time to this question's first token), ``generate`` and ``total`` (this
+question alone). ``Answer.layers`` holds the prefix's prefill records (the same for every question).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Callable, Sequence
+
+import torch
+from unisparse.recording import device_clock
+
+from .pipeline import (Answer, check_request, greedy_args, load, make_answer, model_inputs, sample_video,
+                       vision_tower)
+from .prompt import check_options, check_question
+from .sampling import FrameSampling
+from .timing import FirstTokenClock, ModuleTimer
+
+SHARED_TIMINGS = ("decode_video", "load_model", "vision_encoder", "prefix_prefill")
+_PROBE_QUESTION = "?"  # any question: the prefix ends before it
+
+
+class VideoSession:
+    """A video sampled, encoded and prefilled once; :meth:`ask` answers questions about it.
+
+    Arguments are :func:`videoqa.answer`'s that concern the video and the model (``model``,
+    ``sparse``, ``config``, ``sampling`` and its keywords, ``device``, ``dtype``, ``system``,
+    ``dense_layers``, ``backend``, ``keep_masks``, ``keep_frames``, ``progress``); per question,
+    :meth:`ask` takes the question, its options, ``max_new_tokens`` and ``generate_kwargs``.
+    Use it as a context manager, or call :meth:`close`, to free the cache.
+    """
+
+    def __init__(self, video, *, model=None, sparse: bool = True, config=None, sampling: FrameSampling | None = None,
+                 device=None, dtype=None, system: str | None = None, dense_layers=(), backend: str = "auto",
+                 keep_masks: bool = True, keep_frames: bool | int = False,
+                 progress: Callable[[str], None] | None = None, **frame_options):
+        from .models import set_sparsity
+
+        t_start = time.perf_counter()
+        frame_sampling = FrameSampling.from_options(sampling, **frame_options)
+        check_request(_PROBE_QUESTION, None, 1, keep_frames)
+        self._say = progress or (lambda line: None)
+        self.video, self.sparse, self.system, self.keep_frames = video, bool(sparse), system, keep_frames
+        self._enable = dict(config=config, dense_layers=dense_layers, backend=backend)
+        self.frames = sample_video(video, model, frame_sampling, self._say)
+        t_decoded = time.perf_counter()
+        self.loaded = loaded = load(model, device, dtype, self._say)
+        t_loaded = time.perf_counter()
+
+        probe, inputs = model_inputs(loaded, self.frames, _PROBE_QUESTION, None, system)
+        ids = probe.inputs["input_ids"]
+        ends = (ids[0] == loaded.processor.vision_end_id).nonzero().flatten()
+        if ends.numel() != 1:
+            raise RuntimeError(f"expected one <|vision_end|> token in the prompt, found {ends.numel()}")
+        self.prefix_len = P = int(ends[0]) + 1
+        self.prefix_ids = ids[:, :P]
+        prefix = {k: (v[:, :P] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
+                  for k, v in inputs.items()}
+        t_prepared = device_clock(loaded.device)
+
+        import unisparse
+
+        model_ = loaded.model
+        with loaded.lock:
+            self.used = (set_sparsity(loaded, True, **self._enable, ) if self.sparse
+                         else set_sparsity(loaded, False))
+            vision = vision_tower(model_)
+            timer = ModuleTimer(vision, loaded.device) if vision is not None else None
+            self._say(f"prefill of the video: {P} tokens ({probe.visual_tokens} visual), "
+                      f"{'UniSparse' if self.sparse else 'dense'} attention, once for every question")
+            try:
+                with torch.inference_mode(), unisparse.record(keep_masks=keep_masks) as rec:
+                    t0 = device_clock(loaded.device)
+                    out = model_(**prefix, use_cache=True, logits_to_keep=1)
+                    t1 = device_clock(loaded.device)
+            finally:
+                if timer is not None:
+                    timer.remove()
+            self._cache = _cache_of(out)
+            self._rope_deltas = _rope_deltas(model_)
+        self.layers = list(rec.layers)
+        self.timings = {"decode_video": t_decoded - t_start, "load_model": t_loaded - t_decoded,
+                        "preprocess": t_prepared - t_loaded, "vision_encoder": timer.total if timer else 0.0,
+                        "prefix_prefill": t1 - t0}
+        self.questions = 0
+
+    # ------------------------------------------------------------------------------------------------
+
+    def ask(self, question: str, options: Sequence[str] | None = None, *, max_new_tokens: int = 64,
+            generate_kwargs: dict | None = None) -> Answer:
+        """Answer one question about the session's video (greedy), reusing its prefill. See the module docstring."""
+        from .models import set_sparsity
+
+        if self._cache is None:
+            raise RuntimeError("this VideoSession is closed")
+        t_start = time.perf_counter()
+        question, options = check_request(question, options, max_new_tokens)
+        loaded, P = self.loaded, self.prefix_len
+        prepared, inputs = model_inputs(loaded, self.frames, question, options, self.system)
+        ids = prepared.inputs["input_ids"]
+        if not torch.equal(ids[:, :P], self.prefix_ids):
+            raise RuntimeError("the question's prompt does not start with the session's prefix (the chat "
+                               "template puts something before the video that depends on the question)")
+        t_prepared = device_clock(loaded.device)
+        first = FirstTokenClock(loaded.device)
+        gen_args = greedy_args(loaded, max_new_tokens, generate_kwargs, first)
+        model_ = loaded.model
+        cache_kw = "cache" if "cache" in inspect.signature(model_.forward).parameters else "past_key_values"
+        self._say(f"question {self.questions + 1}: {prepared.num_tokens - P} new tokens over the video's "
+                  f"{P} cached ones")
+        with loaded.lock:
+            if self.sparse:  # the suffix runs dense over the cache either way; the switch keeps records honest
+                set_sparsity(loaded, True, **self._enable)
+            else:
+                set_sparsity(loaded, False)
+            _set_rope_deltas(model_, self._rope_deltas)
+            try:
+                with torch.inference_mode():
+                    t0 = first.start = device_clock(loaded.device)
+                    out = model_.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                          **{cache_kw: self._cache}, **gen_args)
+                    t_end = device_clock(loaded.device)
+            finally:
+                _crop(self._cache, P)  # back to the video's prefix for the next question
+        t_first = first.time if first.time is not None else t_end
+        self.questions += 1
+        own = {"preprocess": t_prepared - t_start, "prefill": t_first - t0, "generate": t_end - t_first}
+        own["total"] = time.perf_counter() - t_start
+        timings = {**{k: self.timings[k] for k in SHARED_TIMINGS}, **own}
+        return make_answer(loaded, self.frames, prepared, question, options, out[0, prepared.num_tokens:], timings,
+                           list(self.layers), self.sparse, self.used, self.keep_frames,
+                           reused=SHARED_TIMINGS, prefix_tokens=P)
+
+    def close(self) -> None:
+        """Free the cache (the session answers no more questions)."""
+        self._cache = None
+
+    def __enter__(self) -> "VideoSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def answer_many(video, questions: Sequence[str], options: Sequence[Sequence[str] | None] | None = None, *,
+                max_new_tokens: int = 64, generate_kwargs: dict | None = None, **session_kwargs) -> list[Answer]:
+    """Answer several questions about one video with one :class:`VideoSession`: one :class:`Answer` each.
+
+    ``options``: None, or one entry per question (None for a free-text question). Other keywords
+    are :class:`VideoSession`'s. Every question is checked before the video is touched."""
+    questions = [check_question(q) for q in questions]
+    if not questions:
+        raise ValueError("questions must hold at least one question")
+    if options is None:
+        options = [None] * len(questions)
+    if len(options) != len(questions):
+        raise ValueError(f"options must have one entry per question ({len(questions)}), got {len(options)}")
+    options = [check_options(o) for o in options]
+    with VideoSession(video, **session_kwargs) as session:
+        return [session.ask(q, o, max_new_tokens=max_new_tokens, generate_kwargs=generate_kwargs)
+                for q, o in zip(questions, options)]
+
+
+def _crop(cache, length: int) -> None:
+    """Cut ``cache`` back to its first ``length`` tokens (a negative ``crop`` removes that many, in
+    every transformers release that has ``crop``)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+def _cache_of(out):
+    for name in ("cache", "past_key_values"):
+        cache = getattr(out, name, None)
+        if cache is not None:
+            return cache
+    raise RuntimeError("the model returned no cache from its prefill")
+
+
+def _language_model(model):
+    return getattr(model, "model", model)
+
+
+def _rope_deltas(model):
+    deltas = getattr(_language_model(model), "rope_deltas", None)
+    return None if deltas is None else deltas.clone()
+
+
+def _set_rope_deltas(model, deltas) -> None:
+    inner = _language_model(model)
+    if hasattr(inner, "rope_deltas"):
+        inner.rope_deltas = None if deltas is None else deltas.clone()
