@@ -137,3 +137,15 @@ def test_subcommand_hook(monkeypatch, capsys):
     lazy = cli.Command("info2", "info again", "videoqa.cli.main:_info_arguments", "videoqa.cli.main:_run_info")
     monkeypatch.setitem(cli.COMMANDS, "info2", lazy)
     assert cli.main(["info2", str(SAMPLES / "shapes.mp4")]) == 0
+
+
+def test_ask_then_answers_several_questions_about_one_video(capsys):
+    assert cli.main(["ask", str(SAMPLES / "shapes.mp4"), "What moves?", "--then", "Which colour?", "--then", "Why?",
+                     "--model", "random", "--max-frames", "4", "--max-new-tokens", "2", "--dense", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [d["question"] for d in out] == ["What moves?", "Which colour?", "Why?"]
+    assert all(d["prefix_tokens"] == out[0]["prefix_tokens"] and "prefix_prefill" in d["reused"] for d in out)
+    assert cli.main(["ask", str(SAMPLES / "shapes.mp4"), "What moves?", "--then", "Which colour?", "--model", "random",
+                     "--max-frames", "4", "--max-new-tokens", "2", "--dense"]) == 0
+    text = capsys.readouterr().out
+    assert "Q1: What moves?" in text and "Q2: Which colour?" in text and "(once for the video)" in text

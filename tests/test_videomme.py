@@ -505,10 +505,11 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     for name in ("results.jsonl", "report.json", "report.md", "run.json"):
         assert (one / name).read_text() == (two / name).read_text(), name
     r0, r1 = read_journal(two / "answers.rank0.jsonl"), read_journal(two / "answers.rank1.jsonl")
-    ids = [q.question_id for q in VM.load_questions(SAMPLE / "videomme.json")]
-    assert [x["question_id"] for x in r0[::2]] == ids[0::2]  # round-robin over the sorted ids
-    assert [x["question_id"] for x in r1[::2]] == ids[1::2]
-    assert len(r0) + len(r1) == 2 * len(ids)
+    questions = VM.load_questions(SAMPLE / "videomme.json")
+    videos = sorted({q.videoID for q in questions}, key=VM.natural_key)
+    # by video, round-robin over the sorted videos: a video's questions stay on one rank
+    assert {x["videoID"] for x in r0} == set(videos[0::2]) and {x["videoID"] for x in r1} == set(videos[1::2])
+    assert len(r0) + len(r1) == 2 * len(questions)
 
 
 # ----------------------------------------------------------------------------- the generator
@@ -527,3 +528,105 @@ def test_generator_reproduces_the_committed_sample(tmp_path):
         assert (tmp_path / "videos" / v.name).read_bytes() == v.read_bytes() == (SAMPLES / v.name).read_bytes()
     if HAS_PYARROW:
         assert VM.load_questions(tmp_path / VM.RELEASE_TABLE) == VM.load_questions(SAMPLE / VM.RELEASE_TABLE)
+
+
+# ----------------------------------------------------------------------------- one video, many questions
+
+
+class FakeSessions:
+    """A session_fn: one 'prefill' per (video, mode), answers by the FakeAnswerer; a crash after
+    ``fail_after`` answers in all."""
+
+    def __init__(self, fail_after=None):
+        self.answerer, self.opened, self.fail_after, self.asked = FakeAnswerer(), [], fail_after, 0
+
+    def __call__(self, video, *, model=None, sparse=True, config=None, fps=None, max_frames=None):
+        sessions = self
+        self.opened.append((Path(video).stem, sparse))
+
+        class Session:
+            def ask(self, question, options, max_new_tokens=64):
+                if sessions.fail_after is not None and sessions.asked >= sessions.fail_after:
+                    raise RuntimeError("simulated crash")
+                sessions.asked += 1
+                a = sessions.answerer(video, question, options, sparse=sparse, config=config, fps=fps,
+                                      max_frames=max_frames, max_new_tokens=max_new_tokens)
+                a.timings = {"prefill": 0.1, "prefix_prefill": 3.0, "total": 0.2}
+                return a
+
+        return Session()
+
+
+def test_questions_of_one_video_share_one_session_and_the_prefix_counts_once(tmp_path):
+    quiet = dict(progress=False, log=lambda *a, **k: None)
+    fake = FakeSessions()
+    report = run_eval(SAMPLE, tmp_path, session_fn=fake, mode="both", **quiet)
+    questions = VM.load_questions(SAMPLE / "videomme.json")
+    per_video = {}
+    for q in questions:
+        per_video[q.videoID] = per_video.get(q.videoID, 0) + 1
+    assert sorted(fake.opened) == sorted((v, s) for v in per_video for s in (False, True))  # one per video and mode
+    lines = lines_of(tmp_path)
+    assert len(lines) == 40 and all(x["session"] for x in lines)
+    for x in lines:  # the session's prefix prefill spread over its questions
+        assert x["timings"]["prefix_share"] == pytest.approx(3.0 / per_video[x["videoID"]])
+    total = sum(0.1 + 3.0 / per_video[x["videoID"]] for x in lines if x["mode"] == "dense")
+    assert report["overall"]["prefill_dense_s"] == pytest.approx(total)  # = 0.1 per question + 3.0 per video
+    assert total == pytest.approx(0.1 * len(questions) + 3.0 * len(per_video))
+
+
+def test_a_crash_between_two_questions_of_one_video_loses_neither(tmp_path):
+    quiet = dict(progress=False, log=lambda *a, **k: None)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_eval(SAMPLE, tmp_path, session_fn=FakeSessions(fail_after=5), mode="dense", **quiet)
+    before = read_journal(tmp_path / "answers.rank0.jsonl")
+    assert len(before) == 5
+    resumed = FakeSessions()
+    run_eval(SAMPLE, tmp_path, session_fn=resumed, mode="dense", **quiet)
+    lines = lines_of(tmp_path)
+    assert len(lines) == 20 and resumed.asked == 15  # only the missing answers
+    cut = before[-1]["videoID"]  # the video the crash interrupted: its questions span two sessions
+    sessions = {x["session"] for x in lines if x["videoID"] == cut}
+    counted = {x["question_id"]: x["timings"]["prefix_share"] for x in lines if x["videoID"] == cut}
+    assert len(sessions) <= 2 and all(v > 0 for v in counted.values())
+
+
+def test_a_second_run_on_a_folder_a_live_run_writes_is_refused_and_a_dead_ones_lock_is_not(tmp_path):
+    from videoqa.eval.videomme.run import RunLocked
+
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+                               "os.write(fd, b'pid test holder'); fcntl.flock(fd, fcntl.LOCK_EX); "
+                               "print('locked', flush=True); time.sleep(60)", str(tmp_path / ".lock.rank0")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match="live run.*test holder"):
+            run_eval(SAMPLE, tmp_path, answer_fn=FakeAnswerer(), mode="dense", progress=False,
+                     log=lambda *a, **k: None)
+        assert not (tmp_path / "answers.rank0.jsonl").exists()
+        assert cli_main(["--dataset", str(SAMPLE), "--output", str(tmp_path), "--dry-run", "--no-progress"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is dead; its lock file is left behind but locks nothing
+    report = run_eval(SAMPLE, tmp_path, answer_fn=FakeAnswerer(), mode="dense", progress=False,
+                      log=lambda *a, **k: None)
+    assert report["overall"]["questions"] == 20
+
+
+def test_the_default_answerer_uses_real_sessions(tmp_path):
+    from videoqa.models import load_model
+
+    loaded = load_model("random")
+    report = run_eval(SAMPLE, tmp_path, model=loaded, model_name="random", mode="both", limit=4, max_frames=4,
+                      max_new_tokens=2, progress=False, log=lambda *a, **k: None)
+    lines = lines_of(tmp_path)
+    assert len(lines) == 8 and report["overall"]["paired"] == 4
+    for x in lines:
+        assert x["session"] and x["timings"]["prefix_prefill"] > 0 and x["timings"]["prefix_share"] > 0
+        assert x["error"] is None and x["total_tokens"] > x["visual_tokens"] > 0
+    by_session = {}
+    for x in lines:
+        by_session.setdefault(x["session"], set()).add((x["videoID"], x["mode"]))
+    assert all(len(v) == 1 for v in by_session.values())  # a session serves one video in one mode

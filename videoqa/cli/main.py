@@ -80,7 +80,11 @@ def _ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file")
     p.add_argument("question", help="the question (quote it)")
     p.add_argument("--options", nargs="+", metavar="OPTION",
-                   help="multiple-choice options, e.g. --options 'A. red' 'B. blue' (or plain texts)")
+                   help="multiple-choice options, e.g. --options 'A. red' 'B. blue' (or plain texts); for the "
+                        "first question")
+    p.add_argument("--then", action="append", default=[], metavar="QUESTION",
+                   help="another question about the same video (repeatable, free text): the video is decoded, "
+                        "encoded and prefilled once for all of them")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--dense", action="store_true", help="dense attention (no UniSparse)")
     p.add_argument("--top-p", type=float, default=None, help="UniSparse Top-P threshold (default 0.95)")
@@ -95,8 +99,6 @@ def _ask_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_ask(args) -> int:
-    from ..pipeline import answer
-
     config = None
     kw = {k: v for k, v in (("top_p", args.top_p), ("block_size", args.block_size),
                             ("min_seq_len", args.min_seq_len)) if v is not None}
@@ -104,16 +106,34 @@ def _run_ask(args) -> int:
         from unisparse import UniSparseConfig
 
         config = UniSparseConfig(**kw)
-    result = answer(args.video, args.question, args.options, model=args.model, sparse=not args.dense,
-                    config=config, fps=args.fps, max_frames=args.max_frames, max_pixels=args.max_pixels,
-                    max_new_tokens=args.max_new_tokens, device=args.device, progress=_progress)
-    if result.random_model:
+    common = dict(model=args.model, sparse=not args.dense, config=config, fps=args.fps, max_frames=args.max_frames,
+                  max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, device=args.device,
+                  progress=_progress)
+    if args.then:  # several questions: the video is prefilled once (videoqa.session)
+        from ..session import answer_many
+
+        results = answer_many(args.video, [args.question, *args.then], [args.options] + [None] * len(args.then),
+                              **common)
+    else:
+        from ..pipeline import answer
+
+        results = [answer(args.video, args.question, args.options, **common)]
+    if results[0].random_model:
         from ..models import RANDOM_NOTICE
 
         _progress(f"note: the model has {RANDOM_NOTICE}")
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        dicts = [r.to_dict() for r in results]
+        print(json.dumps(dicts[0] if not args.then else dicts, indent=2))
         return 0
+    for i, result in enumerate(results):
+        if args.then:
+            print(f"Q{i + 1}: {result.question}")
+        _print_answer(result)
+    return 0
+
+
+def _print_answer(result) -> None:
     print(result.text)
     if result.options is not None:
         print(f"letter: {result.letter or '(none recognised)'}")
@@ -126,10 +146,10 @@ def _run_ask(args) -> int:
     f = result.frames
     print(f"[{result.model}{' (random weights)' if result.random_model else ''}] {f.count} frames {f.width}x{f.height}, "
           f"{result.total_tokens} tokens ({result.visual_tokens} visual), {density}")
-    print("time: " + ", ".join(f"{name.replace('_', ' ')} {t[name]:.2f} s" for name in
-                               ("decode_video", "load_model", "preprocess", "prefill", "vision_encoder", "generate",
-                                "total") if name in t))
-    return 0
+    shown = ("decode_video", "load_model", "preprocess", "prefix_prefill", "prefill", "vision_encoder", "generate",
+             "total")
+    print("time: " + ", ".join(f"{name.replace('_', ' ')} {t[name]:.2f} s" + (" (once for the video)" if name in result.reused else "")
+                               for name in shown if name in t))
 
 
 def _run_eval(args) -> int:

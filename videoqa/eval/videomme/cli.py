@@ -20,7 +20,7 @@ from typing import Callable
 
 from ...cli.args import MIN_SEQ_LEN_HELP, non_negative_int
 from .dataset import DEFAULT_SUBTITLE_CHARS, DURATIONS, DatasetError
-from .run import JournalError, SettingsMismatch, run_eval
+from .run import JournalError, RunLocked, SettingsMismatch, run_eval
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def run_from_args(args: argparse.Namespace, *, answer_fn: Callable | None = None
                           fps=args.fps, max_frames=args.max_frames, max_new_tokens=args.max_new_tokens,
                           skip_missing=args.skip_missing, questions_table=args.questions,
                           progress=not args.no_progress)
-    except (DatasetError, SettingsMismatch, JournalError) as e:
+    except (DatasetError, SettingsMismatch, JournalError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if report is not None:

@@ -21,12 +21,26 @@ flight, and 8 GPUs must be usable without changing the result.
 **Resume**: every journal in the folder is read first (whatever number of processes wrote it);
 a (question, mode) already there is skipped.
 
+**One video, many questions**: Video-MME asks three questions per video. With the default
+answerer the questions of one video are answered from one :class:`videoqa.session.VideoSession`
+per mode (the video decoded, encoded and prefilled once; each question prefills only its own
+suffix), each answer still journaled as it comes, so a crash between two questions of one video
+loses neither. Each line records its session and the prefix's one-time prefill time; the report
+counts that time once per session, spread over the questions the session answered
+(``timings.prefix_share``), so the prefill columns stay honest.
+
 **Sharding** under ``torchrun --nproc-per-node N``: ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` are
 read; with ``WORLD_SIZE > 1`` torch.distributed is started (NCCL when CUDA is available, with
 each rank on GPU ``LOCAL_RANK``, else gloo; a 48-hour timeout, since ranks finish at different
-times). Rank ``r`` answers the questions at positions ``r, r+N, r+2N, ...`` of the sorted
-selection, in its own journal; after a barrier rank 0 writes the results and report from all
-journals, which are therefore exactly those of one process.
+times). Rank ``r`` answers the videos at positions ``r, r+N, r+2N, ...`` of the sorted videos of
+the selection (a video's questions stay on one rank, where its prefill is shared), in its own
+journal; after a barrier rank 0 writes the results and report from all journals, which are
+therefore exactly those of one process.
+
+**One writer per journal**: each rank holds an exclusive lock on ``.lock.rank<R>`` in the folder
+while it runs (``fcntl.flock``, released by the operating system when the process ends, so a
+killed run's leftovers never block); a second run started on a folder that a live run is writing
+refuses with :class:`RunLocked`, instead of appending the same answers twice.
 
 **The answerer** is injected: any callable
 ``answer(video, question, options, *, model, sparse, config, fps, max_frames, max_new_tokens)``
@@ -70,6 +84,38 @@ class JournalError(RuntimeError):
 
 class SettingsMismatch(ValueError):
     """The output folder holds answers made with other settings."""
+
+
+class RunLocked(RuntimeError):
+    """Another live run is writing this rank's journal in the output folder."""
+
+
+class RankLock:
+    """An exclusive, non-blocking lock on ``output/.lock.rank<R>`` for as long as the run lives."""
+
+    def __init__(self, output: Path, rank: int):
+        self.path = Path(output) / f".lock.rank{rank}"
+        self.fd = -1
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: no protection, as before
+            return
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(self.fd)
+            self.fd = -1
+            raise RunLocked(f"{output} is being written by a live run ({holder}, rank {rank}); wait for it to "
+                            "finish or stop it, or use another --output") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = -1
 
 
 # ----------------------------------------------------------------------------- journals
@@ -289,7 +335,8 @@ def _line(q, mode, prompt, ans=None, error=None, subtitle_chars=None) -> dict:
             "timings": _floats(getattr(ans, "timings", None)), "subtitle_chars": subtitle_chars, "error": error}
 
 
-def run_eval(dataset, output, *, answer_fn: Callable | None = None, model=None, model_name=None, config=None,
+def run_eval(dataset, output, *, answer_fn: Callable | None = None, session_fn: Callable | None = None,
+             model=None, model_name=None, config=None,
              mode: str = "both", limit: int | None = None, durations: Sequence[str] | None = None,
              subtitles: bool = False, subtitle_select: str = "frames",
              subtitle_max_chars: int | None = DEFAULT_SUBTITLE_CHARS, fps: float | None = None,
@@ -297,7 +344,12 @@ def run_eval(dataset, output, *, answer_fn: Callable | None = None, model=None, 
              questions_table=None, progress: bool = True, log=print) -> dict | None:
     """Answer the selected questions (this process's share of them), then, on rank 0, write
     ``results.jsonl``, ``report.json`` and ``report.md`` in ``output`` and return the report
-    (other ranks return ``None``). See the module docstring for files, resume and sharding."""
+    (other ranks return ``None``). See the module docstring for files, resume and sharding.
+
+    ``session_fn(video, *, model, sparse, config, fps, max_frames)`` makes an object whose
+    ``ask(question, options, max_new_tokens=...)`` answers questions about one video; by default
+    :class:`videoqa.session.VideoSession` when ``answer_fn`` is not given, else none (``answer_fn``
+    per question)."""
     if mode not in MODE_LISTS:
         raise ValueError(f"mode must be one of {', '.join(MODE_LISTS)}, got {mode!r}")
     if subtitle_select not in ("frames", "all"):
@@ -323,13 +375,23 @@ def run_eval(dataset, output, *, answer_fn: Callable | None = None, model=None, 
                 "fps": fps, "max_frames": max_frames, "max_new_tokens": max_new_tokens, "subtitles": subtitles,
                 "subtitle_select": subtitle_select if subtitles else None,
                 "subtitle_max_chars": subtitle_max_chars if subtitles else None}
-    check_settings(output, settings, write=rank == 0)
+    lock = RankLock(output, rank)
+    try:
+        check_settings(output, settings, write=rank == 0)
+    except SettingsMismatch:
+        lock.release()
+        raise
+    if answer_fn is None and session_fn is None:
+        session_fn = _default_session()
     answer_fn = answer_fn or _default_answerer()
 
-    group = _Group(world, local)
+    group = None
     try:
+        group = _Group(world, local)
         done = set(read_answers(output))
-        share = chosen[rank::world]
+        videos = sorted({q.videoID for q in chosen}, key=natural_key)
+        mine = set(videos[rank::world])
+        share = [q for q in chosen if q.videoID in mine]
         todo = [(q, m) for q in share for m in modes if (q.question_id, m) not in done]
         already = sum((q.question_id, m) in done for q in chosen for m in modes)
         say(f"Video-MME: {len(chosen)} question(s) x {len(modes)} mode(s) over {world} process(es); "
@@ -337,6 +399,7 @@ def run_eval(dataset, output, *, answer_fn: Callable | None = None, model=None, 
         bar = Progress(len(todo), f"rank {rank}/{world}" if world > 1 else "Video-MME", progress and rank == 0)
         times_cache: dict[str, list[float]] = {}
         cue_cache: dict[str, list] = {}
+        sessions = _Sessions(session_fn, model, config, fps, max_frames, f"r{rank}-{os.getpid()}")
         with Journal(journal_path(output, rank)) as journal:
             for q in share:
                 wanted = [m for m in modes if (q.question_id, m) not in done]
@@ -360,19 +423,26 @@ def run_eval(dataset, output, *, answer_fn: Callable | None = None, model=None, 
                 qtext = question_text(q, subs)
                 prompt = multiple_choice_prompt(qtext, q.options)
                 for m in wanted:
-                    ans, err = None, error
-                    if err is None:
+                    ans, err, session = None, error, None
+                    if err is None and session_fn is not None:
+                        ans, err, session = sessions.ask(video, q.videoID, m, qtext, q, max_new_tokens)
+                    elif err is None:
                         ans, err = _answer(answer_fn, video, qtext, q, m, model, config, fps, max_frames,
                                            max_new_tokens)
-                    journal.write(_line(q, m, prompt, ans, err, None if subs is None else len(subs)))
+                    line = _line(q, m, prompt, ans, err, None if subs is None else len(subs))
+                    line["session"] = session
+                    journal.write(line)
                     bar.update()
+            sessions.close()
         bar.close()
         group.barrier()
         if rank != 0:
             return None
         return _finish(output, chosen, modes, settings, skipped, say)
     finally:
-        group.close()
+        if group is not None:
+            group.close()
+        lock.release()
 
 
 def measured_config(config):
@@ -383,6 +453,55 @@ def measured_config(config):
 
     config = config if config is not None else UniSparseConfig()
     return config if config.max_density is not None else config.replace(max_density=1.0)
+
+
+def _with_prefix_share(line: dict, answers: dict) -> dict:
+    """``line`` with ``timings.prefix_share``: its session's one-time prefix prefill divided by the
+    number of questions that session answered (over every journal), so that the prefix counts once."""
+    session = line.get("session")
+    prefix = (line.get("timings") or {}).get("prefix_prefill")
+    if session is None or prefix is None:
+        return line
+    n = sum(x.get("session") == session for x in answers.values())
+    return {**line, "timings": {**line["timings"], "prefix_share": prefix / max(1, n)}}
+
+
+def _default_session():
+    from ...session import VideoSession  # noqa: PLC0415 (imported at run time: the model stack is heavy)
+
+    return VideoSession
+
+
+class _Sessions:
+    """The one open session (per mode) of the video being answered; a new video closes the old ones."""
+
+    def __init__(self, session_fn, model, config, fps, max_frames, tag: str):
+        self.session_fn, self.model, self.config, self.fps, self.max_frames = session_fn, model, config, fps, max_frames
+        self.tag, self.video_id, self.open, self.count = tag, None, {}, 0
+
+    def ask(self, video, video_id, mode, qtext, q, max_new_tokens):
+        """``(answer, error, session id)``; an unreadable video is this question's error."""
+        from ...video import VideoError
+
+        if video_id != self.video_id:
+            self.close()
+            self.video_id = video_id
+        try:
+            if mode not in self.open:
+                self.count += 1
+                session = self.session_fn(str(video), model=self.model, sparse=mode == "sparse",
+                                          config=measured_config(self.config) if mode == "sparse" else self.config,
+                                          fps=self.fps, max_frames=self.max_frames)
+                self.open[mode] = (session, f"{self.tag}-{self.count}")
+            session, sid = self.open[mode]
+            return session.ask(qtext, list(q.options), max_new_tokens=max_new_tokens), None, sid
+        except VideoError as e:
+            return None, f"{type(e).__name__}: {e}", None
+
+    def close(self) -> None:
+        for session, _ in self.open.values():
+            getattr(session, "close", lambda: None)()
+        self.open = {}
 
 
 def _answer(answer_fn, video, qtext, q, mode, model, config, fps, max_frames, max_new_tokens):
@@ -399,7 +518,7 @@ def _answer(answer_fn, video, qtext, q, mode, model, config, fps, max_frames, ma
 def _finish(output: Path, chosen, modes, settings, skipped, say) -> dict:
     answers = read_answers(output)
     keys = [(q.question_id, m) for q in chosen for m in modes]
-    lines = [answers[k] for k in keys if k in answers]
+    lines = [_with_prefix_share(answers[k], answers) for k in keys if k in answers]
     _write_atomic(output / "results.jsonl",
                   "".join(json.dumps(x, sort_keys=True, ensure_ascii=False) + "\n" for x in lines))
     report = score(lines)

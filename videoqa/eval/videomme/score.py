@@ -12,7 +12,9 @@ Definitions (per group: overall, each duration class, domain, sub-category and t
   (so an interrupted run compares like with like); ``None`` without pairs or with 0 dense correct.
 - ``mean_density``: the mean of the sparse answers' densities (kept blocks / causal blocks).
 - ``prefill_speedup``: total dense prefill seconds / total sparse prefill seconds over the paired
-  questions that have both timings (a ratio of sums, so long videos weigh by their time).
+  questions that have both timings (a ratio of sums, so long videos weigh by their time). An
+  answer from a one-video session counts its own (question) prefill plus its share of the
+  session's prefix prefill (``timings.prefix_share``), so each video's prefill counts once.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ def _mean(xs):
 
 
 def _prefill(line):
+    """A line's prefill seconds; an answer from a session adds its share of the session's one-time
+    prefix prefill (``prefix_share``), so that the video's prefill counts once per session."""
     t = line.get("timings") or {}
     v = t.get("prefill")
-    return float(v) if v is not None else None
+    return float(v) + float(t.get("prefix_share") or 0.0) if v is not None else None
 
 
 def score_group(lines: Sequence[dict]) -> dict:
