@@ -38,6 +38,7 @@ def loaded():
 def both(loaded):
     """One "Both" run through the handler, with the progress calls it made."""
     calls = []
+    handlers.LAST_VIDEO.clear()  # a first question on this video
     result = handlers.run_question(str(SHAPES), "  What moves from left to right? ", OPTIONS, "Both", 0.6,
                                    model=loaded, progress=lambda f, desc=None: calls.append((f, desc)), **FAST)
     return result, calls
@@ -74,9 +75,10 @@ def test_outputs_show_answer_measurements_plots_controls_and_frames(both, loaded
     assert result.right == "A" and "**Known answer** (from the sample's facts): A \\(a red circle\\)" in ans
     assert ans.count("right") + ans.count("**wrong**") >= 2
     # measurements: the prefill times, the speedup computed from them, tokens and density
-    speed = dense.timings["prefill"] / sparse.timings["prefill"]
-    assert f"Prefill speedup of UniSparse over dense: {speed:.2f}x" in metrics
-    assert f"**{dense.timings['prefill']:.3f} s**" in metrics and f"**{sparse.timings['prefill']:.3f} s**" in metrics
+    # (the first question on a video: its own prefill plus the video's prefix prefill, which it paid)
+    p_d, p_s = (a.timings["prefill"] + a.timings["prefix_prefill"] for a in (dense, sparse))
+    assert f"Prefill speedup of UniSparse over dense: {p_d / p_s:.2f}x" in metrics and not result.reused
+    assert f"**{p_d:.3f} s**" in metrics and f"**{p_s:.3f} s**" in metrics
     assert f"{sparse.total_tokens} in the prompt, {sparse.visual_tokens} of them visual" in metrics
     assert f"| {sparse.density:.3f} |" in metrics and "no speedup here" in metrics  # CPU: says so
     # density plot: one bar per layer at its density, the mean drawn
@@ -214,12 +216,12 @@ def test_unreadable_videos_give_one_line_with_the_file_name_not_its_temporary_pa
 
 
 def test_unexpected_failures_are_logged_and_shown_as_one_line(loaded, monkeypatch, caplog):
-    import videoqa.pipeline
+    import videoqa.session
 
     def boom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
 
-    monkeypatch.setattr(videoqa.pipeline, "answer", boom)
+    monkeypatch.setattr(videoqa.session.VideoSession, "ask", boom)
     with pytest.raises(gr.Error) as e:
         handlers.run_question(str(SHAPES), "Q?", model=loaded, **FAST)
     assert e.value.message == ("Internal error (RuntimeError): CUDA out of memory. Tried to allocate 2 GiB. "
@@ -342,4 +344,19 @@ def test_a_bundled_sample_is_recognised_by_its_bytes_wherever_it_was_copied(tmp_
     assert known_answer("shapes.mp4", "What moves from left to right?", ["A. a red circle", "B. a blue square",
                                                                          "C. a green triangle", "D. nothing"]) == "A"
     assert known_answer("shapes.mp4", "What moves?", list(OPTIONS)) is None  # another question: not known
+
+
+def test_a_follow_up_on_the_same_video_reuses_its_prefill_and_says_so(loaded):
+    handlers.LAST_VIDEO.clear()
+    first = handlers.run_question(str(SHAPES), "What moves?", (), "Both", 0.6, model=loaded, **FAST)
+    again = handlers.run_question(str(SHAPES), "What colour is the square?", (), "Both", 0.6, model=loaded, **FAST)
+    assert not first.reused and again.reused == {"Dense", "UniSparse"}
+    metrics = handlers.outputs(again)[1]
+    assert "Follow-up on the same video" in metrics and "Prefill speedup" not in metrics
+    assert again.sparse.prefix_tokens == first.sparse.prefix_tokens
+    # other settings (top_p) or another video: prefilled afresh; the dense session survives a top_p change
+    other = handlers.run_question(str(SHAPES), "What moves?", (), "Both", 0.9, model=loaded, **FAST)
+    assert other.reused == {"Dense"}
+    fresh = handlers.run_question(str(SAMPLES / "counting.mp4"), "Which digit?", (), "Both", 0.9, model=loaded, **FAST)
+    assert not fresh.reused and len(handlers.LAST_VIDEO.sessions) == 2  # one video kept at a time
 

@@ -227,6 +227,25 @@ def test_the_default_model_answers_a_sample_and_the_page_shows_the_known_answer(
     page.close()
 
 
+def test_a_second_question_on_the_same_video_reuses_its_prefill(browser, server):
+    from playwright.sync_api import expect
+
+    page = _open(browser, server)
+    page.click("#sample input")
+    page.get_by_role("option", name="counting.mp4").click()
+    expect(page.locator("#question textarea")).to_have_value("Which digit is shown last?")
+    page.click("#ask")
+    metrics = page.locator("#metrics")
+    expect(metrics).to_contain_text("Tokens:", timeout=ANSWER_TIMEOUT_MS)
+    _wait_idle(page)
+    page.locator("#question textarea").fill("Which digit is shown first?")
+    page.click("#ask")
+    expect(metrics).to_contain_text("Follow-up on the same video", timeout=ANSWER_TIMEOUT_MS)
+    expect(metrics).to_contain_text("were reused (Dense, UniSparse)")
+    expect(page.locator("#answer")).to_contain_text("Which digit is shown first?")
+    page.close()
+
+
 def test_oversize_upload_is_refused_with_a_message(browser, small_upload_server):
     page = _open(browser, small_upload_server)
     page.locator("#video input[type=file]").set_input_files(str(SAMPLES / "shapes.mp4"))

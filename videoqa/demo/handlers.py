@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -45,6 +46,7 @@ class DemoResult:
     sparse: object | None = None
     device: str | None = None
     right: object | None = None  # the known answer, when the video is a bundled sample asked its suggested question
+    reused: frozenset = field(default_factory=frozenset)  # modes whose video prefill an earlier question left
 
     @property
     def first(self):
@@ -191,22 +193,24 @@ def run_question(video, question: str, options=(), mode: str = "Both", top_p: fl
     result = DemoResult()
     with readable_errors(path):
         from ..models import LoadedModel, is_cached, load_model, resolve_name
-        from ..pipeline import answer
 
         config = demo_config(top_p, block_size)
         if progress is not None and not isinstance(model, LoadedModel) and not is_cached(model, device=device):
             progress(0.0, desc=f"loading model {resolve_name(model)} (once per server)")
         loaded = load_model(model, device=device)  # cached per process: loads once
         result.device = str(loaded.device)
+        sampling = dict(fps=float(fps) if fps else None, max_frames=int(max_frames) if max_frames else None)
+        reused = set()
         for i, label in enumerate(runs):
-            a = answer(path, question, opts, model=loaded, sparse=label == "UniSparse", config=config,
-                       fps=float(fps) if fps else None, max_frames=int(max_frames) if max_frames else None,
-                       max_new_tokens=int(max_new_tokens), keep_frames=THUMBNAIL_PX if i == 0 else False,
-                       progress=tracker.run(i, label))
+            session, again = LAST_VIDEO.session(path, loaded, label, config, sampling, tracker.run(i, label))
+            a = session.ask(question, opts, max_new_tokens=int(max_new_tokens))
+            if again:
+                reused.add(label)
             if label == "Dense":
                 result.dense = a
             else:
                 result.sparse = a
+        result.reused = frozenset(reused)
         if result.sparse is not None and result.dense is not None:
             result.sparse.frame_images = result.dense.frame_images  # the same frames: one copy for the strip
         sample = bundled_sample(path)
@@ -225,9 +229,47 @@ def warm_up(model=None, *, device=None, video: Path | str = SAMPLES_DIR / "shape
     """
     from ..pipeline import answer
 
-    for sparse in (False, True):
+    for sparse in (False, True):  # answer(), not the page's session cache: a visitor's first question starts afresh
         answer(video, "What moves?", model=model, device=device, sparse=sparse, config=demo_config(),
                num_frames=8, max_new_tokens=1, keep_masks=False)
+
+
+class LastVideo:
+    """The prefilled sessions (:class:`videoqa.session.VideoSession`) of the last video asked about:
+    one video at a time, one session per attention mode, so memory stays bounded. A follow-up
+    question on the same file with the same model and settings reuses them."""
+
+    def __init__(self):
+        self.video, self.sessions, self.lock = None, {}, threading.Lock()
+
+    def session(self, path, loaded, label: str, config, sampling: dict, progress=None):
+        """``(session, reused)`` for ``label`` ("Dense" or "UniSparse") on the video at ``path``."""
+        from ..session import VideoSession
+
+        st = Path(path).stat()
+        video = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, id(loaded))
+        settings = (repr(config) if label == "UniSparse" else None, tuple(sorted(sampling.items())))
+        with self.lock:
+            if video != self.video:
+                self.clear()
+                self.video = video
+            old = self.sessions.get(label)
+            if old is not None and old[1] == settings:
+                return old[0], True
+            if old is not None:
+                old[0].close()
+            session = VideoSession(path, model=loaded, sparse=label == "UniSparse", config=config,
+                                   keep_frames=THUMBNAIL_PX, progress=progress, **sampling)
+            self.sessions[label] = (session, settings)
+            return session, False
+
+    def clear(self) -> None:
+        for session, _ in self.sessions.values():
+            session.close()
+        self.sessions, self.video = {}, None
+
+
+LAST_VIDEO = LastVideo()
 
 
 def frame_gallery(answer, limit: int = GALLERY_MAX) -> list[tuple[np.ndarray, str]]:
@@ -275,7 +317,7 @@ def outputs(result: DemoResult) -> tuple:
                (f" (showing {len(frames)})" if len(frames) < first.frames.count else "") +
                f", {first.frames.sample_fps:.2f} per second; the model sees them in pairs (one temporal patch).")
     return (summary.answer_markdown(result.dense, result.sparse, right=result.right),
-            summary.metrics_markdown(result.dense, result.sparse, device=result.device),
+            summary.metrics_markdown(result.dense, result.sparse, device=result.device, reused=result.reused),
             plots.density_figure(result.sparse),
             heatmap(result, layer, MEAN_HEADS),
             layer_control, head_control, frames, caption, result)

@@ -75,11 +75,24 @@ def _s(seconds: float) -> str:
     return f"{seconds:.3f} s"
 
 
-def metrics_markdown(dense=None, sparse=None, *, device: str | None = None) -> str:
-    """Prefill time (and the speedup when both ran), token counts, density, frames."""
+def _prefill(a, reused: bool) -> float:
+    """The prefill this question cost: with a session, its own suffix, plus the video's prefix
+    prefill unless an earlier question on the same video already paid it."""
+    t = a.timings
+    return t["prefill"] + (0.0 if reused else t.get("prefix_prefill", 0.0))
+
+
+def _vision(a, reused: bool) -> float:
+    return 0.0 if reused else a.timings["vision_encoder"]
+
+
+def metrics_markdown(dense=None, sparse=None, *, device: str | None = None, reused=frozenset()) -> str:
+    """Prefill time (and the speedup when both ran), token counts, density, frames; ``reused``: the
+    modes ("Dense", "UniSparse") whose video prefill came from an earlier question."""
     runs = [(label, a) for label, a in (("Dense", dense), ("UniSparse", sparse)) if a is not None]
     if not runs:
         return ""
+    was = {id(a): label in reused for label, a in runs}
     a0 = runs[-1][1]
     head = "| | " + " | ".join(label for label, _ in runs) + " |"
     rows = [head, "|---" * (len(runs) + 1) + "|"]
@@ -87,18 +100,22 @@ def metrics_markdown(dense=None, sparse=None, *, device: str | None = None) -> s
     def row(name, fn):
         rows.append(f"| {name} | " + " | ".join(fn(a) for _, a in runs) + " |")
 
-    row("**prefill** (time to first token)", lambda a: f"**{_s(a.timings['prefill'])}**")
-    row("of which vision encoder", lambda a: _s(a.timings["vision_encoder"]))
-    row("of which language model", lambda a: _s(a.timings["prefill"] - a.timings["vision_encoder"]))
+    row("**prefill** (time to first token)", lambda a: f"**{_s(_prefill(a, was[id(a)]))}**")
+    row("of which vision encoder", lambda a: _s(_vision(a, was[id(a)])))
+    row("of which language model", lambda a: _s(_prefill(a, was[id(a)]) - _vision(a, was[id(a)])))
     row("decoding", lambda a: f"{_s(a.timings['generate'])} ({a.new_tokens} tokens)")
     row("block density", lambda a: "1 (dense)" if not a.sparse else
         ("1 (prompt shorter than a block)" if a.density is None else
          f"{a.density:.3f}" + (" selected, computed dense" if a.fallback_layers else "")))
     lines = ["### Measurements"]
-    if dense is not None and sparse is not None:
-        t_d, t_s = dense.timings, sparse.timings
-        speed = t_d["prefill"] / t_s["prefill"] if t_s["prefill"] > 0 else float("inf")
-        lm_d, lm_s = t_d["prefill"] - t_d["vision_encoder"], t_s["prefill"] - t_s["vision_encoder"]
+    if reused:
+        lines.append(f"**Follow-up on the same video**: its frames, vision encoding and {a0.prefix_tokens}-token "
+                     f"prompt prefix were reused ({', '.join(sorted(reused))}); the prefill below is this "
+                     f"question's own {a0.total_tokens - a0.prefix_tokens} tokens.")
+    elif dense is not None and sparse is not None:
+        p_d, p_s = _prefill(dense, False), _prefill(sparse, False)
+        speed = p_d / p_s if p_s > 0 else float("inf")
+        lm_d, lm_s = p_d - _vision(dense, False), p_s - _vision(sparse, False)
         lm = f"{lm_d / lm_s:.2f}x" if lm_s > 0 else "n/a"
         lines.append(f"**Prefill speedup of UniSparse over dense: {speed:.2f}x** (language-model part: {lm})")
     f = a0.frames
