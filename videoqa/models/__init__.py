@@ -12,10 +12,10 @@ Training the default model is the separate ``videoqa_training`` package; nothing
 """
 
 from .loading import (RANDOM, RANDOM_NOTICE, REAL_VIDEO_DEFAULTS, RANDOM_VIDEO_DEFAULTS, SUPPORTED, LoadedModel,
-                      clear_cache, is_cached, load_model, random_config, random_model, resolve_device, resolve_dtype,
+                      clear_cache, context_tokens, is_cached, load_model, random_config, random_model, resolve_device, resolve_dtype,
                       resolve_name, set_sparsity, video_defaults)
 from ..assets import DEFAULT_MODEL_DIR
 
 __all__ = ["RANDOM", "RANDOM_NOTICE", "REAL_VIDEO_DEFAULTS", "RANDOM_VIDEO_DEFAULTS", "SUPPORTED", "DEFAULT_MODEL_DIR",
-           "LoadedModel", "clear_cache", "is_cached", "load_model", "random_config", "random_model",
+           "LoadedModel", "clear_cache", "context_tokens", "is_cached", "load_model", "random_config", "random_model",
            "resolve_device", "resolve_dtype", "resolve_name", "set_sparsity", "video_defaults"]

@@ -1,0 +1,222 @@
+"""Three questions about one video: one VideoSession (the video prefilled once) against three
+independent answer() calls, same frames, dense and UniSparse; time per question and peak memory.
+
+* ``--videomme DIR`` (CPU or GPU): every video of a Video-MME-format set (default: the bundled
+  ``data/videomme-sample``) with its own questions, with the default model (or ``--model``);
+  the answers of the two ways are compared (dense: they must be identical).
+* ``--synthetic-7b N [N ...]`` (GPU): Qwen2-VL-7B's architecture with random weights over a video of
+  N visual tokens (448x448 frames: 256 tokens per temporal patch), three questions; time per
+  question both ways, and the peak GPU memory of the session's three questions against one
+  independent answer (what the cache costs beyond one prefill).
+
+  python benchmarks/sessions/bench_sessions.py --videomme data/videomme-sample --output benchmarks/sessions/videomme_sample_cpu.md
+  python benchmarks/sessions/bench_sessions.py --synthetic-7b 16384 32768 65536 --output $OUT/sessions_7b.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+QUESTIONS = ["What happens in this video?", "Which colour appears most?", "Does anything move from left to right?"]
+
+
+def clock() -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def videomme_rows(dataset: Path, model, max_new_tokens: int, limit_videos: int | None):
+    from unisparse import UniSparseConfig
+    from videoqa import answer, answer_many
+    from videoqa.eval.videomme.dataset import Dataset
+
+    ds = Dataset.load(dataset)
+    by_video: dict[str, list] = {}
+    for q in ds.questions:
+        by_video.setdefault(q.videoID, []).append(q)
+    rows = []
+    for vid, qs in list(by_video.items())[:limit_videos]:
+        if len(qs) < 2:
+            continue
+        video = ds.videos[vid]
+        for sparse in (False, True):
+            cfg = UniSparseConfig(min_seq_len=0, max_density=1.0) if sparse else None
+            t0 = clock()
+            ind = [answer(video, q.question, list(q.options), model=model, sparse=sparse, config=cfg,
+                          max_new_tokens=max_new_tokens) for q in qs]
+            t1 = clock()
+            many = answer_many(video, [q.question for q in qs], [list(q.options) for q in qs], model=model,
+                               sparse=sparse, config=cfg, max_new_tokens=max_new_tokens)
+            t2 = clock()
+            rows.append({"video": vid, "questions": len(qs), "mode": "UniSparse" if sparse else "dense",
+                         "tokens": ind[0].total_tokens, "independent_s": (t1 - t0) / len(qs),
+                         "session_s": (t2 - t1) / len(qs), "same": sum(a.text == b.text for a, b in zip(ind, many))})
+            print(rows[-1], flush=True)
+    return rows
+
+
+ARCH = {"7b": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                             num_key_value_heads=4), vision=dict(depth=32, embed_dim=1280, num_heads=16),
+                   mrope=[16, 24, 24]),
+        "tiny": dict(text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2), vision=dict(depth=1, embed_dim=64, num_heads=2), mrope=[4, 6, 6])}
+
+
+def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b"):
+    """Qwen2-VL-7B shapes (``arch="tiny"``: a smoke test), random weights, a generated video file per length."""
+    import numpy as np
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from unisparse import UniSparseConfig
+    from videoqa import answer, answer_many
+    from videoqa.models import LoadedModel, context_tokens
+    from videoqa.processor import offline_processor
+
+    processor = offline_processor()
+    tok = processor.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                      "<|vision_end|>")}
+    a = ARCH[arch]
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tok), **a["text"], max_position_embeddings=131072,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": a["mrope"]}),
+        vision_config=dict(**a["vision"], hidden_size=a["text"]["hidden_size"], mlp_ratio=4, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    with torch.device(dev):
+        model = Qwen2VLForConditionalGeneration(config).to(dtype).eval()
+    loaded = LoadedModel(model, processor, f"qwen2-vl-{arch}-shape (random weights)", None, torch.device(dev),
+                         dtype, "qwen2_vl", True, {"fps": 2.0, "max_frames": 1024, "max_pixels": 448 * 448},
+                         context_tokens(model))
+    from videoqa.vision_attention import batch_vision_attention
+
+    batch_vision_attention(model)
+    rows = []
+    tmp = Path(tempfile.mkdtemp())
+    for n in lengths:
+        frames = 2 * n // 256
+        path = tmp / f"v{n}.mp4"
+        write_video(path, frames, np)
+        kw = dict(model=loaded, num_frames=frames, max_pixels=448 * 448, max_new_tokens=max_new_tokens)
+        for sparse in (False, True):
+            cfg = UniSparseConfig(min_seq_len=0) if sparse else None
+            answer(path, QUESTIONS[0], sparse=sparse, config=cfg, **kw)  # warm-up (compilation, allocator)
+            cuda = torch.cuda.is_available()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated() if cuda else 0
+            t0 = clock()
+            ind = [answer(path, q, sparse=sparse, config=cfg, **kw) for q in QUESTIONS]
+            t1 = clock()
+            peak_ind = torch.cuda.max_memory_allocated() - base if cuda else float("nan")
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            t2 = clock()
+            many = answer_many(path, QUESTIONS, sparse=sparse, config=cfg, **kw)
+            t3 = clock()
+            peak_many = torch.cuda.max_memory_allocated() - base if cuda else float("nan")
+            rows.append({"visual_tokens": n, "tokens": ind[0].total_tokens, "mode": "UniSparse" if sparse else "dense",
+                         "independent_s": (t1 - t0) / 3, "session_s": (t3 - t2) / 3,
+                         "prefix_prefill_s": many[0].timings["prefix_prefill"],
+                         "same": sum(a.text == b.text for a, b in zip(ind, many)),
+                         "peak_independent_gib": peak_ind / 2**30, "peak_session_gib": peak_many / 2**30})
+            print(rows[-1], flush=True)
+            if cuda:
+                torch.cuda.empty_cache()
+    return rows
+
+
+def write_video(path: Path, frames: int, np) -> None:
+    """448x448 noise frames with a moving dark band (PyAV, else OpenCV where PyAV is missing)."""
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(frames):
+        img = rng.integers(0, 255, (448, 448, 3), dtype=np.uint8)
+        img[:, : 16 + (i * 7) % 400] //= 2
+        images.append(img)
+    try:
+        import av
+    except ImportError:
+        import cv2
+
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 2.0, (448, 448))
+        for img in images:
+            writer.write(img[..., ::-1])
+        writer.release()
+        return
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=2)
+    stream.width = stream.height = 448
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"preset": "ultrafast"}
+    for img in images:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videomme", type=Path, default=None)
+    p.add_argument("--synthetic-7b", type=int, nargs="*", default=None)
+    p.add_argument("--arch", choices=sorted(ARCH), default="7b", help="--synthetic-7b's architecture (tiny: a smoke test)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--limit-videos", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--output", type=Path, default=None)
+    args = p.parse_args(argv)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
+        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    lines = [f"## Three questions per video: one session against independent answers ({device}, torch "
+             f"{torch.__version__})", ""]
+    if args.videomme:
+        from videoqa.models import load_model
+
+        model = load_model(args.model)
+        rows = videomme_rows(args.videomme, model, args.max_new_tokens, args.limit_videos)
+        lines += [f"{args.videomme}, model `{model.name}`, {args.max_new_tokens} new tokens at most; seconds per question.", "",
+                  "| video | questions | mode | tokens | independent s/q | session s/q | session / independent | same answers |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['video']} | {r['questions']} | {r['mode']} | {r['tokens']} | {r['independent_s']:.2f} | "
+                  f"{r['session_s']:.2f} | {r['session_s'] / r['independent_s']:.2f} | {r['same']}/{r['questions']} |"
+                  for r in rows]
+        for mode in ("dense", "UniSparse"):
+            sel = [r for r in rows if r["mode"] == mode]
+            if sel:
+                ind = sum(r["independent_s"] * r["questions"] for r in sel)
+                ses = sum(r["session_s"] * r["questions"] for r in sel)
+                lines.append(f"| all | {sum(r['questions'] for r in sel)} | {mode} | | {ind:.1f} s | {ses:.1f} s | "
+                             f"**{ses / ind:.2f}** | {sum(r['same'] for r in sel)}/{sum(r['questions'] for r in sel)} |")
+        lines.append("")
+    if args.synthetic_7b:
+        rows = synthetic_rows(args.synthetic_7b, args.max_new_tokens, args.arch)
+        lines += ["Qwen2-VL-7B's architecture, random weights, bf16; 448x448 frames; three questions.", "",
+                  "| visual tokens | mode | independent s/q | session s/q | ratio | prefix prefill s | same answers | "
+                  "peak GiB, 3 independent | peak GiB, session of 3 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['visual_tokens']} | {r['mode']} | {r['independent_s']:.3f} | {r['session_s']:.3f} | "
+                  f"**{r['session_s'] / r['independent_s']:.2f}** | {r['prefix_prefill_s']:.3f} | {r['same']}/3 | "
+                  f"{r['peak_independent_gib']:.2f} | {r['peak_session_gib']:.2f} |" for r in rows]
+    lines.append(f"\nCommand: `python benchmarks/sessions/bench_sessions.py {' '.join(argv or __import__('sys').argv[1:])}`")
+    md = "\n".join(lines) + "\n"
+    print(md)
+    if args.output:
+        args.output.write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
