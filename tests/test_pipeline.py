@@ -215,7 +215,7 @@ def test_qwen2_5_vl_directory_gets_its_class_and_seconds_per_grid(loaded, tmp_pa
 
 def test_video_span_marks_the_video_tokens_and_frames_are_kept_on_request(loaded):
     """Answer.video_span is where the <|video_pad|> run sits in the prompt; frame_token_spans maps it to frames."""
-    from videoqa.pipeline import video_token_span
+    from videoqa.pipeline import video_token_runs, video_token_span
     from videoqa.prompt import build_inputs
     from videoqa.video import sample_frames
 
@@ -246,7 +246,7 @@ def test_video_span_marks_the_video_tokens_and_frames_are_kept_on_request(loaded
     assert answer(COUNTING, "Q?", model=loaded, **kw).frame_images is None  # off by default
     with pytest.raises(ValueError, match="keep_frames"):
         answer(COUNTING, "Q?", model=loaded, keep_frames=-3, **kw)
-    # the helper itself: none, and a split run (a bug upstream) is refused
+    # the helpers: none; split runs (the timestamped layout: one run per temporal patch) are listed
     assert video_token_span(torch.tensor([[1, 2, 3]]), vid) is None
-    with pytest.raises(RuntimeError, match="contiguous"):
-        video_token_span(torch.tensor([[vid, 1, vid]]), vid)
+    assert video_token_span(torch.tensor([[vid, 1, vid, vid]]), vid) == (0, 4)
+    assert video_token_runs(torch.tensor([[vid, 1, vid, vid, 5]]), vid) == [(0, 1), (2, 4)]

@@ -7,7 +7,7 @@ block, keep the Top-P blocks of each query block, and run exact attention over j
 from .api import (block_density, block_sparse_attention, dense_attention, fallback_density, select_blocks,
                   sparse_attention)
 from .config import UniSparseConfig
-from .integrations.transformers import disable, enable, is_enabled
+from .integrations.transformers import disable, enable, is_enabled, routing
 from .recording import record
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "enable",
     "disable",
     "is_enabled",
+    "routing",
     "record",
 ]
 __version__ = "0.1.0"

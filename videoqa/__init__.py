@@ -12,10 +12,10 @@ import transformers.
 
 from .video import VideoError, VideoFrames, VideoInfo, read_video_info, sample_frames
 
-__all__ = ["answer", "answer_many", "Answer", "VideoSession", "FrameSampling", "read_video_info", "sample_frames",
+__all__ = ["answer", "answer_many", "answer_messages", "Answer", "VideoSession", "FrameSampling", "read_video_info", "sample_frames",
            "VideoFrames", "VideoInfo", "VideoError"]
 
-_LAZY = {"answer": "pipeline", "Answer": "pipeline", "answer_many": "session", "VideoSession": "session",
+_LAZY = {"answer": "pipeline", "Answer": "pipeline", "answer_messages": "messages", "answer_many": "session", "VideoSession": "session",
          "FrameSampling": "sampling"}
 
 

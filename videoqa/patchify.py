@@ -27,6 +27,7 @@ What the video processor does, and this module repeats:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -56,23 +57,24 @@ class PatchSpec:
         return self.patch_size * self.merge_size
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PatchSpec":
-        """From a ``preprocessor_config.json`` / ``video_preprocessor_config.json`` dict; missing keys keep defaults."""
+    def from_dict(cls, d: dict, default: "PatchSpec | None" = None) -> "PatchSpec":
+        """From a ``preprocessor_config.json`` / ``video_preprocessor_config.json`` dict; missing keys
+        keep ``default``'s values (Qwen2-VL's when None)."""
         kw = {k: d[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "rescale_factor") if d.get(k)}
         for k in ("image_mean", "image_std"):
             if d.get(k) is not None:
                 kw[k] = tuple(float(v) for v in d[k])
-        return cls(**kw)
+        return dataclasses.replace(default or cls(), **kw)
 
     @classmethod
-    def from_pretrained(cls, path) -> "PatchSpec":
-        """Read the geometry from a model directory's processor configs (defaults if there are none)."""
+    def from_pretrained(cls, path, default: "PatchSpec | None" = None) -> "PatchSpec":
+        """Read the geometry from a model directory's processor configs (``default`` if there are none)."""
         for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
             p = os.path.join(os.fspath(path), name)
             if os.path.isfile(p):
                 with open(p, encoding="utf-8") as f:
-                    return cls.from_dict(json.load(f))
-        return cls()
+                    return cls.from_dict(json.load(f), default)
+        return default or cls()
 
     def to_dict(self) -> dict:
         return {"patch_size": self.patch_size, "temporal_patch_size": self.temporal_patch_size,

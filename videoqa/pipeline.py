@@ -77,6 +77,7 @@ class Answer:
     # Where the video sits in the prompt: token positions [start, end) of the <|video_pad|> run, and
     # the video grid (temporal patches, patch rows, patch columns) that produced those tokens.
     video_span: tuple[int, int] | None = None
+    video_runs: list = dataclasses.field(default_factory=list)  # [start, end) of each run of video tokens
     video_grid_thw: tuple[int, int, int] | None = None
     # The sampled frames, uint8 [T, 3, H, W], only when answer(keep_frames=...) asked for them
     # (a display aid; never serialised by to_dict).
@@ -101,26 +102,35 @@ class Answer:
         if self.video_span is None or self.video_grid_thw is None:
             return []
         steps = int(self.video_grid_thw[0])
-        start, end = self.video_span
-        per_step, per_frames = (end - start) // steps, max(1, self.frames.count // steps)
+        per_frames = max(1, self.frames.count // steps)
         ts = self.frames.timestamps_s
-        return [(start + i * per_step, start + (i + 1) * per_step, float(ts[min(i * per_frames, len(ts) - 1)]),
-                 float(ts[min((i + 1) * per_frames - 1, len(ts) - 1)])) for i in range(steps)]
+        if len(self.video_runs) == steps:  # the timestamped layout: one run of tokens per patch
+            bounds = list(self.video_runs)
+        else:
+            start, end = self.video_span
+            per_step = (end - start) // steps
+            bounds = [(start + i * per_step, start + (i + 1) * per_step) for i in range(steps)]
+        return [(a, b, float(ts[min(i * per_frames, len(ts) - 1)]), float(ts[min((i + 1) * per_frames - 1, len(ts) - 1)]))
+                for i, (a, b) in enumerate(bounds)]
+
+
+def video_token_runs(input_ids: torch.Tensor, video_token_id: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of consecutive video tokens in a one-prompt batch: one run for
+    Qwen2-VL's layout, one per temporal patch for the timestamped one (Qwen3-VL, Qwen3.5)."""
+    where = (input_ids[0] == video_token_id).nonzero().flatten().tolist()
+    runs: list[tuple[int, int]] = []
+    for i in where:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def video_token_span(input_ids: torch.Tensor, video_token_id: int) -> tuple[int, int] | None:
-    """``[start, end)`` of the video tokens in a one-prompt batch; None without any.
-
-    Raises RuntimeError when they are not one contiguous run (one video per prompt is all the
-    pipeline builds, so anything else is a bug upstream).
-    """
-    where = (input_ids[0] == video_token_id).nonzero().flatten()
-    if where.numel() == 0:
-        return None
-    start, end = int(where[0]), int(where[-1]) + 1
-    if end - start != where.numel():
-        raise RuntimeError(f"video tokens are not contiguous: {where.numel()} of them spread over [{start}, {end})")
-    return start, end
+    """``[start, end)`` from the first to the last video token of a one-prompt batch; None without any."""
+    runs = video_token_runs(input_ids, video_token_id)
+    return (runs[0][0], runs[-1][1]) if runs else None
 
 
 def _thumbnails(frames: torch.Tensor, keep) -> torch.Tensor:
@@ -303,6 +313,7 @@ def make_answer(loaded, frames, prepared, question, options, new_ids, timings, l
         config=dataclasses.asdict(used) if used is not None else None,
         fallback_layers=sum(r.path == "above_break_even" for r in layers),
         video_span=video_token_span(prepared.inputs["input_ids"], loaded.processor.video_token_id),
+        video_runs=video_token_runs(prepared.inputs["input_ids"], loaded.processor.video_token_id),
         video_grid_thw=tuple(int(v) for v in prepared.grid_thw),
         frame_images=_thumbnails(frames.frames, keep_frames) if keep_frames else None,
         **extra,

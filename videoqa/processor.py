@@ -46,12 +46,15 @@ class VideoQAProcessor:
         chat_template: overrides the tokenizer's template (e.g. a legacy ``chat_template.json``).
         video_processor: a transformers video processor (``Qwen2VLVideoProcessor``), or None.
             When set, pixels go through it; otherwise through :func:`videoqa.patchify.patchify_video`.
+        layout: ``"single"`` (one vision block, Qwen2/2.5-VL) or ``"timestamped"`` (one block per
+            temporal patch after its time, Qwen3-VL/3.5); see :mod:`videoqa.models.families`.
     """
 
     tokenizer: object
     spec: PatchSpec = field(default_factory=PatchSpec)
     chat_template: str | None = None
     video_processor: object | None = None
+    layout: str = "single"  # how a video is written in the prompt (videoqa.models.families)
 
     def __post_init__(self):
         ids = self.tokenizer.convert_tokens_to_ids([VIDEO_TOKEN, IMAGE_TOKEN, VISION_START, VISION_END])
@@ -61,6 +64,8 @@ class VideoQAProcessor:
         self.video_token_id, self.image_token_id, self.vision_start_id, self.vision_end_id = ids
         if self.chat_template is None and not getattr(self.tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template and none was given")
+        if self.layout not in ("single", "timestamped"):
+            raise ValueError(f"layout must be 'single' or 'timestamped', got {self.layout!r}")
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -89,23 +94,27 @@ class VideoQAProcessor:
         """
         from transformers import AutoTokenizer
 
+        from .models.families import FAMILIES, family
+
+        model_type = _model_type(path, **kwargs)
+        fam = family(model_type, path) if model_type is not None else FAMILIES["qwen2_vl"]
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         template = None
         if os.path.isdir(path):
-            spec = PatchSpec.from_pretrained(path)
+            spec = PatchSpec.from_pretrained(path, default=fam.spec)
             legacy = os.path.join(path, "chat_template.json")
             if not getattr(tokenizer, "chat_template", None) and os.path.isfile(legacy):
                 with open(legacy, encoding="utf-8") as f:
                     template = json.load(f)["chat_template"]
         else:
-            spec = PatchSpec()
+            spec = fam.spec
         video_processor = None
         if use_video_processor or (use_video_processor is None and torchvision_available()):
             from transformers import AutoVideoProcessor
 
             video_processor = AutoVideoProcessor.from_pretrained(path, **kwargs)
             spec = _spec_of(video_processor)
-        return cls(tokenizer, spec, template, video_processor)
+        return cls(tokenizer, spec, template, video_processor, fam.layout)
 
     def save_pretrained(self, path) -> None:
         """Write the tokenizer, template and a ``preprocessor_config.json`` in Qwen2-VL's layout."""
@@ -118,6 +127,19 @@ class VideoQAProcessor:
                   "do_rescale": True, "do_normalize": True, **self.spec.to_dict()}
         with open(os.path.join(path, "preprocessor_config.json"), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
+
+
+def _model_type(path, **kwargs) -> str | None:
+    """The checkpoint's ``model_type``; None for a directory holding only a processor (no config.json)."""
+    if os.path.isdir(path):
+        config = os.path.join(path, "config.json")
+        if not os.path.isfile(config):
+            return None
+        with open(config, encoding="utf-8") as f:
+            return json.load(f).get("model_type")
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(path, **kwargs), "model_type", None)
 
 
 def _spec_of(video_processor) -> PatchSpec:

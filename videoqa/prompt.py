@@ -24,7 +24,7 @@ import torch
 
 from .choices import multiple_choice_prompt, normalize_options
 from .patchify import grid_thw as _grid_thw, num_video_tokens, patchify_video
-from .processor import VIDEO_TOKEN
+from .processor import VIDEO_TOKEN, VISION_END, VISION_START
 
 
 def check_question(question) -> str:
@@ -93,6 +93,27 @@ def expand_video_token(text: str, count: int, video_token: str = VIDEO_TOKEN) ->
     return text.replace(video_token, video_token * count)
 
 
+def timestamped_video(text: str, patch_times: Sequence[float], per_patch: int) -> str:
+    """Qwen3-VL / Qwen3.5's video layout: the template's ``<|video_pad|>`` becomes, per temporal patch,
+    ``<t.t seconds>`` then ``<|vision_start|>``, ``per_patch`` video tokens and ``<|vision_end|>``,
+    exactly as transformers' ``Qwen3VLProcessor.replace_video_token`` writes it (the template's own
+    ``<|vision_start|>``/``<|vision_end|>`` around the placeholder stay, as they do there)."""
+    found = text.count(VIDEO_TOKEN)
+    if found != 1:
+        raise ValueError(f"the chat template produced {found} {VIDEO_TOKEN} placeholders, expected 1")
+    block = "".join(f"<{t:.1f} seconds>{VISION_START}{VIDEO_TOKEN * per_patch}{VISION_END}" for t in patch_times)
+    return text.replace(VIDEO_TOKEN, block)
+
+
+def patch_times(timestamps_s: Sequence[float], temporal_patch: int) -> list[float]:
+    """The time of each temporal patch: the mean of its first and last frame's times (a short last
+    patch repeats its last frame, as the pixels do)."""
+    ts = list(timestamps_s)
+    while len(ts) % temporal_patch:
+        ts.append(ts[-1])
+    return [(ts[i] + ts[i + temporal_patch - 1]) / 2 for i in range(0, len(ts), temporal_patch)]
+
+
 def video_pixels(processor, frames: torch.Tensor):
     """``(pixel_values_videos, (t, h, w), source)`` through the processor's video processor or our patchifier."""
     vp = getattr(processor, "video_processor", None)
@@ -118,9 +139,11 @@ def build_inputs(processor, frames, question: str, options: Sequence[str] | None
             ``second_per_grid_t`` for Qwen2.5-VL's time-aligned positions.
     """
     label = video_label
+    times = None
     if hasattr(frames, "frames"):  # VideoFrames
         sample_fps = frames.sample_fps if sample_fps is None else sample_fps
         label = frames.info.path if video_label == "video" else video_label
+        times = list(frames.timestamps_s)
         frames = frames.frames
     messages = build_messages(question, options, video=label, system=system)
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -129,7 +152,14 @@ def build_inputs(processor, frames, question: str, options: Sequence[str] | None
     if tuple(grid) != expected:
         raise RuntimeError(f"video grid {grid} differs from the expected {expected}")
     n_video = num_video_tokens(grid, processor.spec.merge_size)
-    encoded = processor.tokenizer(expand_video_token(text, n_video), return_tensors="pt")
+    if getattr(processor, "layout", "single") == "timestamped":
+        if times is None:
+            fps = sample_fps or 1.0
+            times = [i / fps for i in range(frames.shape[0])]
+        expanded = timestamped_video(text, patch_times(times, processor.spec.temporal_patch_size), n_video // grid[0])
+    else:
+        expanded = expand_video_token(text, n_video)
+    encoded = processor.tokenizer(expanded, return_tensors="pt")
     ids = encoded["input_ids"]
     got = int((ids == processor.video_token_id).sum())
     if got != n_video:

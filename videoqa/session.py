@@ -71,9 +71,9 @@ class VideoSession:
         probe, inputs = model_inputs(loaded, self.frames, _PROBE_QUESTION, None, system)
         ids = probe.inputs["input_ids"]
         ends = (ids[0] == loaded.processor.vision_end_id).nonzero().flatten()
-        if ends.numel() != 1:
-            raise RuntimeError(f"expected one <|vision_end|> token in the prompt, found {ends.numel()}")
-        self.prefix_len = P = int(ends[0]) + 1
+        if ends.numel() == 0:
+            raise RuntimeError("the prompt has no <|vision_end|> token")
+        self.prefix_len = P = int(ends[-1]) + 1  # through the video's last block (one per patch when timestamped)
         self.prefix_ids = ids[:, :P]
         prefix = {k: (v[:, :P] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
                   for k, v in inputs.items()}

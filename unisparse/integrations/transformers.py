@@ -199,6 +199,35 @@ def enable(
     return model
 
 
+def routing(model) -> list[dict]:
+    """Per decoder layer of the language model, what prefill attention goes where and why:
+    ``{"layer", "kind", "unisparse", "why"}``. Full causal attention layers are routed to UniSparse
+    (when :func:`enable` was called); linear-attention layers (Qwen3.5's Gated DeltaNet, Qwen3-Next)
+    have no attention matrix to skip and never call the attention registry; sliding-window layers
+    are routed but every call runs stock attention (``record()`` says ``unsupported_variant``);
+    ``dense_layers`` always run dense. Vision towers are never routed."""
+    text = _text_config(model)
+    routed = {m.layer_idx: m.__dict__.get(_PLAN_ATTR) for m in _attention_modules(model)}
+    kinds = list(getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers)
+    out = []
+    for i, kind in enumerate(kinds):
+        plan = routed.get(i)
+        if i not in routed:
+            why = ("linear attention: no attention matrix, never calls the registry" if "linear" in kind
+                   else "no attention module found")
+            out.append({"layer": i, "kind": kind, "unisparse": False, "why": why})
+        elif plan is None:
+            out.append({"layer": i, "kind": kind, "unisparse": False, "why": "UniSparse not enabled"})
+        elif plan.dense:
+            out.append({"layer": i, "kind": kind, "unisparse": False, "why": "dense_layers"})
+        elif "sliding" in kind:
+            out.append({"layer": i, "kind": kind, "unisparse": False, "why": "sliding window: stock attention"})
+        else:
+            out.append({"layer": i, "kind": kind, "unisparse": True,
+                        "why": f"causal prefill of at least {max(plan.block_size, plan.min_seq_len)} tokens"})
+    return out
+
+
 def disable(model):
     """Undo :func:`enable`: the language model gets its previous attention back. Returns the model."""
     for module in model.modules():

@@ -9,7 +9,8 @@ MIN_SEQ_LEN_HELP = ("UniSparse runs on prompts of at least N tokens, dense atten
                     "selection plus the sparse kernel is slower than dense cuDNN on an H200, "
                     "benchmarks/attention/families/); "
                     "0 runs sparse at any length")
-MODEL_HELP = ("model directory or hub id (Qwen2-VL / Qwen2.5-VL); default: $VIDEOQA_MODEL, the embedded default "
+MODEL_HELP = ("model directory or hub id (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 and their MoE variants); default: "
+              "$VIDEOQA_MODEL, the embedded default "
               "model, else a random stand-in whose answers are meaningless")
 
 

@@ -1,10 +1,11 @@
-"""Loading Qwen2-VL / Qwen2.5-VL with their processor, choosing device and dtype, switching UniSparse.
+"""Loading a Qwen video language model with its processor, choosing device and dtype, switching UniSparse.
 
 Which model, in order:
 
-1. ``name`` given: a local directory or hub id of a Qwen2-VL (``model_type: qwen2_vl``) or
-   Qwen2.5-VL (``qwen2_5_vl``) checkpoint, loaded with its own tokenizer, chat template and
-   processor config; ``"random"`` forces the random stand-in below.
+1. ``name`` given: a local directory or hub id of a checkpoint of a family the pipeline knows
+   (:mod:`videoqa.models.families`: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 and their MoE
+   variants, by ``model_type``), loaded with its own tokenizer, chat template and processor
+   config; ``"random"`` forces the random stand-in below.
 2. the environment variable ``VIDEOQA_MODEL``, read the same way;
 3. the embedded default model, ``videoqa/assets/default_model/`` (package data), whenever it holds a
    saved model (``config.json``); nothing to configure once it is there. A directory with a
@@ -33,15 +34,16 @@ from pathlib import Path
 import torch
 
 from ..assets import DEFAULT_MODEL_DIR
+from .families import FAMILIES, family as _family, video_defaults as _family_video_defaults
 
 RANDOM = "random"
 RANDOM_NOTICE = "random weights: a stand-in that runs offline; its answers are meaningless"
-SUPPORTED = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+SUPPORTED = {t: f.class_name for t, f in FAMILIES.items()}  # model_type -> transformers class
 
 # Frame sampling defaults per kind of model. Real models: qwen-vl-utils' video defaults (2 fps,
 # at most 768 frames, at most 768 tokens per frame pair). The random stand-in runs on a CPU, so
 # it samples less.
-REAL_VIDEO_DEFAULTS = {"fps": 2.0, "max_frames": 768, "max_pixels": 768 * 28 * 28}
+REAL_VIDEO_DEFAULTS = _family_video_defaults(FAMILIES["qwen2_vl"])  # 2 fps, <= 768 frames, <= 768x28x28 px
 RANDOM_VIDEO_DEFAULTS = {"fps": 2.0, "max_frames": 32, "max_pixels": 256 * 28 * 28}
 # On a CPU, prefill selects blocks but computes dense attention (see set_sparsity).
 CPU_MAX_DENSITY = 0.0
@@ -60,7 +62,7 @@ class LoadedModel:
     path: str | None  # resolved directory or hub id; None for the random stand-in
     device: torch.device
     dtype: torch.dtype
-    family: str  # "qwen2_vl" or "qwen2_5_vl"
+    family: str  # the model_type: a key of videoqa.models.families.FAMILIES
     random: bool = False
     video_defaults: dict = field(default_factory=lambda: dict(REAL_VIDEO_DEFAULTS))
     context_tokens: int | None = None  # the language model's position limit; longer prompts get a warning
@@ -117,6 +119,14 @@ def video_defaults(name=None) -> dict:
 
     if os.path.isdir(name) and is_compact(name):
         return recorded(name) or dict(REAL_VIDEO_DEFAULTS)
+    config = os.path.join(name, "config.json")
+    if os.path.isfile(config):
+        import json
+
+        with open(config, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+        if model_type in FAMILIES:
+            return _family_video_defaults(FAMILIES[model_type])
     return dict(REAL_VIDEO_DEFAULTS)
 
 
@@ -175,11 +185,8 @@ def _model_class(path: str):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
-    family = getattr(config, "model_type", None)
-    if family not in SUPPORTED:
-        raise ValueError(f"{path} is a {family!r} model; videoqa runs Qwen2-VL and Qwen2.5-VL "
-                         f"(model_type {sorted(SUPPORTED)})")
-    return getattr(transformers, SUPPORTED[family]), family
+    fam = _family(getattr(config, "model_type", None), path)
+    return getattr(transformers, fam.class_name), fam.model_type
 
 
 def _looks_like_path(name: str) -> bool:
@@ -224,8 +231,8 @@ def _load_unpatched(name: str, device: torch.device, dtype: torch.dtype) -> Load
         processor = VideoQAProcessor.from_pretrained(name)
     except (OSError, ImportError) as e:
         raise OSError(f"could not load the model {name!r}: {str(e).strip().splitlines()[0]}") from e
-    return LoadedModel(model, processor, name, name, device, dtype, family, False, dict(REAL_VIDEO_DEFAULTS),
-                       context_tokens(model))
+    return LoadedModel(model, processor, name, name, device, dtype, family, False,
+                       _family_video_defaults(FAMILIES[family]), context_tokens(model))
 
 
 def load_model(name=None, *, device=None, dtype=None, cache: bool = True) -> LoadedModel:

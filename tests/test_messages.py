@@ -1,0 +1,68 @@
+"""Qwen-style message lists (the model cards' format) answered unchanged; qwen-vl-utils' sampling
+compared with ours where it can run (torchvision installed)."""
+
+from pathlib import Path
+
+import pytest
+
+from videoqa.messages import parse_messages
+from videoqa.processor import torchvision_available
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = ROOT / "videoqa" / "assets" / "samples" / "shapes.mp4"
+
+
+def test_the_model_cards_messages_are_read():
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "video", "video": f"file://{SHAPES}", "fps": 1.0, "max_pixels": 360 * 420,
+                     "nframes": 8, "video_start": 1.0, "video_end": 9.0},
+                    {"type": "text", "text": "Describe this video."}, {"type": "text", "text": "Briefly."}]}]
+    path, question, sampling, system = parse_messages(messages)
+    assert path == str(SHAPES) and question == "Describe this video.\nBriefly." and system == "Be brief."
+    assert sampling == {"fps": 1.0, "num_frames": 8, "max_pixels": 360 * 420, "start": 1.0, "end": 9.0}
+
+
+@pytest.mark.parametrize("messages, match", [
+    ([], "non-empty"),
+    ([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "exactly one video"),
+    ([{"role": "user", "content": [{"video": "a.mp4"}, {"video": "b.mp4"}]}], "exactly one video"),
+    ([{"role": "user", "content": [{"type": "video", "video": "https://x/y.mp4"}]}], "download"),
+    ([{"role": "user", "content": [{"type": "video", "video": "a.mp4", "speed": 2}]}], "unsupported video keys"),
+    ([{"role": "assistant", "content": "no"}], "only system and user"),
+    ([{"role": "user", "content": [{"type": "image", "image": "a.png"}]}], "unsupported content"),
+])
+def test_bad_messages_get_clear_errors(messages, match):
+    with pytest.raises(ValueError, match=match):
+        parse_messages(messages)
+
+
+def test_answer_messages_answers_like_answer():
+    pytest.importorskip("transformers")
+    from videoqa import answer, answer_messages
+    from videoqa.models import load_model
+
+    loaded = load_model("random")
+    messages = [{"role": "user", "content": [{"type": "video", "video": str(SHAPES), "nframes": 4},
+                                             {"type": "text", "text": "What moves?"}]}]
+    a = answer_messages(messages, model=loaded, sparse=False, max_new_tokens=3)
+    b = answer(SHAPES, "What moves?", model=loaded, sparse=False, num_frames=4, max_new_tokens=3)
+    assert (a.text, a.total_tokens, a.frames.count) == (b.text, b.total_tokens, 4)
+
+
+@pytest.mark.skipif(not torchvision_available(), reason="qwen-vl-utils' video reader needs torchvision")
+@pytest.mark.parametrize("video_keys", [{"fps": 2.0}, {"nframes": 8}, {"fps": 1.0, "max_pixels": 128 * 28 * 28}])
+def test_our_sampler_gives_qwen_vl_utils_frames_sizes_and_fps(video_keys, monkeypatch):
+    monkeypatch.setenv("FORCE_QWENVL_VIDEO_READER", "decord")
+    from qwen_vl_utils import process_vision_info
+
+    from videoqa.video import sample_frames
+
+    messages = [{"role": "user", "content": [{"type": "video", "video": str(SHAPES), **video_keys},
+                                             {"type": "text", "text": "?"}]}]
+    _, videos, kwargs = process_vision_info(messages, return_video_kwargs=True)
+    theirs = videos[0]
+    _, _, sampling, _ = parse_messages(messages)
+    ours = sample_frames(SHAPES, **sampling)
+    assert tuple(ours.frames.shape) == tuple(theirs.shape)
+    assert abs(ours.sample_fps - float(kwargs["fps"][0])) < 1e-3
