@@ -140,6 +140,45 @@ def test_heatmap_marks_the_video_and_labels_frame_times(both):
     assert handlers.heatmap(both[0], 3, handlers.MEAN_HEADS).axes[0].images  # the handler the controls call
 
 
+def test_heads_selected_in_the_spatial_order_are_drawn_in_frame_order_or_as_selected(loaded, monkeypatch):
+    """Video-aware selection (forced here: the random model's heads keep the frame order) records each
+    head's order; the block map draws such a head mapped back to frame order, or as it was selected."""
+    from unisparse import reordered
+
+    real = reordered.choose
+
+    def head_one_spatial(masks, orders, names, kv_heads):  # KV head 0 (query heads 0, 1) spatial
+        sel = real(masks, orders, names, kv_heads)
+        sel.choice[:, 0] = names.index("spatial")
+        heads = sel.order_of_heads()
+        stacked = torch.stack([m.expand(masks[0].shape) for m in masks])
+        sel.mask = stacked.gather(0, heads[None, :, :, None, None].expand(1, *stacked.shape[1:]))[0]
+        return sel
+
+    monkeypatch.setattr(reordered, "choose", head_one_spatial)
+    a = answer(SHAPES, "What moves?", model=loaded, num_frames=8, max_new_tokens=1,
+               config=unisparse.UniSparseConfig(block_size=64, top_p=0.7, min_seq_len=0, max_density=1.0))
+    assert a.layout is not None and a.layout.spans[0].frames == 4
+    rec = a.layers[1]
+    assert rec.head_orders == ("spatial", "spatial", "frame", "frame")
+    mapped = plots.kept_in_frame_order(a, rec)
+    assert np.array_equal(mapped[2:], rec.mask[0, 2:].float().numpy())  # frame heads: their own mask
+    assert ((mapped[0] > 0) & (mapped[0] < 1)).any()  # a spatial block covers parts of frame blocks
+    fig = plots.heatmap_figure(a, 1, head=0)
+    shown = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
+    causal = np.tril(np.ones(mapped.shape[1:], dtype=bool))
+    assert np.allclose(shown[causal], mapped[0][causal])
+    assert "spatial order drawn in frame order" in fig._suptitle.get_text()
+    as_selected = plots.heatmap_figure(a, 1, head=0, view="selected")
+    assert np.array_equal(as_selected.axes[0].images[0].get_array(), rec.mask[0, 0].float().numpy())
+    assert "spatial order" in as_selected.axes[0].get_xlabel()
+    # a frame-order head looks the same in both views
+    assert "spatial" not in plots.heatmap_figure(a, 1, head=2, view="selected").axes[0].get_xlabel()
+    assert a.to_dict()["layout"][0]["frame_starts"] == list(a.layout.spans[0].frame_starts)
+    with pytest.raises(ValueError, match="view"):
+        plots.heatmap_figure(a, 1, head=0, view="sideways")
+
+
 def test_density_plot_and_block_map_of_layers_that_ran_dense(loaded):
     a = answer(SHAPES, "What moves?", model=loaded, num_frames=4, max_new_tokens=1, dense_layers=[0],
                config=unisparse.UniSparseConfig(block_size=64, top_p=0.7, min_seq_len=0, max_density=1.0))

@@ -162,3 +162,68 @@ class _Bare(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.config = object()
+
+
+def _layout(inputs):
+    from tiny_models import VIDEO_TOKEN
+
+    return unisparse.layout_from_inputs(inputs["input_ids"], merge_size=2, video_token_id=VIDEO_TOKEN,
+                                        video_grid_thw=inputs["video_grid_thw"])
+
+
+def test_a_video_layout_reaches_the_attention_and_spatial_heads_stay_exact(monkeypatch):
+    """Inside ``video_layout``, prefill selects per KV head in either order. Forcing every head into
+    the spatial order at top_p=1 must still generate exactly the dense tokens: causality follows
+    the original positions and the output returns to the prompt's order."""
+    from unisparse import reordered
+
+    model = tiny_qwen2vl()
+    inputs = video_inputs(frames=16, height=112, width=112, text_tokens=60)  # 8 patches of 16 tokens
+    layout = _layout(inputs)
+    assert layout.spans[0].frames == 8 and layout.spans[0].frame_tokens == 16
+    expected = greedy(model, **inputs)
+    with torch.no_grad():
+        dense_logits = model(**inputs).logits
+    real_choose = reordered.choose
+
+    def all_spatial(masks, orders, names, kv_heads):
+        sel = real_choose(masks, orders, names, kv_heads)
+        sel.choice[:] = names.index("spatial")
+        sel.mask = masks[names.index("spatial")].expand(masks[0].shape).clone()
+        return sel
+
+    monkeypatch.setattr(reordered, "choose", all_spatial)
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0, min_seq_len=0), backend="torch")
+    with unisparse.video_layout(layout), unisparse.record() as rec:
+        got = greedy(model, **inputs)
+    assert torch.equal(got, expected)
+    assert [r.head_orders for r in rec.layers] == [("spatial",) * 4] * 2
+    with unisparse.video_layout(layout), torch.no_grad():
+        assert torch.allclose(model(**inputs).logits, dense_logits, atol=1e-5, rtol=1e-4)
+    unisparse.disable(model)
+
+
+def test_the_layout_is_used_only_where_it_fits_and_only_inside_its_block():
+    model = tiny_qwen2vl()
+    inputs = video_inputs(frames=16, height=112, width=112, text_tokens=60)
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.6, min_seq_len=0), backend="torch")
+    seq_len = inputs["input_ids"].shape[1]
+    nb = -(-seq_len // BLOCK)
+    with unisparse.video_layout(_layout(inputs)), unisparse.record() as rec:
+        model(**inputs)
+    for r in rec.layers:
+        assert r.path == "sparse" and len(r.head_orders) == 4 and set(r.head_orders) <= {"frame", "spatial"}
+        assert r.mask.shape == (1, 4, nb, nb)
+    with unisparse.record() as outside:
+        model(**inputs)
+    assert all(r.head_orders is None for r in outside.layers)
+    too_long = unisparse.VideoLayout((unisparse.VideoSpan.contiguous(seq_len - 10, 2, 4, 4),))
+    with unisparse.video_layout(too_long), unisparse.record() as rec:
+        model(**inputs)
+    assert all(r.head_orders is None and r.path == "sparse" for r in rec.layers)
+    with unisparse.video_layout(_layout(inputs)), unisparse.record() as rec:
+        unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.6, min_seq_len=0, video_aware=False),
+                         backend="torch")
+        model(**inputs)
+    assert all(r.head_orders is None for r in rec.layers)
+    unisparse.disable(model)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from . import reference
+from . import reference, reordered
 from .config import UniSparseConfig
+from .layout import ORDERS, VideoLayout, token_order
 from .masks import block_density, causal_block_mask
+from .reordered import Selection
 from .validation import (
     check_block_mask,
     check_block_size,
@@ -27,7 +29,7 @@ from .validation import (
 )
 
 __all__ = ["select_blocks", "block_sparse_attention", "dense_attention", "sparse_attention", "block_density",
-           "fallback_density"]
+           "fallback_density", "select_blocks_in_layout", "ordered_block_sparse_attention"]
 
 
 def _backend_for(q: torch.Tensor, backend: str) -> str:
@@ -64,6 +66,79 @@ def select_blocks(
 
         return selection.select_blocks(q, k, config, scale)
     return reference.select_blocks(q, k, config, scale)
+
+
+def select_blocks_in_layout(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    layout: VideoLayout | None,
+    config: UniSparseConfig | None = None,
+    *,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> Selection:
+    """Video-aware UniSparse selection: per KV head, the token order (the prompt's own ``"frame"``
+    order, or ``"spatial"``: each video span spatial-position-major) whose Top-P keeps fewer blocks.
+
+    The frame-order mask is :func:`select_blocks`'s (the Triton kernels on CUDA); the spatial one is
+    scored in PyTorch (:func:`unisparse.reordered.order_mask`), one more pass of the compressed
+    scoring. Without a layout that reorders anything, every head keeps the frame order and nothing
+    more is scored. Returns a :class:`unisparse.reordered.Selection` (``mask``: each head's blocks
+    in its own order; ``choice``: the order of each KV head).
+    """
+    config = check_config(config)
+    scale = check_scale(scale)
+    check_qk(q, k)
+    check_head_pool(q.shape[1], k.shape[1], config.head_pool)
+    seq_len = q.shape[2]
+    if layout is not None:
+        layout.check(seq_len)
+    frame = select_blocks(q, k, config, scale=scale, backend=backend)
+    if layout is None or not layout.reorders:
+        orders = token_order(seq_len, None, "frame", q.device)[None]
+        return reordered.choose([frame], orders, ("frame",), k.shape[1])
+    if config.variance_correction > 0:
+        raise ValueError("video-aware selection does not take variance_correction > 0; use layout=None")
+    orders = torch.stack([token_order(seq_len, layout, name, q.device) for name in ORDERS])
+    spatial = reordered.order_mask(q, k, config, orders[1], scale)
+    return reordered.choose([frame, spatial], orders, ORDERS, k.shape[1])
+
+
+def ordered_block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    selection: Selection,
+    *,
+    block_size: int = 128,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Exact attention over the kept blocks of a :func:`select_blocks_in_layout` selection, each head
+    in its order, visibility by original positions: ``[B, Hq, L, D]`` in the prompt's order.
+
+    When every head kept the frame order this is :func:`block_sparse_attention`; otherwise the
+    reordered kernel (:mod:`unisparse.kernels.block_sparse_ordered`) or its reference runs.
+    """
+    scale = check_scale(scale)
+    check_qkv(q, k, v)
+    check_block_size(block_size)
+    nb = -(-q.shape[2] // block_size)
+    if selection.orders.shape[1] != q.shape[2] or selection.mask.shape[-1] != nb:
+        raise ValueError(f"the selection is for {selection.orders.shape[1]} tokens in blocks of "
+                         f"{selection.orders.shape[1] // max(1, selection.mask.shape[-1])}+; q has {q.shape[2]}")
+    if not selection.reorders:
+        return block_sparse_attention(q, k, v, selection.mask, block_size=block_size, scale=scale, backend=backend)
+    check_block_mask(selection.mask, q, k, block_size)
+    if selection.mask.shape[:2] != q.shape[:2]:
+        raise ValueError(f"an ordered selection needs a mask per batch row and query head {tuple(q.shape[:2])}, "
+                         f"got {tuple(selection.mask.shape[:2])}")
+    if _backend_for(q, backend) == "triton":
+        from .kernels import block_sparse_ordered
+
+        return block_sparse_ordered.ordered_attention(q, k, v, selection.mask, selection.order_of_heads(q.shape[1]),
+                                                      selection.orders, block_size, scale)
+    return reordered.attention(q, k, v, selection, block_size, scale)
 
 
 def block_sparse_attention(
@@ -157,6 +232,7 @@ def sparse_attention(
     scale: float | None = None,
     return_mask: bool = False,
     backend: str = "auto",
+    layout: VideoLayout | None = None,
 ):
     """Select blocks with UniSparse, then attend over them: ``[B, Hq, L, D]``.
 
@@ -164,6 +240,10 @@ def sparse_attention(
     (the mask returned then keeps every causal block). After selection, a mask whose density is
     above :func:`fallback_density` runs dense too (the mask returned is the one selected). With
     ``return_mask=True`` returns ``(out, block_mask)``.
+
+    With a ``layout`` (:class:`unisparse.layout.VideoLayout`: where the prompt's videos sit), the
+    selection is video-aware (:func:`select_blocks_in_layout`) and ``block_mask`` is then the
+    :class:`unisparse.reordered.Selection` (each head's mask in its own order, and the orders).
     """
     config = check_config(config)
     scale = check_scale(scale)
@@ -176,12 +256,24 @@ def sparse_attention(
         if not return_mask:
             return out
         nb = -(-seq_len // config.block_size)
-        full = causal_block_mask(nb, q.device)
-        return out, full.expand(q.shape[0], q.shape[1], nb, nb).clone()
-    mask = select_blocks(q, k, config, scale=scale, backend=chosen)
+        full = causal_block_mask(nb, q.device).expand(q.shape[0], q.shape[1], nb, nb).clone()
+        if layout is None:
+            return out, full
+        frame = token_order(seq_len, None, "frame", q.device)[None]
+        return out, reordered.choose([full], frame, ("frame",), k.shape[1])
+    if layout is not None:  # video_aware=False keeps every head in the prompt's order
+        selection = select_blocks_in_layout(q, k, layout if config.video_aware else None, config, scale=scale,
+                                            backend=chosen)
+        mask = selection.mask
+    else:
+        selection = mask = select_blocks(q, k, config, scale=scale, backend=chosen)
     limit = fallback_density(config, q.device, seq_len, chosen)
-    if limit is not None and block_density(mask) > limit:
+    density = selection.density() if layout is not None else (block_density(mask) if limit is not None else 0.0)
+    if limit is not None and density > limit:
         out = dense_attention(q, k, v, scale)
+    elif layout is not None:
+        out = ordered_block_sparse_attention(q, k, v, selection, block_size=config.block_size, scale=scale,
+                                             backend=chosen)
     else:
         out = block_sparse_attention(q, k, v, mask, block_size=config.block_size, scale=scale, backend=chosen)
-    return (out, mask) if return_mask else out
+    return (out, selection) if return_mask else out

@@ -73,6 +73,8 @@ class UniSparseConfig:
         variance_correction: weight ``a >= 0`` of the key-spread term of the second estimate,
             ``a * scale^2 / 2 * sum_d q_d^2 var_d(k)`` per composite logit; blocks kept by
             Top-P on either estimate are kept. 0 (the default) turns it off.
+        video_aware: with a video layout, choose per KV head between the prompt's order and a
+            spatial-major order of the video (see the module docstring).
     """
 
     block_size: int = 128
@@ -85,6 +87,7 @@ class UniSparseConfig:
     min_seq_len: int = 32768
     variance_correction: float = 0.0
     max_density: float | None = None
+    video_aware: bool = True
 
     def __post_init__(self) -> None:
         for name in ("block_size", "q_pool", "k_pool", "head_pool", "local_blocks"):
@@ -109,6 +112,8 @@ class UniSparseConfig:
         m = self.max_density
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0):
             raise ValueError(f"max_density must be None or a number in [0, 1], got {m!r}")
+        if not isinstance(self.video_aware, bool):
+            raise ValueError(f"video_aware must be True or False, got {self.video_aware!r}")
         a = self.variance_correction
         if (not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a < 0):
             raise ValueError(f"variance_correction must be a finite number >= 0, got {a!r}")

@@ -23,20 +23,25 @@ def forced_blocks(nb: int, sink_blocks: int, local_blocks: int, device) -> torch
     return (kb <= qb) & ((kb < sink_blocks) | (qb - kb < local_blocks))
 
 
-def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_blocks: int) -> torch.Tensor:
+def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_blocks: int,
+               visible: torch.Tensor | None = None) -> torch.Tensor:
     """Per query block, the fewest key blocks whose share of the row's mass reaches ``top_p``.
 
-    ``scores [..., nb, nb]`` (only causal entries are read). Forced blocks (:func:`forced_blocks`)
-    come first and their mass counts; the rest follow by descending score, ties broken by the
-    lower block index (a stable sort), so the choice is deterministic. A block is kept while the
-    mass before it is below ``top_p`` of the row total. ``top_p >= 1`` keeps every causal block.
+    ``scores [..., nb, nb]`` (only the entries of ``visible`` blocks are read; default: the causal
+    ones, those on or below the diagonal; in a reordered token sequence, :mod:`unisparse.reordered`
+    passes the blocks that hold any visible pair). Forced blocks (:func:`forced_blocks`, where
+    visible) come first and their mass counts; the rest follow by descending score, ties broken by
+    the lower block index (a stable sort), so the choice is deterministic. A block is kept while the
+    mass before it is below ``top_p`` of the row total. ``top_p >= 1`` keeps every visible block.
     Returns bool ``[..., nb, nb]``.
     """
     nb = scores.shape[-1]
-    causal = causal_block_mask(nb, scores.device)
+    causal = causal_block_mask(nb, scores.device) if visible is None else visible
     if top_p >= 1.0:
         return causal.expand(scores.shape).clone()
-    forced = forced_blocks(nb, sink_blocks, local_blocks, scores.device)
+    qb = torch.arange(nb, device=scores.device)[:, None]
+    kb = torch.arange(nb, device=scores.device)[None, :]
+    forced = causal & ((kb < sink_blocks) | ((qb - kb < local_blocks) & (kb <= qb)))
     mass = torch.where(causal, scores.float(), torch.zeros((), device=scores.device))
     order_key = torch.where(forced, torch.full_like(mass, float("inf")), mass)
     order_key = torch.where(causal, order_key, torch.full_like(mass, -1.0))

@@ -35,6 +35,9 @@ class LayerRecord:
     # (None: no fallback). A call with path "above_break_even" had selected_density > max_density.
     selected_density: float | None = None
     max_density: float | None = None
+    # With a video layout: each query head's token order (row 0), "frame" or "spatial"; the mask's
+    # blocks are in that order (None: every head in the prompt's order, no layout in force).
+    head_orders: tuple[str, ...] | None = None
     mask_shape: tuple[int, ...] | None = None
     packed_mask: np.ndarray | None = dataclasses.field(default=None, repr=False)
 

@@ -79,6 +79,9 @@ class Answer:
     video_span: tuple[int, int] | None = None
     video_runs: list = dataclasses.field(default_factory=list)  # [start, end) of each run of video tokens
     video_grid_thw: tuple[int, int, int] | None = None
+    # The video's patches in the prompt (unisparse.VideoLayout), for video-aware selection and for
+    # drawing heads selected in the spatial order back in frame order; None without a multi-patch video.
+    layout: object | None = None
     # The sampled frames, uint8 [T, 3, H, W], only when answer(keep_frames=...) asked for them
     # (a display aid; never serialised by to_dict).
     frame_images: torch.Tensor | None = dataclasses.field(default=None, repr=False)
@@ -88,6 +91,8 @@ class Answer:
         skip = ("layers", "frame_images")
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         d["frames"] = dataclasses.asdict(self.frames)
+        d["layout"] = None if self.layout is None else [
+            {"frame_starts": list(s.frame_starts), "height": s.height, "width": s.width} for s in self.layout.spans]
         if layers:
             d["layers"] = [r.to_dict() for r in self.layers]
         return d
@@ -207,7 +212,8 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
         say(f"prefill: {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), "
             f"{'UniSparse' if sparse else 'dense'} attention")
         try:
-            with torch.inference_mode(), unisparse.record(keep_masks=keep_masks) as rec:
+            layout = prompt_layout(loaded, prepared) if sparse else None
+            with torch.inference_mode(), unisparse.video_layout(layout), unisparse.record(keep_masks=keep_masks) as rec:
                 t0 = first.start = device_clock(loaded.device)
                 out = model_.generate(**inputs, **gen_args)
                 t_end = device_clock(loaded.device)
@@ -275,6 +281,21 @@ def model_inputs(loaded, frames, question, options, system):
     return prepared, inputs
 
 
+def prompt_layout(loaded, prepared):
+    """Where the video sits in the prompt (:class:`unisparse.VideoLayout`), for video-aware selection;
+    None when the prompt holds no multi-patch video (nothing to reorder), or, with a warning, when
+    the video tokens do not match the grid (selection then keeps the prompt's order)."""
+    from unisparse import layout_from_inputs
+
+    try:
+        return layout_from_inputs(prepared.inputs["input_ids"], merge_size=loaded.processor.spec.merge_size,
+                                  video_token_id=loaded.processor.video_token_id,
+                                  video_grid_thw=[list(prepared.grid_thw)])
+    except ValueError as err:
+        warnings.warn(f"video-aware selection is off for this prompt: {err}", stacklevel=2)
+        return None
+
+
 def greedy_args(loaded, max_new_tokens, generate_kwargs, first: FirstTokenClock) -> dict:
     """``model.generate`` arguments for greedy decoding that stops at the end of the turn."""
     from transformers import LogitsProcessorList
@@ -315,6 +336,7 @@ def make_answer(loaded, frames, prepared, question, options, new_ids, timings, l
         video_span=video_token_span(prepared.inputs["input_ids"], loaded.processor.video_token_id),
         video_runs=video_token_runs(prepared.inputs["input_ids"], loaded.processor.video_token_id),
         video_grid_thw=tuple(int(v) for v in prepared.grid_thw),
+        layout=prompt_layout(loaded, prepared),
         frame_images=_thumbnails(frames.frames, keep_frames) if keep_frames else None,
         **extra,
     )

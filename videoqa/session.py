@@ -31,8 +31,8 @@ from typing import Callable, Sequence
 import torch
 from unisparse.recording import device_clock
 
-from .pipeline import (Answer, check_request, greedy_args, load, make_answer, model_inputs, sample_video,
-                       vision_tower)
+from .pipeline import (Answer, check_request, greedy_args, load, make_answer, model_inputs, prompt_layout,
+                       sample_video, vision_tower)
 from .prompt import check_options, check_question
 from .sampling import FrameSampling
 from .timing import FirstTokenClock, ModuleTimer
@@ -90,7 +90,9 @@ class VideoSession:
             self._say(f"prefill of the video: {P} tokens ({probe.visual_tokens} visual), "
                       f"{'UniSparse' if self.sparse else 'dense'} attention, once for every question")
             try:
-                with torch.inference_mode(), unisparse.record(keep_masks=keep_masks) as rec:
+                layout = prompt_layout(loaded, probe) if self.sparse else None  # the video lies in the prefix
+                with torch.inference_mode(), unisparse.video_layout(layout), \
+                        unisparse.record(keep_masks=keep_masks) as rec:
                     t0 = device_clock(loaded.device)
                     out = model_(**prefix, use_cache=True, logits_to_keep=1)
                     t1 = device_clock(loaded.device)

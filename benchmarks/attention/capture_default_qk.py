@@ -10,6 +10,10 @@ the output travels to the GPU machine, where ``bench_families.py`` tiles it to Q
 head layout.
 
   python benchmarks/attention/capture_default_qk.py --frames 224 --layers 8 22 --output out/default_qk.pt
+  python benchmarks/attention/capture_default_qk.py --frames 224 --layers all --output out/default_qk_all.pt
+
+The file also holds the video's layout (``layout``: each span's patch starts and merged height and
+width), for ``video_orders.py``.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def test_pattern(frames: int, height: int = 252, width: int = 448, seed: int = 0
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=224, help="even; 144 tokens per two frames")
-    p.add_argument("--layers", type=int, nargs="+", default=[8, 22])
+    p.add_argument("--layers", nargs="+", default=["8", "22"], help="layer indices, or 'all'")
     p.add_argument("--query-heads", type=int, nargs="*", default=None,
                    help="query heads to keep (default: one per KV head, the first of each group)")
     p.add_argument("--output", type=Path, required=True)
@@ -68,7 +72,9 @@ def main(argv=None) -> int:
     loaded = load_model(None, device="cpu", dtype=torch.float32)
     frames = test_pattern(args.frames)
     prepared = build_inputs(loaded.processor, frames, "Describe what happens in this video.", sample_fps=2.0)
-    wanted, got = set(args.layers), {}
+    n_layers = loaded.model.config.text_config.num_hidden_layers
+    wanted = set(range(n_layers)) if args.layers == ["all"] else {int(x) for x in args.layers}
+    got = {}
 
     def capture(module, query, key, value, attention_mask, **kwargs):
         layer = getattr(module, "layer_idx", None)
@@ -90,7 +96,12 @@ def main(argv=None) -> int:
     except Captured:
         pass
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"layers": got, "seq_len": prepared.num_tokens, "visual_tokens": prepared.visual_tokens,
+    from unisparse import layout_from_inputs
+
+    layout = layout_from_inputs(prepared.inputs["input_ids"], merge_size=loaded.processor.spec.merge_size,
+                                video_token_id=loaded.processor.video_token_id, video_grid_thw=[list(prepared.grid_thw)])
+    spans = [{"frame_starts": list(s.frame_starts), "height": s.height, "width": s.width} for s in layout.spans]
+    torch.save({"layers": got, "layout": spans, "seq_len": prepared.num_tokens, "visual_tokens": prepared.visual_tokens,
                 "video_grid_thw": [int(v) for v in prepared.grid_thw], "frames": args.frames,
                 "model": loaded.name, "head_dim": int(next(iter(got.values()))["k"].shape[-1])}, args.output)
     print(f"wrote {args.output}: {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), layers {sorted(got)}")

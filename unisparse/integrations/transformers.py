@@ -16,6 +16,12 @@ selector plus the block-sparse kernel, and hands everything else to the stock SD
   with the selected density and its mask);
 * layers listed in ``dense_layers`` (keeping the first layers dense is a common need);
 * inputs the Triton kernels do not take (dtype or head dim), with a warning once.
+
+Inside ``with unisparse.video_layout(layout):`` prefill calls whose sequence holds the layout's
+video spans select video-aware (:func:`unisparse.api.select_blocks_in_layout`: per KV head, the
+prompt's order or the video's spatial-major order, whichever keeps fewer blocks) and record each
+query head's order in ``LayerRecord.head_orders``. :func:`unisparse.layout.layout_from_inputs`
+builds the layout from a Qwen-VL processor's output.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from typing import Iterable
 
 import torch
 
-from ..api import block_density, block_sparse_attention, dense_attention, fallback_density
+from ..api import (block_density, block_sparse_attention, dense_attention, fallback_density,
+                   ordered_block_sparse_attention, select_blocks_in_layout)
 from ..config import UniSparseConfig
+from ..layout import active_layout
 from ..recording import LayerRecord, Stopwatch, active
 from ..validation import TRITON_DTYPES, TRITON_HEAD_DIMS, check_backend, check_config, resolve_backend
 
@@ -108,22 +116,56 @@ def unisparse_attention_forward(
                        scaling=scaling, is_causal=is_causal, **kwargs)
     plan: LayerPlan = module.__dict__[_PLAN_ATTR]
     seq_len = query.shape[2]
+    layout = _usable_layout(plan, seq_len)
+    selection = None
     with Stopwatch(query.device, enabled=rec is not None) as select_time:
-        mask = plan.selector(query, key, scale=scaling)
+        if layout is not None:
+            selection = select_blocks_in_layout(query, key, layout, plan.selector.config, scale=scaling,
+                                                backend=plan.backend)
+            mask = selection.mask
+        else:
+            mask = plan.selector(query, key, scale=scaling)
         limit = fallback_density(plan.config, query.device, seq_len, resolve_backend(plan.backend, query.device))
-        density = block_density(mask) if limit is not None or rec is not None else None
+        density = None
+        if limit is not None or rec is not None:
+            density = selection.density() if selection is not None else block_density(mask)
     above = limit is not None and density > limit
     with Stopwatch(query.device, enabled=rec is not None) as attend_time:
         if above:  # causal self-attention prefill without a mask (else _dense_reason had said so)
-            out = dense_attention(query, key, value, scaling).transpose(1, 2).contiguous()
+            out = dense_attention(query, key, value, scaling)
+        elif selection is not None:
+            out = ordered_block_sparse_attention(query, key, value, selection, block_size=plan.block_size,
+                                                 scale=scaling, backend=plan.backend)
         else:
             out = block_sparse_attention(query, key, value, mask, block_size=plan.block_size,
-                                         scale=scaling, backend=plan.backend).transpose(1, 2).contiguous()
+                                         scale=scaling, backend=plan.backend)
+        out = out.transpose(1, 2).contiguous()
     if rec is not None:
+        orders = None
+        if selection is not None:
+            orders = tuple(selection.names[i] for i in selection.order_of_heads()[0].tolist())
         rec.add(LayerRecord(getattr(module, "layer_idx", None), seq_len, plan.block_size,
                             "above_break_even" if above else "sparse", 1.0 if above else density,
-                            select_time.ms, attend_time.ms, selected_density=density, max_density=limit), mask)
+                            select_time.ms, attend_time.ms, selected_density=density, max_density=limit,
+                            head_orders=orders), mask)
     return out, None
+
+
+def _usable_layout(plan: LayerPlan, seq_len: int):
+    """The video layout this call selects with (:func:`unisparse.video_layout`), or None: no layout
+    in force, one that reorders nothing or does not fit this sequence, ``video_aware=False``, or a
+    selector other than UniSparse's own (the peers select in the prompt's order)."""
+    from ..selectors import UniSparseSelector
+
+    layout = active_layout()
+    if layout is None or not layout.reorders or not layout.fits(seq_len):
+        return None
+    selector = plan.selector
+    if not isinstance(selector, UniSparseSelector) or not selector.config.video_aware:
+        return None
+    if selector.config.variance_correction > 0:
+        return None
+    return layout
 
 
 def register() -> None:

@@ -35,6 +35,8 @@ MODES = ("Both", "UniSparse", "Dense")
 GALLERY_MAX = 48  # frames shown in the strip (evenly spaced when more were sampled)
 THUMBNAIL_PX = 224  # longer side of the frames kept for the strip
 MEAN_HEADS = -1  # head menu value for "mean of the heads"
+# How a head selected in the video's spatial order is drawn: mapped to frame order, or as selected.
+VIEWS = ("in frame order", "as selected")
 OPTION_LETTERS = "ABCD"
 
 
@@ -286,8 +288,10 @@ def default_layer(result: DemoResult) -> int | None:
     return layers[0] if layers else None
 
 
-def heatmap(result: DemoResult | None, layer, head) -> object:
-    """The block map of ``layer`` and ``head`` (:data:`MEAN_HEADS`: the mean) of the UniSparse run."""
+def heatmap(result: DemoResult | None, layer, head, view: str = VIEWS[0]) -> object:
+    """The block map of ``layer`` and ``head`` (:data:`MEAN_HEADS`: the mean) of the UniSparse run;
+    ``view`` (one of :data:`VIEWS`) draws heads selected in the video's spatial order in frame order
+    or as selected."""
     if result is None:
         return plots.message_figure("Ask a question first: the block map appears here.")
     if result.sparse is None:
@@ -298,7 +302,8 @@ def heatmap(result: DemoResult | None, layer, head) -> object:
             return plots.message_figure("No layer ran sparse (the prompt is shorter than one block?).")
     head = None if head is None or int(head) == MEAN_HEADS else int(head)
     with readable_errors():
-        return plots.heatmap_figure(result.sparse, int(layer), head)
+        return plots.heatmap_figure(result.sparse, int(layer), head,
+                                    view="selected" if view == VIEWS[1] else "frames")
 
 
 def outputs(result: DemoResult) -> tuple:

@@ -105,8 +105,31 @@ def _time_ticks(spans, length: int, max_ticks: int):
     return pos, labels
 
 
-def heatmap_figure(answer, layer: int, head: int | None = None, *, max_ticks: int = 12) -> Figure:
+def kept_in_frame_order(answer, rec) -> np.ndarray:
+    """float ``[H, nb, nb]`` of row 0: the blocks each head kept, drawn in the prompt's order. A head
+    selected in the video's spatial order (``rec.head_orders``) shows the share of each block's
+    tokens its kept blocks cover (:func:`unisparse.reordered.frame_coverage`)."""
+    mask = rec.mask[0]
+    if rec.head_orders is None or answer.layout is None or set(rec.head_orders) == {"frame"}:
+        return mask.float().numpy()
+    import torch
+
+    from unisparse.layout import ORDERS, token_order
+    from unisparse.reordered import frame_coverage
+
+    orders = torch.stack([token_order(rec.seq_len, answer.layout, name) for name in ORDERS])
+    heads = torch.tensor([[ORDERS.index(name) for name in rec.head_orders]])
+    return frame_coverage(mask[None], heads, orders, rec.block_size)[0].numpy()
+
+
+def heatmap_figure(answer, layer: int, head: int | None = None, *, max_ticks: int = 12,
+                   view: str = "frames") -> Figure:
     """The blocks layer ``layer`` kept for ``head`` (None: the share of heads that kept each block).
+
+    Heads selected in the video's spatial order (video-aware selection) are drawn mapped back to
+    the prompt's order (``view="frames"``: the share of each block's tokens covered), or, for one
+    head, as selected (``view="selected"``: blocks of the spatial order, where one spatial position
+    across consecutive frames is contiguous).
 
     Rows are query blocks, columns key blocks, both drawn at their token positions; white above the
     diagonal is never computed (causal). Dashed lines mark the video's token run; tick labels are
@@ -123,13 +146,19 @@ def heatmap_figure(answer, layer: int, head: int | None = None, *, max_ticks: in
     if rec.mask is None:
         why = "kept no masks" if rec.selected_density is not None else f"ran dense ({rec.path})"
         return message_figure(f"Layer {layer} {why}: no block selection to show.")
+    if view not in ("frames", "selected"):
+        raise ValueError(f"view must be 'frames' or 'selected', got {view!r}")
     mask = rec.mask[0]  # [H, nb, nb]
     heads, nb = int(mask.shape[0]), int(mask.shape[-1])
     if head is not None and not 0 <= head < heads:
         raise ValueError(f"layer {layer} has heads 0-{heads - 1}, not {head}")
-    kept = (mask.float().mean(0) if head is None else mask[head].float()).numpy()
+    order = "frame" if rec.head_orders is None or head is None else rec.head_orders[head]
+    if view == "selected" and order != "frame":
+        return _selected_order_figure(rec, layer, head, order)
+    per_head = kept_in_frame_order(answer, rec)
+    kept = per_head.mean(0) if head is None else per_head[head]
     causal = np.tril(np.ones((nb, nb), dtype=bool))
-    density = float(kept[causal].mean())
+    density = float(mask.sum() if head is None else mask[head].sum() * heads) / float(causal.sum() * heads)
     bs, length, edge = rec.block_size, rec.seq_len, nb * rec.block_size
 
     fig = Figure(figsize=(7, 8.2), layout="constrained")
@@ -170,13 +199,37 @@ def heatmap_figure(answer, layer: int, head: int | None = None, *, max_ticks: in
         ax.legend(handles=[Patch(color=KEPT, label="kept"), Patch(color=SKIPPED, label="skipped"),
                            Patch(facecolor="white", edgecolor="#999999", label="future (causal)")],
                   loc="upper right", fontsize=8)
+    note = ""
+    if rec.head_orders is not None and (head is None and "spatial" in rec.head_orders or order == "spatial"):
+        note = "; heads selected in the video's spatial order drawn in frame order (share of tokens covered)"
     fig.suptitle(f"Layer {layer}, {head_label(head, heads)}: {density:.1%} of the causal blocks kept\n"
-                 f"{nb}x{nb} blocks of {bs} tokens; dashed lines: where the video's tokens start and end",
-                 fontsize=11)
+                 f"{nb}x{nb} blocks of {bs} tokens; dashed lines: where the video's tokens start and end{note}",
+                 fontsize=11, wrap=True)
 
     rows, valid = kept[first_q:], causal[first_q:]
     share = (rows * valid).sum(0) / np.maximum(valid.sum(0), 1)
     strip.bar(np.arange(nb) * bs, share, width=bs, align="edge", color=KEPT, edgecolor="white", linewidth=0.5)
     strip.set_ylim(0, 1)
     strip.set_ylabel("kept by the\nquestion's rows", fontsize=9)
+    return fig
+
+
+def _selected_order_figure(rec, layer: int, head: int, order: str) -> Figure:
+    """One head's kept blocks in the order it was selected in (every block pair may hold visible tokens)."""
+    kept = rec.mask[0, head].float().numpy()
+    nb, bs = kept.shape[-1], rec.block_size
+    fig = Figure(figsize=(7, 6.8), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(kept, cmap=BLOCK_CMAP, vmin=0, vmax=1, extent=(0, nb * bs, nb * bs, 0), interpolation="nearest",
+              aspect="auto")
+    ax.set_xlim(0, rec.seq_len)
+    ax.set_ylim(rec.seq_len, 0)
+    ax.set_xlabel(f"key index in the {order} order")
+    ax.set_ylabel(f"query index in the {order} order")
+    ax.legend(handles=[Patch(color=KEPT, label="kept"), Patch(color=SKIPPED, label="skipped")], loc="upper right",
+              fontsize=8)
+    causal = nb * (nb + 1) // 2
+    fig.suptitle(f"Layer {layer}, head {head}, as selected in the video's {order} order: {kept.sum() / causal:.1%} "
+                 f"of the frame order's causal block count kept\n(one spatial position across consecutive frames "
+                 f"is contiguous; visibility still follows the original positions)", fontsize=10, wrap=True)
     return fig

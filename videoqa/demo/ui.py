@@ -127,6 +127,10 @@ def build_app(model=None, *, device=None, max_upload_mb: float | None = DEFAULT_
             layer = gr.Slider(0, 1, value=0, step=1, label="Layer", interactive=False, elem_id="layer")
             head = gr.Dropdown([("mean of the heads", handlers.MEAN_HEADS)], value=handlers.MEAN_HEADS,
                                label="Head", interactive=False, elem_id="head")
+            view = gr.Radio(list(handlers.VIEWS), value=handlers.VIEWS[0], elem_id="view",
+                            label="Heads selected in the video's spatial order",
+                            info="Video-aware selection may pick, per head, an order where one spatial position "
+                                 "across frames is contiguous; draw those heads mapped to frames or as selected.")
         block_map = gr.Plot(label="Blocks kept (query blocks down, key blocks across; video marked)",
                             show_label=False, elem_id="heatmap")
         frames_md = gr.Markdown(elem_id="frames-caption")
@@ -140,8 +144,9 @@ def build_app(model=None, *, device=None, max_upload_mb: float | None = DEFAULT_
         outs = [answer_md, metrics_md, density, block_map, layer, head, frames, frames_md, state]
         ask.click(on_ask, inputs, outs, scroll_to_output=True)
         question.submit(on_ask, inputs, outs)
-        layer.input(handlers.heatmap, [state, layer, head], block_map)  # the user moved it (not an update)
-        head.select(handlers.heatmap, [state, layer, head], block_map)  # once per choice (.input fires twice)
+        layer.input(handlers.heatmap, [state, layer, head, view], block_map)  # the user moved it (not an update)
+        head.select(handlers.heatmap, [state, layer, head, view], block_map)  # once per choice (.input fires twice)
+        view.select(handlers.heatmap, [state, layer, head, view], block_map)
     app.queue(default_concurrency_limit=1)
     return app
 

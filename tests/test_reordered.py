@@ -1,0 +1,284 @@
+"""Video-aware selection: token orders from a video layout, UniSparse in a reordered sequence
+(the PyTorch reference), and the reordered block-sparse kernel against it (Triton's interpreter on
+a machine without a GPU)."""
+
+import pytest
+import torch
+from helpers import TOLERANCE, naive_attention, poisoned_like, rel_err
+
+import unisparse
+from unisparse import UniSparseConfig, reference as R, reordered
+from unisparse.layout import (VideoLayout, VideoSpan, inverse, layout_from_inputs, spans_from_runs, token_order,
+                              video_layout)
+from unisparse.testing import video_qkv
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def layout_of(info) -> VideoLayout:
+    """The layout of a :func:`unisparse.testing.video_qkv` input (square-ish frames)."""
+    side = int(info["frame_tokens"] ** 0.5)
+    assert side * side == info["frame_tokens"]
+    return VideoLayout((VideoSpan.contiguous(info["video_start"], info["frames"], side, side),))
+
+
+def token_mask_in_original_positions(selection: reordered.Selection, block_size: int) -> torch.Tensor:
+    """bool ``[B, Hq, L, L]`` over original positions: the pairs the kept blocks cover, each head in its order."""
+    heads = selection.order_of_heads()
+    b, hq = heads.shape
+    seq_len = selection.orders.shape[1]
+    out = torch.empty(b, hq, seq_len, seq_len, dtype=torch.bool)
+    for bi in range(b):
+        for h in range(hq):
+            blk = inverse(selection.orders[heads[bi, h]]).cpu() // block_size  # block of each original position
+            out[bi, h] = selection.mask[bi, h].cpu()[blk[:, None], blk[None, :]]
+    return out
+
+
+# ----------------------------------------------------------------------------- layouts and orders
+
+
+def test_spatial_order_lays_out_each_position_across_frames_and_leaves_text_alone():
+    span = VideoSpan.contiguous(start=1, frames=3, height=1, width=2)  # tokens 1..6: frames [1,2] [3,4] [5,6]
+    order = token_order(8, VideoLayout((span,)), "spatial")
+    assert order.tolist() == [0, 1, 3, 5, 2, 4, 6, 7]
+    assert token_order(8, VideoLayout((span,)), "frame").tolist() == list(range(8))
+    assert token_order(8, None, "spatial").tolist() == list(range(8))
+    with pytest.raises(ValueError, match="order must be"):
+        token_order(8, None, "diagonal")
+
+
+def test_spatial_order_with_text_between_patches_keeps_the_text_in_place():
+    """Qwen3-VL's layout: a timestamp between temporal patches. Only the patches' tokens move."""
+    span = VideoSpan((2, 7, 12), height=2, width=2)  # patches at [2,6) [7,11) [12,16); 6 and 11 are text
+    order = token_order(18, VideoLayout((span,)), "spatial")
+    assert sorted(order.tolist()) == list(range(18))
+    for text in (0, 1, 6, 11, 16, 17):
+        assert order[text] == text
+    video_places = [i for i in range(18) if i not in (0, 1, 6, 11, 16, 17)]
+    assert order[video_places].tolist() == [2, 7, 12, 3, 8, 13, 4, 9, 14, 5, 10, 15]
+    assert torch.equal(inverse(order)[order], torch.arange(18))
+
+
+def test_spans_from_runs_reads_one_run_or_one_run_per_patch():
+    # Qwen2-VL: one run of 3 patches of (4/2)*(6/2) = 6 tokens; then an image (one patch) elsewhere.
+    assert spans_from_runs([(5, 23)], [(3, 4, 6)], 2) == [VideoSpan((5, 11, 17), 2, 3)]
+    # Qwen3-VL: one run per patch, timestamps between them.
+    assert spans_from_runs([(5, 11), (14, 20), (23, 29)], [(3, 4, 6)], 2) == [VideoSpan((5, 14, 23), 2, 3)]
+    # two videos, the second in one run
+    assert spans_from_runs([(0, 6), (10, 22)], [(1, 4, 6), (2, 4, 6)], 2) == [
+        VideoSpan((0,), 2, 3), VideoSpan((10, 16), 2, 3)]
+    with pytest.raises(ValueError, match="fewer tokens"):
+        spans_from_runs([(5, 17)], [(3, 4, 6)], 2)
+    with pytest.raises(ValueError, match="more tokens"):
+        spans_from_runs([(5, 29)], [(3, 4, 6)], 2)
+    with pytest.raises(ValueError, match="does not split"):
+        spans_from_runs([(5, 9), (10, 24)], [(3, 4, 6)], 2)
+    with pytest.raises(ValueError, match="merge size"):
+        spans_from_runs([(5, 23)], [(3, 5, 6)], 2)
+
+
+def test_layout_from_inputs_finds_videos_and_skips_single_frame_images():
+    video, image, text = 151656, 151655, 7
+    ids = torch.tensor([[text] * 3 + [video] * 6 + [text] * 2 + [image] * 4 + [text]])
+    layout = layout_from_inputs(ids, merge_size=2, video_token_id=video, video_grid_thw=[[3, 2, 4]],
+                                image_token_id=image, image_grid_thw=[[1, 4, 4]])
+    assert layout == VideoLayout((VideoSpan((3, 5, 7), 1, 2),))
+    assert layout.reorders and layout.fits(9) and not layout.fits(8)
+    only_image = layout_from_inputs(ids[:, 11:], merge_size=2, image_token_id=image, image_grid_thw=[[1, 4, 4]])
+    assert only_image is None  # a single patch has nothing to reorder
+    with pytest.raises(ValueError, match="one prompt"):
+        layout_from_inputs(ids.expand(2, -1), merge_size=2, video_token_id=video, video_grid_thw=[[3, 2, 4]])
+
+
+def test_layout_check_refuses_overlaps_and_spans_past_the_end():
+    a = VideoSpan.contiguous(0, 2, 2, 2)
+    with pytest.raises(ValueError, match="overlap"):
+        VideoLayout((a, VideoSpan.contiguous(6, 2, 2, 2))).check(20)
+    with pytest.raises(ValueError, match="outside the sequence"):
+        VideoLayout((a,)).check(7)
+    with pytest.raises(ValueError, match="ascending"):
+        VideoLayout((VideoSpan((8, 0), 2, 2),)).check(20)
+    with pytest.raises(ValueError, match="positive"):
+        VideoLayout((VideoSpan((0,), 0, 2),)).check(20)
+
+
+# ----------------------------------------------------------------------------- the reference
+
+
+def test_frame_order_is_the_reference_method(seed):
+    q, k, _ = video_qkv(1, 4, 2, 700, 32, frame_tokens=64, seed=seed)
+    cfg = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0)
+    order = torch.arange(700)
+    scores = reordered.block_scores(q, k, cfg, order)
+    assert rel_err(scores, R.block_scores(q, k, cfg)) < 1e-5
+    assert torch.equal(reordered.visible_blocks(order, 64), torch.ones(11, 11, dtype=torch.bool).tril())
+
+
+def test_scoring_in_head_chunks_is_the_same_as_all_at_once(seed):
+    q, k, _, info = video_qkv(1, 4, 2, 640, 32, frame_tokens=64, seed=seed, return_layout=True)
+    cfg = UniSparseConfig(block_size=64, min_seq_len=0)
+    order = token_order(640, layout_of(info), "spatial")
+    whole = reordered.block_scores(q, k, cfg, order)
+    chunked = reordered.block_scores(q, k, cfg, order, max_bytes=1)  # one head at a time
+    assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+def test_reordered_attention_is_masked_causal_attention_in_original_positions(seed):
+    """Any kept blocks, each head in its order: the output is attention over exactly the covered
+    pairs with causality by original position, written back in the prompt's order."""
+    q, k, v, info = video_qkv(1, 4, 2, 600, 32, frame_tokens=64, seed=seed, return_layout=True)
+    layout = layout_of(info)
+    orders = torch.stack([token_order(600, layout, n) for n in ("frame", "spatial")])
+    nb = 10
+    mask = torch.rand(1, 4, nb, nb) < 0.5
+    choice = torch.tensor([[1, 0]])
+    sel = reordered.Selection(mask, choice, orders, ("frame", "spatial"), torch.zeros(1, 2, 2, dtype=torch.long))
+    out = reordered.attention(q, k, v, sel, block_size=64)
+    ref = naive_attention(q, k, v, token_mask_in_original_positions(sel, 64))
+    assert rel_err(out, ref) < 1e-6
+
+
+def test_spatial_order_at_top_p_one_is_dense_causal_attention(seed):
+    q, k, v, info = video_qkv(1, 4, 2, 520, 32, frame_tokens=64, head_mix={"grid": 1}, seed=seed, return_layout=True)
+    cfg = UniSparseConfig(block_size=64, top_p=1.0, min_seq_len=0)
+    sel = reordered.select(q, k, cfg, layout_of(info), names=("spatial",))
+    assert sel.reorders
+    assert rel_err(reordered.attention(q, k, v, sel, 64), naive_attention(q, k, v)) < 1e-6
+
+
+def test_visible_blocks_in_the_spatial_order_reach_above_the_diagonal():
+    layout = VideoLayout((VideoSpan.contiguous(0, 4, 8, 8),))  # 4 frames of 64 tokens
+    vis = reordered.visible_blocks(token_order(256, layout, "spatial"), 64)
+    # every block of the spatial order holds tokens of the first frame: all pairs hold a visible one
+    assert vis.all()
+
+
+def test_grid_heads_choose_the_spatial_order_and_local_heads_the_frame_order(seed):
+    cfg = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0)
+    q, k, _, info = video_qkv(1, 4, 4, 2112, 32, frame_tokens=64, head_mix={"grid": 1}, seed=seed, return_layout=True)
+    sel = reordered.select(q, k, cfg, layout_of(info))
+    assert sel.choice.tolist() == [[1, 1, 1, 1]]
+    assert (sel.kept[..., 1] < 0.7 * sel.kept[..., 0]).all()  # spatial keeps far fewer blocks
+    q, k, _, info = video_qkv(1, 4, 4, 2112, 32, frame_tokens=64, head_mix={"local": 1}, seed=seed, return_layout=True)
+    sel = reordered.select(q, k, cfg, layout_of(info))
+    assert sel.choice.tolist() == [[0, 0, 0, 0]]
+    assert not sel.reorders
+
+
+def test_query_heads_of_a_kv_head_share_its_order(seed):
+    cfg = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0)
+    q, k, _, info = video_qkv(1, 8, 2, 1100, 32, frame_tokens=64, seed=seed, return_layout=True)
+    sel = reordered.select(q, k, cfg, layout_of(info))
+    heads = sel.order_of_heads()
+    assert heads.shape == (1, 8)
+    assert torch.equal(heads.view(1, 2, 4), heads.view(1, 2, 4)[..., :1].expand(1, 2, 4))
+    # the choice is the order whose masks keep fewer blocks over the group
+    per_order = [reordered.order_mask(q, k, cfg, o) for o in sel.orders]
+    for g in range(2):
+        kept = [int(m[0, 4 * g:4 * g + 4].sum()) for m in per_order]
+        assert sel.kept[0, g].tolist() == kept
+        assert sel.choice[0, g] == (1 if kept[1] < kept[0] else 0)
+
+
+def test_frame_coverage_maps_a_spatial_mask_back_to_frame_blocks():
+    layout = VideoLayout((VideoSpan.contiguous(0, 2, 8, 8),))  # 2 frames of 64 tokens, blocks of 64
+    orders = torch.stack([token_order(128, layout, n) for n in ("frame", "spatial")])
+    mask = torch.tensor([[[[True, False], [False, True]]]])  # the spatial order's diagonal blocks
+    sel = reordered.Selection(mask, torch.tensor([[1]]), orders, ("frame", "spatial"), torch.zeros(1, 1, 2))
+    cov = sel.frame_coverage(64)
+    # each spatial block holds half of each frame: the diagonal covers half of every frame block pair
+    assert torch.allclose(cov, torch.full((1, 1, 2, 2), 0.5))
+    sel.choice[:] = 0
+    assert torch.equal(sel.frame_coverage(64), mask.float())
+
+
+# ----------------------------------------------------------------------------- the public API and the kernel
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_ordered_kernel_matches_the_reference(seed, dtype):
+    from unisparse.kernels.block_sparse_ordered import ordered_attention
+
+    q, k, v, info = video_qkv(1, 4, 2, 450, 32, frame_tokens=64, seed=seed, return_layout=True)
+    q, k, v = (t.to(DEVICE, dtype) for t in (q, k, v))
+    layout = layout_of(info)
+    orders = torch.stack([token_order(450, layout, n, DEVICE) for n in ("frame", "spatial")])
+    mask = torch.rand(1, 4, 8, 8, device=DEVICE) < 0.6
+    mask[0, 1, 2] = False  # a row that keeps nothing gets zeros
+    sel = reordered.Selection(mask, torch.tensor([[1, 0]], device=DEVICE), orders, ("frame", "spatial"),
+                              torch.zeros(1, 2, 2, dtype=torch.long))
+    out = ordered_attention(q, k, v, mask, sel.order_of_heads(), orders, 64,
+                            out=poisoned_like(q.shape, dtype, DEVICE), work=poisoned_like(q.shape, dtype, DEVICE))
+    ref = naive_attention(q, k, v, token_mask_in_original_positions(sel, 64))
+    assert rel_err(out, ref) < TOLERANCE[dtype]
+
+
+def test_ordered_kernel_refuses_orders_that_differ_within_a_kv_head():
+    from unisparse.kernels.block_sparse_ordered import ordered_attention
+
+    q, k, v = torch.randn(1, 4, 128, 32), torch.randn(1, 2, 128, 32), torch.randn(1, 2, 128, 32)
+    orders = torch.arange(128)[None].expand(2, -1)
+    with pytest.raises(ValueError, match="share one order"):
+        ordered_attention(q, k, v, torch.ones(1, 4, 2, 2, dtype=torch.bool), torch.tensor([[0, 1, 0, 0]]), orders, 64)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_sparse_attention_with_a_layout_end_to_end(seed, backend):
+    # frames of 4x4 tokens in blocks of 32: the spatial order keeps under half the blocks of the frame order
+    q, k, v, info = video_qkv(1, 4, 2, 600, 32, frame_tokens=16, head_mix={"grid": 1}, seed=seed,
+                              return_layout=True)
+    q, k, v = (t.to(DEVICE) for t in (q, k, v))
+    cfg = UniSparseConfig(block_size=32, top_p=0.9, min_seq_len=0, max_density=1.0)
+    out, sel = unisparse.sparse_attention(q, k, v, cfg, layout=layout_of(info), return_mask=True, backend=backend)
+    assert isinstance(sel, reordered.Selection) and sel.reorders
+    ref = naive_attention(q, k, v, token_mask_in_original_positions(sel, 32))
+    assert rel_err(out, ref) < TOLERANCE[torch.float32]
+    plain = unisparse.sparse_attention(q, k, v, cfg.replace(video_aware=False), layout=layout_of(info),
+                                       return_mask=True, backend=backend)[1]
+    assert not plain.reorders and plain.density() >= sel.density()
+
+
+def test_a_layout_that_reorders_nothing_costs_no_second_scoring(monkeypatch, seed):
+    q, k, v = video_qkv(1, 4, 2, 600, 32, frame_tokens=64, seed=seed)
+    cfg = UniSparseConfig(block_size=64, min_seq_len=0)
+    calls = []
+    monkeypatch.setattr(reordered, "order_mask", lambda *a, **kw: calls.append(1))
+    single = VideoLayout((VideoSpan.contiguous(32, 1, 8, 8),))
+    sel = unisparse.select_blocks_in_layout(q, k, single, cfg, backend="torch")
+    assert not calls and not sel.reorders
+    assert torch.equal(sel.mask, unisparse.select_blocks(q, k, cfg, backend="torch"))
+
+
+def test_bad_layouts_fail_clearly(seed):
+    q, k, v = (torch.randn(1, 2, 300, 32) for _ in range(3))
+    cfg = UniSparseConfig(block_size=64, min_seq_len=0)
+    past_end = VideoLayout((VideoSpan.contiguous(100, 4, 8, 8),))
+    with pytest.raises(ValueError, match="outside the sequence"):
+        unisparse.sparse_attention(q, k, v, cfg, layout=past_end, backend="torch")
+    fits = VideoLayout((VideoSpan.contiguous(0, 4, 8, 8),))
+    with pytest.raises(ValueError, match="variance_correction"):
+        unisparse.select_blocks_in_layout(q, k, fits, cfg.replace(variance_correction=0.5), backend="torch")
+    with pytest.raises(ValueError, match="video_aware"):
+        UniSparseConfig(video_aware=1)
+
+
+def test_short_sequences_with_a_layout_run_dense_and_return_a_selection(seed):
+    q, k, v = (torch.randn(1, 2, 300, 32) for _ in range(3))
+    layout = VideoLayout((VideoSpan.contiguous(0, 4, 8, 8),))
+    out, sel = unisparse.sparse_attention(q, k, v, UniSparseConfig(), layout=layout, return_mask=True)
+    assert rel_err(out, naive_attention(q, k, v)) < 1e-5
+    assert not sel.reorders and sel.density() == 1.0
+
+
+def test_video_layout_context_nests_and_resets():
+    from unisparse.layout import active_layout
+
+    a = VideoLayout((VideoSpan.contiguous(0, 2, 1, 1),))
+    assert active_layout() is None
+    with video_layout(a):
+        assert active_layout() is a
+        with video_layout(None):
+            assert active_layout() is None
+        assert active_layout() is a
+    assert active_layout() is None

@@ -1,0 +1,138 @@
+"""Block-sparse attention in a reordered token sequence (Triton): the kernel behind video-aware selection.
+
+The caller gathers each head's q, k and v into its order (:mod:`unisparse.layout`; a KV head and its
+query heads share one order, so K and V are gathered once per KV head) and passes, per KV head,
+the original position of every token of that order. A program walks its query tile's kept key
+blocks (any of them, above the block diagonal too: in the spatial order earlier frames can sit
+there). A block whose keys all come no later than the tile's earliest query is wholly visible and
+runs without an element mask; any other block is masked by original positions (a key is visible
+iff its original position is not after the query's). Rows that see nothing come out as zeros.
+The output is in the order; :func:`ordered_attention` scatters it back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .block_sparse import _load_kv, _online_softmax_step
+from .common import dot_precision, needs_upcast
+
+LOG2E = 1.4426950408889634
+FAR = 2**30  # the "position" of a key past the end: after every query
+
+
+@triton.jit
+def _ordered_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, out_ptr, pos_ptr, idx_ptr, cnt_ptr,
+    stride_qb, stride_qh, stride_ql, stride_qd,
+    stride_kb, stride_kh, stride_kl, stride_kd,
+    stride_vb, stride_vh, stride_vl, stride_vd,
+    stride_pb, stride_ph,
+    stride_ib, stride_ih, stride_im,
+    stride_cb, stride_ch,
+    seq_len, heads, q_per_kv_head, qk_scale,
+    BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // heads
+    h = pid_bh % heads
+    kv_h = h // q_per_kv_head
+    q_block = (pid_m * BLOCK_M) // BLOCK_SIZE
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    pos_base = pos_ptr + b * stride_pb + kv_h * stride_ph
+    q_pos = tl.load(pos_base + offs_m, mask=offs_m < seq_len, other=-1)  # rows past the end see nothing
+    q_first = tl.min(tl.where(offs_m < seq_len, q_pos, FAR), 0)
+    q = tl.load(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + offs_d[None, :] * stride_qd,
+                mask=offs_m[:, None] < seq_len, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    k_base = k_ptr + b * stride_kb + kv_h * stride_kh
+    v_base = v_ptr + b * stride_vb + kv_h * stride_vh
+    row_idx = idx_ptr + b * stride_ib + h * stride_ih + q_block * stride_im
+    n_kept = tl.load(cnt_ptr + b * stride_cb + h * stride_ch + q_block)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    SUBS: tl.constexpr = BLOCK_SIZE // BLOCK_N
+    for j in range(0, n_kept * SUBS):
+        start_n = tl.load(row_idx + j // SUBS) * BLOCK_SIZE + (j % SUBS) * BLOCK_N
+        offs_n = start_n + offs_n0
+        k_pos = tl.load(pos_base + offs_n, mask=offs_n < seq_len, other=FAR)
+        k, v = _load_kv(k_ptr, v_ptr, k_base, v_base, b, kv_h, start_n, offs_n0, offs_d,
+                        stride_kl, stride_kd, stride_vl, stride_vd, seq_len,
+                        BLOCK_N, HEAD_DIM, True, False)
+        if tl.max(k_pos, 0) <= q_first:  # every key here comes no later than every query of the tile
+            acc, l_i, m_i = _online_softmax_step(acc, l_i, m_i, q, k, v, qk_scale, k_pos, q_pos,
+                                                 False, UPCAST, DOT_PRECISION)
+        else:
+            acc, l_i, m_i = _online_softmax_step(acc, l_i, m_i, q, k, v, qk_scale, k_pos, q_pos,
+                                                 True, UPCAST, DOT_PRECISION)
+    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    tl.store(out_ptr + (pid_bh * seq_len + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
+             out.to(out_ptr.dtype.element_ty), mask=offs_m[:, None] < seq_len)
+
+
+def kept_lists(mask: torch.Tensor):
+    """Per query block, every kept key block (ascending) and their count: ``idx [B, H, nb, nb]``, ``cnt [B, H, nb]``."""
+    cnt = mask.sum(-1, dtype=torch.int32)
+    idx = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices.to(torch.int32)
+    return idx.contiguous(), cnt.contiguous()
+
+
+def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                      head_orders: torch.Tensor, orders: torch.Tensor, block_size: int = 128,
+                      scale: float | None = None, out: torch.Tensor | None = None,
+                      work: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of :func:`unisparse.reordered.attention` on Triton: ``[B, Hq, L, D]`` in the original order.
+
+    ``mask``: bool ``[B, Hq, nb, nb]`` in each head's order; ``head_orders``: int64 ``[B, Hq]``
+    indices into ``orders`` (int64 ``[O, L]``), equal within a KV head's query heads; ``out``: an
+    optional ``[B, Hq, L, D]`` buffer for the result; ``work``: one for the kernel's output in the
+    order, before it is scattered back (tests poison both, so unwritten elements show).
+    """
+    b, hq, seq_len, d = q.shape
+    hkv = k.shape[1]
+    group = hq // hkv
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    kv_orders = head_orders[:, ::group]  # [B, Hkv]
+    if not torch.equal(kv_orders.repeat_interleave(group, dim=1), head_orders):
+        raise ValueError("the query heads of a KV head must share one order")
+    pos = orders[kv_orders]  # [B, Hkv, L]: original position of each token of the KV head's order
+    q_pos = orders[head_orders]  # [B, Hq, L]
+    qo = torch.gather(q, 2, q_pos[..., None].expand(-1, -1, -1, d)).contiguous()
+    ko = torch.gather(k, 2, pos[..., None].expand(-1, -1, -1, d)).contiguous()
+    vo = torch.gather(v, 2, pos[..., None].expand(-1, -1, -1, d)).contiguous()
+    pos32 = pos.to(torch.int32).contiguous()
+    idx, cnt = kept_lists(mask.expand(b, hq, *mask.shape[2:]))
+    block_m = block_n = min(64, block_size)
+    if q.dtype == torch.float32:
+        block_m = block_n = min(32, block_size)
+    if work is not None and (tuple(work.shape) != (b, hq, seq_len, d) or not work.is_contiguous()
+                             or work.dtype != q.dtype):
+        raise ValueError(f"work must be a contiguous {q.dtype} tensor of shape {(b, hq, seq_len, d)}")
+    ordered = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device) if work is None else work
+    grid = (triton.cdiv(seq_len, block_m), b * hq)
+    _ordered_fwd_kernel[grid](
+        qo, ko, vo, ordered, pos32, idx, cnt,
+        *qo.stride(), *ko.stride(), *vo.stride(),
+        pos32.stride(0), pos32.stride(1),
+        idx.stride(0), idx.stride(1), idx.stride(2),
+        cnt.stride(0), cnt.stride(1),
+        seq_len, hq, group, scale * LOG2E,
+        BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d,
+        UPCAST=needs_upcast(q.dtype), DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=4, num_stages=2,
+    )
+    if out is None:
+        out = torch.empty_like(q)
+    out.scatter_(2, q_pos[..., None].expand(-1, -1, -1, d), ordered)
+    return out

@@ -1,0 +1,202 @@
+"""UniSparse in a reordered token sequence, in plain PyTorch: the ground truth for video-aware selection.
+
+With a token order (:mod:`unisparse.layout`: the prompt's own ``"frame"`` order, or ``"spatial"``,
+which makes each video span spatial-position-major), the method is the same as
+:mod:`unisparse.reference`'s, computed on the reordered tokens, with one change: visibility follows
+the tokens' **original** positions (a key is visible iff its original position is not after the
+query's), so the output is exactly masked causal attention over the kept tokens.
+
+* Composite tokens average consecutive tokens of the order (in the spatial order, one position's
+  tokens across consecutive frames); a composite key is visible to a composite query when its
+  earliest original position is not after the query group's latest one.
+* A block pair is *visible* when any of its token pairs is; Top-P runs over the visible blocks
+  (:func:`unisparse.masks.top_p_mask` with ``visible=``), with the same forced blocks (sink,
+  diagonal, local) where visible. In the spatial order, blocks above the diagonal can be visible.
+* :func:`select` scores both orders and keeps, per KV head (the query heads that share a KV head
+  share its order, so K and V are never copied per query head), the order that reaches Top-P
+  with fewer kept blocks; ties keep the frame order. Counts are in blocks of the same size in
+  both orders, so they compare work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from . import masks
+from .config import UniSparseConfig
+from .layout import ORDERS, VideoLayout, token_order
+from .reference import compute_dtype, composite_tokens, expand_heads
+from .validation import num_blocks
+
+
+def block_bounds(order: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per block of the order, the smallest and largest original position in it."""
+    nb = num_blocks(order.numel(), block_size)
+    pad = nb * block_size - order.numel()
+    lo = torch.nn.functional.pad(order, (0, pad), value=order.numel()).view(nb, block_size).amin(1)
+    hi = torch.nn.functional.pad(order, (0, pad), value=-1).view(nb, block_size).amax(1)
+    return lo, hi
+
+
+def visible_blocks(order: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``[nb, nb]``: key block ``n`` holds a key some query of block ``m`` may see."""
+    lo, hi = block_bounds(order, block_size)
+    return lo[None, :] <= hi[:, None]
+
+
+def _group_bounds(order: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smallest and largest original position of each ``factor``-token group of the order."""
+    n = -(-order.numel() // factor)
+    pad = n * factor - order.numel()
+    lo = torch.nn.functional.pad(order, (0, pad), value=order.numel()).view(n, factor).amin(1)
+    hi = torch.nn.functional.pad(order, (0, pad), value=-1).view(n, factor).amax(1)
+    return lo, hi
+
+
+def block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
+                 scale: float | None = None, max_bytes: int = 1 << 29) -> torch.Tensor:
+    """Compressed attention probabilities summed per block of the order: float32 ``[B, Hs, nb, nb]``.
+
+    The composite heads are scored a few at a time, so that the compressed probabilities in flight
+    stay under ``max_bytes`` (at 128K tokens one head's are 16K x 16K)."""
+    if config.variance_correction > 0:
+        raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
+    seq_len, d = q.shape[2], q.shape[3]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    qc, kc = composite_tokens(q[:, :, order], k[:, :, order], config)
+    acc = compute_dtype(q.dtype)
+    _, q_last = _group_bounds(order, config.q_pool)
+    k_first, _ = _group_bounds(order, config.k_pool)
+    visible = k_first[None, :] <= q_last[:, None]
+    b, hs, n_q, n_k = qc.shape[0], qc.shape[1], qc.shape[2], kc.shape[2]
+    nb, rq, rk = num_blocks(seq_len, config.block_size), config.q_per_block, config.k_per_block
+    out = torch.empty(b, hs, nb, nb, dtype=torch.float32, device=q.device)
+    step = max(1, max_bytes // max(1, 3 * b * n_q * n_k * 4))
+    for h0 in range(0, hs, step):
+        qh, kh = qc[:, h0:h0 + step].to(acc), kc[:, h0:h0 + step].to(acc)
+        logits = (qh @ kh.transpose(-1, -2)) * scale
+        probs = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
+        padded = torch.zeros(b, probs.shape[1], nb * rq, nb * rk, dtype=acc, device=q.device)
+        padded[:, :, :n_q, :n_k] = probs
+        out[:, h0:h0 + step] = padded.view(b, probs.shape[1], nb, rq, nb, rk).sum((3, 5)).float()
+    return out
+
+
+def top_p_mask(scores: torch.Tensor, config: UniSparseConfig, order: torch.Tensor) -> torch.Tensor:
+    """Top-P over the visible blocks of the order (bool ``[..., nb, nb]``)."""
+    return masks.top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks,
+                            local_blocks=config.local_blocks, visible=visible_blocks(order, config.block_size))
+
+
+@dataclass
+class Selection:
+    """What :func:`select` chose: per query head its order's mask, and per (batch, KV head) the order."""
+
+    mask: torch.Tensor  # bool [B, Hq, nb, nb], each head's blocks in its own order
+    choice: torch.Tensor  # int64 [B, Hkv]: index into ``names``
+    orders: torch.Tensor  # int64 [len(names), L]
+    names: tuple[str, ...]
+    kept: torch.Tensor  # int64 [B, Hkv, len(names)]: blocks each order keeps for the KV head's query heads
+
+    def order_of_heads(self, q_heads: int | None = None) -> torch.Tensor:
+        """int64 ``[B, Hq]``: the order index of every query head."""
+        q_heads = self.mask.shape[1] if q_heads is None else q_heads
+        return self.choice.repeat_interleave(q_heads // self.choice.shape[1], dim=1)
+
+    def density(self) -> float:
+        """Kept blocks over the frame order's causal blocks, over all rows and heads (blocks above
+        the diagonal count too: in another order they hold visible pairs, and cost the same work)."""
+        nb = self.mask.shape[-1]
+        return self.mask.sum().item() / (nb * (nb + 1) // 2 * self.mask[..., 0, 0].numel())
+
+    @property
+    def reorders(self) -> bool:
+        """Whether any head runs in an order other than the prompt's own."""
+        return bool((self.orders[self.choice.unique()] != torch.arange(self.orders.shape[1],
+                                                                        device=self.orders.device)).any())
+
+    def frame_coverage(self, block_size: int) -> torch.Tensor:
+        """float32 ``[B, Hq, nb, nb]``: :func:`frame_coverage` of this selection."""
+        return frame_coverage(self.mask, self.order_of_heads(), self.orders, block_size)
+
+
+def frame_coverage(mask: torch.Tensor, head_orders: torch.Tensor, orders: torch.Tensor, block_size: int) -> torch.Tensor:
+    """What a heatmap in the prompt's order shows for heads selected in other orders.
+
+    ``mask``: bool ``[B, Hq, nb, nb]``, each head's kept blocks in its own order; ``head_orders``:
+    int64 ``[B, Hq]`` indices into ``orders`` (``[O, L]``). Returns float32 ``[B, Hq, nb, nb]``: the
+    share of each frame-order block pair's tokens that the head's kept blocks cover (equal to the
+    mask for heads in the frame order; causality is not applied)."""
+    seq_len = orders.shape[1]
+    nb = mask.shape[-1]
+    own = torch.arange(seq_len, device=orders.device) // block_size  # block of each index of an order
+    # share[o][x, y]: the fraction of frame-order block x's tokens placed in block y of order o
+    share = torch.zeros(orders.shape[0], nb, nb, device=orders.device)
+    for o, order in enumerate(orders):
+        share[o].index_put_((order // block_size, own), torch.ones(seq_len, device=share.device), accumulate=True)
+    share = share / share.sum(-1, keepdim=True)
+    s = share[head_orders.to(orders.device)]  # [B, Hq, nb, nb]
+    return s @ mask.to(s.device).float() @ s.transpose(-1, -2)
+
+
+def order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
+               scale: float | None = None) -> torch.Tensor:
+    """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]``."""
+    return expand_heads(top_p_mask(block_scores(q, k, config, order, scale), config, order), config.head_pool)
+
+
+def choose(masks: Sequence[torch.Tensor], orders: torch.Tensor, names: tuple[str, ...], kv_heads: int) -> Selection:
+    """Per KV head, the order whose mask keeps the fewest blocks over the KV head's query heads
+    (ties: the earlier order in ``names``); ``masks[i]`` is the ``[B, Hq, nb, nb]`` mask in order ``i``."""
+    stacked = torch.stack([m.expand(masks[0].shape) for m in masks])  # [O, B, Hq, nb, nb]
+    o, b, hq = stacked.shape[:3]
+    kept = stacked.flatten(3).sum(-1).view(o, b, kv_heads, hq // kv_heads).sum(-1).permute(1, 2, 0)  # [B, Hkv, O]
+    choice = kept.argmin(-1)  # argmin returns the first minimum: ties keep the earlier order
+    heads = choice.repeat_interleave(hq // kv_heads, dim=1)  # [B, Hq]
+    mask = torch.gather(stacked, 0, heads[None, :, :, None, None].expand(1, *stacked.shape[1:]))[0]
+    return Selection(mask, choice, orders, tuple(names), kept)
+
+
+def select(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, layout: VideoLayout | None,
+           scale: float | None = None, names: tuple[str, ...] = ORDERS) -> Selection:
+    """Score every order in ``names``, keep per KV head the one that keeps fewer blocks (ties: the first)."""
+    seq_len = q.shape[2]
+    orders = torch.stack([token_order(seq_len, layout, n, q.device) for n in names])
+    return choose([order_mask(q, k, config, order, scale) for order in orders], orders, names, k.shape[1])
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Selection, block_size: int = 128,
+              scale: float | None = None) -> torch.Tensor:
+    """Masked causal attention over the kept blocks, each head in its chosen order, visibility by
+    original positions; ``[B, Hq, L, D]`` in the original order. A row with nothing visible gets zeros."""
+    b, hq, seq_len, d = q.shape
+    group = hq // k.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    acc = compute_dtype(q.dtype)
+    heads = selection.order_of_heads(hq)
+    out = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device)
+    for bi in range(b):
+        for h in range(hq):
+            order = selection.orders[heads[bi, h]]
+            qo, ko, vo = q[bi, h, order].to(acc), k[bi, h // group, order].to(acc), v[bi, h // group, order].to(acc)
+            kept = selection.mask[bi, h].repeat_interleave(block_size, 0).repeat_interleave(block_size, 1)
+            visible = kept[:seq_len, :seq_len] & (order[None, :] <= order[:, None])
+            logits = (qo @ ko.t() * scale).masked_fill(~visible, float("-inf"))
+            o = torch.softmax(logits, dim=-1).nan_to_num(0.0) @ vo
+            out[bi, h, order] = o.to(q.dtype)  # back to the original positions
+    return out
+
+
+def sparse_attention(q, k, v, config: UniSparseConfig, layout: VideoLayout | None, scale: float | None = None):
+    """:func:`select` then :func:`attention`: ``(out, selection)``."""
+    selection = select(q, k, config, layout, scale)
+    return attention(q, k, v, selection, config.block_size, scale), selection
+
+
+__all__ = ["block_bounds", "visible_blocks", "block_scores", "top_p_mask", "order_mask", "Selection", "choose",
+           "frame_coverage",
+           "select", "attention", "sparse_attention"]
