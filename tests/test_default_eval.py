@@ -85,6 +85,16 @@ def test_summary_ratio_and_density():
                                                r("sparse", False, 0.6)])}
     assert rows["all"]["dense_acc"] == 1.0 and rows["all"]["sparse_acc"] == 0.5
     assert rows["all"]["sparse_over_dense"] == 0.5 and rows["all"]["mean_density"] == pytest.approx(0.5)
+    assert "video_acc" not in rows["all"]
+    # video-aware selection reported beside the plain one, with its own density
+    rows = summarise([r("dense", True), r("dense", True), r("sparse", True, 0.4), r("sparse", False, 0.6),
+                      r("video", True, 0.3), r("video", True, 0.2)])
+    row = {x["group"]: x for x in rows}["all"]
+    assert row["video_acc"] == 1.0 and row["video_over_dense"] == 1.0 and row["video_density"] == pytest.approx(0.25)
+    from videoqa_training.evaluate import format_table
+
+    table = format_table(rows)
+    assert "video-aware acc" in table.splitlines()[0] and "| 100.0% | 1.000 | 0.250 |" in table
 
 
 def test_training_commands_show_help():

@@ -80,9 +80,10 @@ def select_blocks_in_layout(
     """Video-aware UniSparse selection: per KV head, the token order (the prompt's own ``"frame"``
     order, or ``"spatial"``: each video span spatial-position-major) whose Top-P keeps fewer blocks.
 
-    The frame-order mask is :func:`select_blocks`'s (the Triton kernels on CUDA); the spatial one is
-    scored in PyTorch (:func:`unisparse.reordered.order_mask`), one more pass of the compressed
-    scoring. Without a layout that reorders anything, every head keeps the frame order and nothing
+    The frame-order mask is :func:`select_blocks`'s; the spatial one is one more pass of the
+    compressed scoring over the tokens gathered into the spatial order, with visibility by original
+    positions (the fused Triton scoring kernel on CUDA, :func:`unisparse.reordered.block_scores`
+    elsewhere). Without a layout that reorders anything, every head keeps the frame order and nothing
     more is scored. Returns a :class:`unisparse.reordered.Selection` (``mask``: each head's blocks
     in its own order; ``choice``: the order of each KV head).
     """
@@ -100,7 +101,10 @@ def select_blocks_in_layout(
     if config.variance_correction > 0:
         raise ValueError("video-aware selection does not take variance_correction > 0; use layout=None")
     orders = torch.stack([token_order(seq_len, layout, name, q.device) for name in ORDERS])
-    spatial = reordered.order_mask(q, k, config, orders[1], scale)
+    scores = None
+    if _backend_for(q, backend) == "triton":
+        from .kernels.selection import ordered_block_scores as scores
+    spatial = reordered.order_mask(q, k, config, orders[1], scale, scores=scores)
     return reordered.choose([frame, spatial], orders, ORDERS, k.shape[1])
 
 

@@ -48,7 +48,7 @@ def visible_blocks(order: torch.Tensor, block_size: int) -> torch.Tensor:
     return lo[None, :] <= hi[:, None]
 
 
-def _group_bounds(order: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+def group_bounds(order: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest and largest original position of each ``factor``-token group of the order."""
     n = -(-order.numel() // factor)
     pad = n * factor - order.numel()
@@ -69,8 +69,8 @@ def block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orde
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     qc, kc = composite_tokens(q[:, :, order], k[:, :, order], config)
     acc = compute_dtype(q.dtype)
-    _, q_last = _group_bounds(order, config.q_pool)
-    k_first, _ = _group_bounds(order, config.k_pool)
+    _, q_last = group_bounds(order, config.q_pool)
+    k_first, _ = group_bounds(order, config.k_pool)
     visible = k_first[None, :] <= q_last[:, None]
     b, hs, n_q, n_k = qc.shape[0], qc.shape[1], qc.shape[2], kc.shape[2]
     nb, rq, rk = num_blocks(seq_len, config.block_size), config.q_per_block, config.k_per_block
@@ -144,9 +144,12 @@ def frame_coverage(mask: torch.Tensor, head_orders: torch.Tensor, orders: torch.
 
 
 def order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
-               scale: float | None = None) -> torch.Tensor:
-    """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]``."""
-    return expand_heads(top_p_mask(block_scores(q, k, config, order, scale), config, order), config.head_pool)
+               scale: float | None = None, scores=None) -> torch.Tensor:
+    """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]``. ``scores``: the
+    block-score function (default :func:`block_scores`; the Triton one is
+    :func:`unisparse.kernels.selection.ordered_block_scores`)."""
+    scores = block_scores if scores is None else scores
+    return expand_heads(top_p_mask(scores(q, k, config, order, scale), config, order), config.head_pool)
 
 
 def choose(masks: Sequence[torch.Tensor], orders: torch.Tensor, names: tuple[str, ...], kv_heads: int) -> Selection:

@@ -154,8 +154,14 @@ def described_prompt_ids(processor, example: Example) -> torch.Tensor:
 
 @torch.inference_mode()
 def generate_text(model, processor, example: Example, *, max_new_tokens: int = 8,
-                  text_only: bool = False) -> tuple[str, int]:
-    """Greedy answer to ``example`` with the pipeline's prompt (or the described one): ``(text, prompt tokens)``."""
+                  text_only: bool = False, video_layout: bool = False) -> tuple[str, int]:
+    """Greedy answer to ``example`` with the pipeline's prompt (or the described one): ``(text, prompt tokens)``.
+
+    ``video_layout``: tell UniSparse where the video sits (video-aware selection), as the pipeline does."""
+    import contextlib
+
+    import unisparse
+
     from videoqa.prompt import build_inputs
 
     device = next(model.parameters()).device
@@ -165,15 +171,23 @@ def generate_text(model, processor, example: Example, *, max_new_tokens: int = 8
     else:
         prepared = build_inputs(processor, example.frames, example.question, example.options)
         inputs, n = {k: v.to(device) for k, v in prepared.inputs.items()}, prepared.num_tokens
+    layout = None
+    if video_layout and not text_only:
+        layout = unisparse.layout_from_inputs(prepared.inputs["input_ids"], merge_size=processor.spec.merge_size,
+                                              video_token_id=processor.video_token_id,
+                                              video_grid_thw=[list(prepared.grid_thw)])
     eos = processor.eos_token_ids
     pad = processor.tokenizer.pad_token_id
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                         top_k=None, eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad)
+    with unisparse.video_layout(layout) if layout is not None else contextlib.nullcontext():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                             top_k=None, eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad)
     return processor.decode(out[0, n:]).strip(), n
 
 
-def answer_example(model, processor, example: Example, *, sparse: bool, config=None, max_new_tokens: int = 8):
-    """``(text, density, tokens, seconds)`` with UniSparse on (``sparse``) or off for the language model."""
+def answer_example(model, processor, example: Example, *, sparse: bool, config=None, max_new_tokens: int = 8,
+                   video_layout: bool = False):
+    """``(text, density, tokens, seconds)`` with UniSparse on (``sparse``) or off for the language model;
+    ``video_layout``: video-aware selection (UniSparse knows where the video sits)."""
     import time
 
     import unisparse
@@ -185,7 +199,8 @@ def answer_example(model, processor, example: Example, *, sparse: bool, config=N
     try:
         t0 = time.perf_counter()
         with unisparse.record(keep_masks=False) as rec:
-            text, n = generate_text(model, processor, example, max_new_tokens=max_new_tokens)
+            text, n = generate_text(model, processor, example, max_new_tokens=max_new_tokens,
+                                    video_layout=sparse and video_layout)
         seconds = time.perf_counter() - t0
     finally:
         unisparse.disable(model)
@@ -214,8 +229,9 @@ def run(model, processor, suite: list[tuple[str, Example]], *, modes=("dense", "
     results = []
     for name, ex in suite:
         for mode in modes:
-            text, density, n, sec = answer_example(model, processor, ex, sparse=mode == "sparse", config=config,
-                                                   max_new_tokens=max_new_tokens)
+            text, density, n, sec = answer_example(model, processor, ex, sparse=mode in ("sparse", "video"),
+                                                   config=config, max_new_tokens=max_new_tokens,
+                                                   video_layout=mode == "video")
             r = Result(name, ex.kind, ex.index, ex.options is not None, ex.num_frames, ex.meta.get("depth"), mode,
                        text, ex.target, is_correct(ex, text), density, n, sec)
             results.append(r)
@@ -247,12 +263,20 @@ def summarise(results: list[Result]) -> list[dict]:
         dens = [r.density for r in rs if r.mode == "sparse" and r.density is not None]
         acc_d = sum(dense) / len(dense) if dense else math.nan
         acc_s = sum(sparse) / len(sparse) if sparse else math.nan
-        rows.append({
+        row = {
             "group": key, "n": max(len(dense), len(sparse)), "dense_acc": acc_d, "sparse_acc": acc_s,
             "sparse_over_dense": acc_s / acc_d if dense and sparse and acc_d > 0 else math.nan,
             "mean_density": sum(dens) / len(dens) if dens else math.nan,
             "mean_tokens": sum(r.tokens for r in rs) / len(rs),
-        })
+        }
+        video = [r.correct for r in rs if r.mode == "video"]
+        if video:  # video-aware selection beside the plain one
+            v_dens = [r.density for r in rs if r.mode == "video" and r.density is not None]
+            acc_v = sum(video) / len(video)
+            row.update(n=max(row["n"], len(video)), video_acc=acc_v,
+                       video_over_dense=acc_v / acc_d if dense and acc_d > 0 else math.nan,
+                       video_density=sum(v_dens) / len(v_dens) if v_dens else math.nan)
+        rows.append(row)
     return rows
 
 
@@ -260,11 +284,17 @@ def format_table(rows: list[dict]) -> str:
     def f(v, pct=True):
         return "-" if isinstance(v, float) and math.isnan(v) else (f"{v:.1%}" if pct else f"{v:.3f}")
 
-    lines = ["| group | n | dense acc | sparse acc | sparse/dense | mean density | mean tokens |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    video = any("video_acc" in r for r in rows)
+    extra = " video-aware acc | video-aware/dense | video-aware density |" if video else ""
+    lines = ["| group | n | dense acc | sparse acc | sparse/dense | mean density | mean tokens |" + extra,
+             "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if video else "")]
     for r in rows:
-        lines.append(f"| {r['group']} | {r['n']} | {f(r['dense_acc'])} | {f(r['sparse_acc'])} | "
-                     f"{f(r['sparse_over_dense'], False)} | {f(r['mean_density'], False)} | {r['mean_tokens']:.0f} |")
+        line = (f"| {r['group']} | {r['n']} | {f(r['dense_acc'])} | {f(r['sparse_acc'])} | "
+                f"{f(r['sparse_over_dense'], False)} | {f(r['mean_density'], False)} | {r['mean_tokens']:.0f} |")
+        if video:
+            line += (f" {f(r.get('video_acc', math.nan))} | {f(r.get('video_over_dense', math.nan), False)} | "
+                     f"{f(r.get('video_density', math.nan), False)} |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -286,7 +316,8 @@ def parse_args(argv=None):
     p.add_argument("--depths", type=float, nargs="+", default=list(NEEDLE_DEPTHS))
     p.add_argument("--per-cell", type=int, default=4, help="needle questions per (frames, depth)")
     p.add_argument("--size", default=None, help="HxW frame size for every example (default: single random, needle 112x112)")
-    p.add_argument("--modes", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"])
+    p.add_argument("--modes", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse", "video"],
+                   help="video: UniSparse with video-aware selection (the video's layout passed down)")
     p.add_argument("--top-p", type=float, default=None, help="UniSparse top_p (default: UniSparseConfig's); "
                    "sparse mode runs the sparse path at any length (min_seq_len=0)")
     p.add_argument("--max-new-tokens", type=int, default=8)

@@ -24,12 +24,14 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale,
+def _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale, k_first_ptr,
                    K_POOL: tl.constexpr, HEAD_DIM: tl.constexpr, D_CHUNK: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr):
+                   DOT_PRECISION: tl.constexpr, ORDERED: tl.constexpr):
     """Base-2 logits of a composite-query tile against composite keys ``offs_n``; -inf where
-    the key starts after the query's last token or lies past the end.
+    the key starts after the query's last token or lies past the end. ``ORDERED``: the tokens
+    are in another order, and "starts" and "last" are original positions (``k_first_ptr`` holds
+    each composite key's earliest; ``last_q_token`` each composite query's latest).
 
     ``D_CHUNK == HEAD_DIM``: the query tile ``q`` sits in registers. Wider features (the
     antidiagonal estimator's ``stride * head_dim``) do not fit there: then the dot product runs
@@ -53,18 +55,23 @@ def _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk
                 kc = kc.to(tl.float32)
             s += tl.dot(qc, tl.trans(kc), input_precision=DOT_PRECISION)
     s = s * qk_scale
-    visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
+    if ORDERED:
+        k_first = tl.load(k_first_ptr + offs_n, mask=offs_n < n_k, other=2**30)
+        visible = (k_first[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
+    else:
+        visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
     return tl.where(visible, s, float("-inf"))
 
 
 @triton.jit
 def _block_score_kernel(
-    qc_ptr, kc_ptr, out_ptr,
+    qc_ptr, kc_ptr, out_ptr, q_last_ptr, k_first_ptr,
     seq_len, n_q, n_k, n_blocks, heads, q_per_k_head, qk_scale,
     Q_POOL: tl.constexpr, K_POOL: tl.constexpr,
     ROWS_PER_BLOCK: tl.constexpr, COLS_PER_BLOCK: tl.constexpr,
     Q_BLOCKS: tl.constexpr, K_BLOCKS: tl.constexpr,
     HEAD_DIM: tl.constexpr, D_CHUNK: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ORDERED: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = Q_BLOCKS * ROWS_PER_BLOCK
     BLOCK_N: tl.constexpr = K_BLOCKS * COLS_PER_BLOCK
@@ -84,17 +91,21 @@ def _block_score_kernel(
         if UPCAST:
             q = q.to(tl.float32)
     k_base = kc_ptr + (b * heads_k + kv_h) * n_k * HEAD_DIM
-    last_q_token = tl.minimum((offs_m + 1) * Q_POOL - 1, seq_len - 1)
-    # Composite keys any row of this tile can see.
-    tile_last_token = tl.minimum((pid_m + 1) * BLOCK_M * Q_POOL - 1, seq_len - 1)
-    k_end = tl.minimum(tile_last_token // K_POOL + 1, n_k)
+    if ORDERED:  # original positions: any composite key may be visible (above the diagonal too)
+        last_q_token = tl.load(q_last_ptr + offs_m, mask=offs_m < n_q, other=2**30)  # pad rows: finite, weight 0
+        k_end = n_k
+    else:
+        last_q_token = tl.minimum((offs_m + 1) * Q_POOL - 1, seq_len - 1)
+        # Composite keys any row of this tile can see.
+        tile_last_token = tl.minimum((pid_m + 1) * BLOCK_M * Q_POOL - 1, seq_len - 1)
+        k_end = tl.minimum(tile_last_token // K_POOL + 1, n_k)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start_n in range(0, k_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        s = _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale,
-                           K_POOL, HEAD_DIM, D_CHUNK, BLOCK_M, BLOCK_N, UPCAST, DOT_PRECISION)
+        s = _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale, k_first_ptr,
+                           K_POOL, HEAD_DIM, D_CHUNK, BLOCK_M, BLOCK_N, UPCAST, DOT_PRECISION, ORDERED)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
         m_i = m_new
@@ -104,8 +115,8 @@ def _block_score_kernel(
     out_base = out_ptr + pid_bh * n_blocks * n_blocks
     for start_n in range(0, k_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        s = _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale,
-                           K_POOL, HEAD_DIM, D_CHUNK, BLOCK_M, BLOCK_N, UPCAST, DOT_PRECISION)
+        s = _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale, k_first_ptr,
+                           K_POOL, HEAD_DIM, D_CHUNK, BLOCK_M, BLOCK_N, UPCAST, DOT_PRECISION, ORDERED)
         p = tl.exp2(s - m_i[:, None]) * inv_l[:, None]  # exp2(-inf) = 0 where not visible
         p = tl.reshape(p, (Q_BLOCKS, ROWS_PER_BLOCK, K_BLOCKS, COLS_PER_BLOCK))
         tile = tl.sum(tl.sum(p, 3), 1)
@@ -154,12 +165,15 @@ def block_scores(
 def compressed_block_scores(
     qc: torch.Tensor, kc: torch.Tensor, seq_len: int, block_size: int, q_pool: int, k_pool: int,
     scale: float, out: torch.Tensor | None = None, d_chunk: int | None = None,
+    q_last: torch.Tensor | None = None, k_first: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax(qc kc^T * scale), causal in token space, summed per ``block_size`` tile, fused.
 
     ``qc [B, H, Nq, F]`` and ``kc [B, Hk, Nk, F]`` are contiguous; composite query ``i`` stands
     for tokens ``[i q_pool, (i+1) q_pool)`` and key ``j`` for ``[j k_pool, ...)``; ``H`` is a
-    multiple of ``Hk``. Features wider than 256 are multiplied in ``d_chunk`` slices.
+    multiple of ``Hk``. Features wider than 256 are multiplied in ``d_chunk`` slices. In a
+    reordered sequence, ``q_last`` (int32 ``[Nq]``: each composite query's latest original
+    position) and ``k_first`` (int32 ``[Nk]``: each composite key's earliest) decide visibility.
     """
     b, heads, n_q, feat = qc.shape
     q_per_k_head = heads // kc.shape[1]
@@ -171,17 +185,43 @@ def compressed_block_scores(
         raise ValueError(f"feature width {feat} is not a multiple of d_chunk={d_chunk}")
     if out is None:
         out = torch.empty(b, heads, nb, nb, dtype=torch.float32, device=qc.device)
+    ordered = q_last is not None
+    if ordered:
+        q_last, k_first = (t.to(device=qc.device, dtype=torch.int32).contiguous() for t in (q_last, k_first))
     grid = (triton.cdiv(nb, q_blocks), b * heads)
     _block_score_kernel[grid](
-        qc, kc, out,
+        qc, kc, out, q_last if ordered else out, k_first if ordered else out,
         seq_len, n_q, kc.shape[2], nb, heads, q_per_k_head, scale * LOG2E,
         Q_POOL=q_pool, K_POOL=k_pool,
         ROWS_PER_BLOCK=rows, COLS_PER_BLOCK=cols, Q_BLOCKS=q_blocks, K_BLOCKS=k_blocks,
         HEAD_DIM=feat, D_CHUNK=d_chunk, UPCAST=needs_upcast(qc.dtype),
-        DOT_PRECISION=dot_precision(qc.dtype),
+        DOT_PRECISION=dot_precision(qc.dtype), ORDERED=ordered,
         num_warps=4, num_stages=2,
     )
     return out
+
+
+def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
+                         scale: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Triton twin of :func:`unisparse.reordered.block_scores`: the tokens gathered into ``order``,
+    pooled, and scored with visibility by original positions. float32 ``[B, Hs, nb, nb]``."""
+    from ..reordered import group_bounds
+
+    if config.variance_correction > 0:
+        raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
+    b, hq, seq_len, d = q.shape
+    group = hq // k.shape[1]
+    ch = config.head_pool
+    if group % ch and ch % group:
+        raise ValueError(f"head_pool={ch} must divide the GQA group size ({group}) or be a multiple of it")
+    order = order.to(q.device)
+    qc = pool_tokens(q.index_select(2, order), config.q_pool, ch)
+    kc = pool_tokens(k.index_select(2, order), config.k_pool, max(1, ch // group))
+    _, q_last = group_bounds(order, config.q_pool)
+    k_first, _ = group_bounds(order, config.k_pool)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    return compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale, out=out,
+                                   q_last=q_last, k_first=k_first)
 
 
 def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:
