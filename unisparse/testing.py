@@ -272,7 +272,8 @@ def video_qkv(
     bonus = (base + odds).clamp_min(0.0)  # [Hq, 3]
     root_d = math.sqrt(D)
     c = (bonus.amax(0) * root_d).sqrt()
-    a = (bonus * root_d / c).view(1, Hq, 1, len(VIDEO_PATTERNS))
+    # a pattern no head carries (every bonus clamped to 0) gets c = 0: its weights are 0, not 0/0
+    a = (bonus * root_d / c.clamp_min(1e-12)).view(1, Hq, 1, len(VIDEO_PATTERNS))
     c_grid, c_local, c_sink = c.tolist()
 
     n_freq = max(2, D // 8)
