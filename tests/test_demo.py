@@ -147,8 +147,8 @@ def test_heads_selected_in_the_spatial_order_are_drawn_in_frame_order_or_as_sele
 
     real = reordered.choose
 
-    def head_one_spatial(masks, orders, names, kv_heads):  # KV head 0 (query heads 0, 1) spatial
-        sel = real(masks, orders, names, kv_heads)
+    def head_one_spatial(masks, orders, names, kv_heads, *rest):  # KV head 0 (query heads 0, 1) spatial
+        sel = real(masks, orders, names, kv_heads, *rest)
         sel.choice[:, 0] = names.index("spatial")
         heads = sel.order_of_heads()
         stacked = torch.stack([m.expand(masks[0].shape) for m in masks])
@@ -157,7 +157,8 @@ def test_heads_selected_in_the_spatial_order_are_drawn_in_frame_order_or_as_sele
 
     monkeypatch.setattr(reordered, "choose", head_one_spatial)
     a = answer(SHAPES, "What moves?", model=loaded, num_frames=8, max_new_tokens=1,
-               config=unisparse.UniSparseConfig(block_size=64, top_p=0.7, min_seq_len=0, max_density=1.0))
+               config=unisparse.UniSparseConfig(block_size=64, top_p=0.7, min_seq_len=0, max_density=1.0,
+                                                video_aware_min_len=0))
     assert a.layout is not None and a.layout.spans[0].frames == 4
     rec = a.layers[1]
     assert rec.head_orders == ("spatial", "spatial", "frame", "frame")
@@ -295,7 +296,7 @@ def test_build_app_queues_one_request_at_a_time_and_launch_binds_localhost(loade
     assert isinstance(app, gr.Blocks) and app._queue.default_concurrency_limit == 1
     ids = {b.elem_id for b in app.blocks.values()}
     assert {"sample", "video", "question", "option-a", "option-d", "mode", "top-p", "ask", "answer", "metrics",
-            "density", "heatmap", "layer", "head", "frames", "min-seq-len-note"} <= ids
+            "density", "heatmap", "layer", "head", "view", "frames", "min-seq-len-note"} <= ids
     note = next(b for b in app.blocks.values() if b.elem_id == "min-seq-len-note")
     assert "32,768 tokens" in note.value and "dense" in note.value
     video = next(b for b in app.blocks.values() if b.elem_id == "video")

@@ -186,14 +186,15 @@ def test_a_video_layout_reaches_the_attention_and_spatial_heads_stay_exact(monke
         dense_logits = model(**inputs).logits
     real_choose = reordered.choose
 
-    def all_spatial(masks, orders, names, kv_heads):
-        sel = real_choose(masks, orders, names, kv_heads)
+    def all_spatial(masks, orders, names, kv_heads, *rest):
+        sel = real_choose(masks, orders, names, kv_heads, *rest)
         sel.choice[:] = names.index("spatial")
         sel.mask = masks[names.index("spatial")].expand(masks[0].shape).clone()
         return sel
 
     monkeypatch.setattr(reordered, "choose", all_spatial)
-    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0, min_seq_len=0), backend="torch")
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=1.0, min_seq_len=0, video_aware_min_len=0),
+                     backend="torch")
     with unisparse.video_layout(layout), unisparse.record() as rec:
         got = greedy(model, **inputs)
     assert torch.equal(got, expected)
@@ -206,7 +207,8 @@ def test_a_video_layout_reaches_the_attention_and_spatial_heads_stay_exact(monke
 def test_the_layout_is_used_only_where_it_fits_and_only_inside_its_block():
     model = tiny_qwen2vl()
     inputs = video_inputs(frames=16, height=112, width=112, text_tokens=60)
-    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.6, min_seq_len=0), backend="torch")
+    unisparse.enable(model, UniSparseConfig(block_size=BLOCK, top_p=0.6, min_seq_len=0, video_aware_min_len=0),
+                     backend="torch")
     seq_len = inputs["input_ids"].shape[1]
     nb = -(-seq_len // BLOCK)
     with unisparse.video_layout(_layout(inputs)), unisparse.record() as rec:

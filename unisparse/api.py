@@ -13,7 +13,7 @@ import torch
 
 from . import reference, reordered
 from .config import UniSparseConfig
-from .layout import ORDERS, VideoLayout, token_order
+from .layout import VideoLayout, token_order, token_orders
 from .masks import block_density, causal_block_mask
 from .reordered import Selection
 from .validation import (
@@ -80,10 +80,11 @@ def select_blocks_in_layout(
     """Video-aware UniSparse selection: per KV head, the token order (the prompt's own ``"frame"``
     order, or ``"spatial"``: each video span spatial-position-major) whose Top-P keeps fewer blocks.
 
-    The frame-order mask is :func:`select_blocks`'s; the spatial one is one more pass of the
-    compressed scoring over the tokens gathered into the spatial order, with visibility by original
-    positions (the fused Triton scoring kernel on CUDA, :func:`unisparse.reordered.block_scores`
-    elsewhere). Without a layout that reorders anything, every head keeps the frame order and nothing
+    The frame-order mask is :func:`select_blocks`'s; the spatial order is scored by the compressed
+    scoring over the tokens gathered into it, with visibility by original positions (the fused
+    Triton scoring kernel on CUDA, :func:`unisparse.reordered.block_scores` elsewhere): first on
+    every ``config.order_probe``-th query block, then in full for the KV heads that move
+    (:func:`unisparse.reordered.probe_and_choose`). Without a layout that reorders anything, every head keeps the frame order and nothing
     more is scored. Returns a :class:`unisparse.reordered.Selection` (``mask``: each head's blocks
     in its own order; ``choice``: the order of each KV head).
     """
@@ -100,12 +101,11 @@ def select_blocks_in_layout(
         return reordered.choose([frame], orders, ("frame",), k.shape[1])
     if config.variance_correction > 0:
         raise ValueError("video-aware selection does not take variance_correction > 0; use layout=None")
-    orders = torch.stack([token_order(seq_len, layout, name, q.device) for name in ORDERS])
+    orders = token_orders(seq_len, layout, q.device)
     scores = None
     if _backend_for(q, backend) == "triton":
         from .kernels.selection import ordered_block_scores as scores
-    spatial = reordered.order_mask(q, k, config, orders[1], scale, scores=scores)
-    return reordered.choose([frame, spatial], orders, ORDERS, k.shape[1])
+    return reordered.probe_and_choose(q, k, config, orders, frame, scale, scores=scores)
 
 
 def ordered_block_sparse_attention(
@@ -138,11 +138,28 @@ def ordered_block_sparse_attention(
         raise ValueError(f"an ordered selection needs a mask per batch row and query head {tuple(q.shape[:2])}, "
                          f"got {tuple(selection.mask.shape[:2])}")
     if _backend_for(q, backend) == "triton":
-        from .kernels import block_sparse_ordered
-
-        return block_sparse_ordered.ordered_attention(q, k, v, selection.mask, selection.order_of_heads(q.shape[1]),
-                                                      selection.orders, block_size, scale)
+        return _ordered_on_triton(q, k, v, selection, block_size, scale)
     return reordered.attention(q, k, v, selection, block_size, scale)
+
+
+def _ordered_on_triton(q, k, v, selection: Selection, block_size: int, scale) -> torch.Tensor:
+    """Heads still in the prompt's order run on the block-sparse kernel (the fast one where the GPU
+    has it), with the moved heads' rows emptied so they cost nothing there; only the KV heads that
+    moved run on the reordered kernel, over their own heads."""
+    from .kernels import block_sparse, block_sparse_ordered
+
+    heads = selection.order_of_heads(q.shape[1])
+    moved = ~selection.keeps_prompt_order()[heads]  # [B, Hq]
+    out = block_sparse.block_sparse_attention(q, k, v, selection.mask & ~moved[..., None, None], block_size, scale)
+    group = q.shape[1] // k.shape[1]
+    for b in range(q.shape[0]):
+        hs = moved[b].nonzero().flatten()
+        if hs.numel():
+            kv = hs[::group] // group
+            out[b:b + 1, hs] = block_sparse_ordered.ordered_attention(
+                q[b:b + 1, hs], k[b:b + 1, kv], v[b:b + 1, kv], selection.mask[b:b + 1, hs], heads[b:b + 1, hs],
+                selection.orders, block_size, scale)
+    return out
 
 
 def block_sparse_attention(
@@ -265,9 +282,9 @@ def sparse_attention(
             return out, full
         frame = token_order(seq_len, None, "frame", q.device)[None]
         return out, reordered.choose([full], frame, ("frame",), k.shape[1])
-    if layout is not None:  # video_aware=False keeps every head in the prompt's order
-        selection = select_blocks_in_layout(q, k, layout if config.video_aware else None, config, scale=scale,
-                                            backend=chosen)
+    if layout is not None:  # video_aware=False (or a short sequence) keeps every head in the prompt's order
+        aware = config.video_aware and seq_len >= config.video_aware_min_len
+        selection = select_blocks_in_layout(q, k, layout if aware else None, config, scale=scale, backend=chosen)
         mask = selection.mask
     else:
         selection = mask = select_blocks(q, k, config, scale=scale, backend=chosen)

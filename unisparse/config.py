@@ -75,6 +75,18 @@ class UniSparseConfig:
             Top-P on either estimate are kept. 0 (the default) turns it off.
         video_aware: with a video layout, choose per KV head between the prompt's order and a
             spatial-major order of the video (see the module docstring).
+        order_probe: the spatial order is first scored on every ``order_probe``-th query block
+            only, and a KV head moves to it when there it keeps fewer blocks than the prompt's
+            order on the same rows; only the heads that move are then scored in full. 1 scores
+            every row of both orders (the exact choice, twice the selection cost).
+        video_aware_min_len: in a model or :func:`unisparse.sparse_attention`, sequences shorter
+            than this keep the prompt's order without scoring another (measured on an H200: at 32K
+            tokens the second scoring costs more than it saves unless grid heads dominate; at 128K it
+            cuts grid-heavy attention 3x). 0 applies the layout at every length.
+        order_cost: a block in the spatial order counts as this many in the prompt's order when
+            the orders are compared: the reordered kernel's time per kept block against the plain
+            kernel's (every block there needs the element mask of original positions, and the plain
+            kernel is the faster one). 1 compares blocks alone.
     """
 
     block_size: int = 128
@@ -88,13 +100,16 @@ class UniSparseConfig:
     variance_correction: float = 0.0
     max_density: float | None = None
     video_aware: bool = True
+    order_probe: int = 4
+    order_cost: float = 2.0
+    video_aware_min_len: int = 65536
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "q_pool", "k_pool", "head_pool", "local_blocks"):
+        for name in ("block_size", "q_pool", "k_pool", "head_pool", "local_blocks", "order_probe"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("sink_blocks", "min_seq_len"):
+        for name in ("sink_blocks", "min_seq_len", "video_aware_min_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -114,6 +129,9 @@ class UniSparseConfig:
             raise ValueError(f"max_density must be None or a number in [0, 1], got {m!r}")
         if not isinstance(self.video_aware, bool):
             raise ValueError(f"video_aware must be True or False, got {self.video_aware!r}")
+        c = self.order_cost
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
+            raise ValueError(f"order_cost must be a positive number, got {c!r}")
         a = self.variance_correction
         if (not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a < 0):
             raise ValueError(f"variance_correction must be a finite number >= 0, got {a!r}")

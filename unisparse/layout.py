@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -189,6 +190,17 @@ def token_order(seq_len: int, layout: VideoLayout | None, name: str, device=None
         pos = s.positions(device)  # [frame, position], ascending when flattened
         order[pos.reshape(-1)] = pos.t().reshape(-1)
     return order
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_orders(seq_len: int, layout: VideoLayout, device: str) -> torch.Tensor:
+    return torch.stack([token_order(seq_len, layout, name, device) for name in ORDERS])
+
+
+def token_orders(seq_len: int, layout: VideoLayout, device=None) -> torch.Tensor:
+    """int64 ``[len(ORDERS), L]``: every order of :data:`ORDERS`, built once per (layout, length,
+    device) and shared by every layer of a forward pass (treat it as read-only)."""
+    return _cached_orders(seq_len, layout, str(torch.device(device if device is not None else "cpu")))
 
 
 def inverse(order: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ def forced_blocks(nb: int, sink_blocks: int, local_blocks: int, device) -> torch
 
 
 def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_blocks: int,
-               visible: torch.Tensor | None = None) -> torch.Tensor:
+               visible: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Per query block, the fewest key blocks whose share of the row's mass reaches ``top_p``.
 
     ``scores [..., nb, nb]`` (only the entries of ``visible`` blocks are read; default: the causal
@@ -33,13 +33,16 @@ def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_bl
     visible) come first and their mass counts; the rest follow by descending score, ties broken by
     the lower block index (a stable sort), so the choice is deterministic. A block is kept while the
     mass before it is below ``top_p`` of the row total. ``top_p >= 1`` keeps every visible block.
-    Returns bool ``[..., nb, nb]``.
+    Returns bool ``[..., nb, nb]``. ``rows`` (int64): ``scores`` and ``visible`` hold only these
+    query blocks' rows (``[..., len(rows), nb]``), and so does the result.
     """
     nb = scores.shape[-1]
     causal = causal_block_mask(nb, scores.device) if visible is None else visible
+    if rows is not None and visible is None:
+        causal = causal[rows]
     if top_p >= 1.0:
         return causal.expand(scores.shape).clone()
-    qb = torch.arange(nb, device=scores.device)[:, None]
+    qb = (torch.arange(nb, device=scores.device) if rows is None else rows.to(scores.device))[:, None]
     kb = torch.arange(nb, device=scores.device)[None, :]
     forced = causal & ((kb < sink_blocks) | ((qb - kb < local_blocks) & (kb <= qb)))
     mass = torch.where(causal, scores.float(), torch.zeros((), device=scores.device))

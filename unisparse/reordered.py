@@ -20,6 +20,7 @@ query's), so the output is exactly masked causal attention over the kept tokens.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -28,11 +29,18 @@ import torch
 
 from . import masks
 from .config import UniSparseConfig
-from .layout import ORDERS, VideoLayout, token_order
+from .layout import ORDERS, VideoLayout, token_order, token_orders
 from .reference import compute_dtype, composite_tokens, expand_heads
 from .validation import num_blocks
 
 
+# The helpers below take an order tensor and are cached by its identity: every layer of a forward
+# pass gets the same order tensor (unisparse.layout.token_orders), so they run once per prompt.
+# A cache key holds its tensor, so an identity is never reused while its entry lives.
+_per_order = functools.lru_cache(maxsize=32)
+
+
+@_per_order
 def block_bounds(order: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block of the order, the smallest and largest original position in it."""
     nb = num_blocks(order.numel(), block_size)
@@ -42,12 +50,14 @@ def block_bounds(order: torch.Tensor, block_size: int) -> tuple[torch.Tensor, to
     return lo, hi
 
 
+@_per_order
 def visible_blocks(order: torch.Tensor, block_size: int) -> torch.Tensor:
     """``[nb, nb]``: key block ``n`` holds a key some query of block ``m`` may see."""
     lo, hi = block_bounds(order, block_size)
     return lo[None, :] <= hi[:, None]
 
 
+@_per_order
 def group_bounds(order: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest and largest original position of each ``factor``-token group of the order."""
     n = -(-order.numel() // factor)
@@ -57,9 +67,33 @@ def group_bounds(order: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.
     return lo, hi
 
 
+@functools.lru_cache(maxsize=16)
+def _probe_blocks(nb: int, stride: int, device: str) -> torch.Tensor:
+    return torch.arange(0, nb, stride, device=device)
+
+
+def probe_blocks(nb: int, stride: int, device=None) -> torch.Tensor:
+    """The query blocks a probe scores (every ``stride``-th, from the first): int64 (read-only, cached)."""
+    return _probe_blocks(nb, stride, str(torch.device(device if device is not None else "cpu")))
+
+
+@_per_order
+def rows_order(order: torch.Tensor, rows: torch.Tensor | None, block_size: int) -> torch.Tensor:
+    """The tokens of the order's query blocks ``rows``, block after block (all of it for None)."""
+    if rows is None:
+        return order
+    nb = num_blocks(order.numel(), block_size)
+    if rows.numel() == nb:
+        return order
+    within = torch.arange(block_size, device=order.device)
+    idx = (rows.to(order.device)[:, None] * block_size + within[None, :]).flatten()
+    return order[idx[idx < order.numel()]]
+
+
 def block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
-                 scale: float | None = None, max_bytes: int = 1 << 29) -> torch.Tensor:
-    """Compressed attention probabilities summed per block of the order: float32 ``[B, Hs, nb, nb]``.
+                 scale: float | None = None, max_bytes: int = 1 << 29, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Compressed attention probabilities summed per block of the order: float32 ``[B, Hs, nb, nb]``
+    (``[B, Hs, len(rows), nb]`` for the query blocks ``rows`` alone).
 
     The composite heads are scored a few at a time, so that the compressed probabilities in flight
     stay under ``max_bytes`` (at 128K tokens one head's are 16K x 16K)."""
@@ -67,29 +101,36 @@ def block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orde
         raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
     seq_len, d = q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    qc, kc = composite_tokens(q[:, :, order], k[:, :, order], config)
+    q_order = rows_order(order, rows, config.block_size)
+    qc, kc = composite_tokens(q[:, :, q_order], k[:, :, order], config)
     acc = compute_dtype(q.dtype)
-    _, q_last = group_bounds(order, config.q_pool)
+    _, q_last = group_bounds(q_order, config.q_pool)
     k_first, _ = group_bounds(order, config.k_pool)
     visible = k_first[None, :] <= q_last[:, None]
     b, hs, n_q, n_k = qc.shape[0], qc.shape[1], qc.shape[2], kc.shape[2]
     nb, rq, rk = num_blocks(seq_len, config.block_size), config.q_per_block, config.k_per_block
-    out = torch.empty(b, hs, nb, nb, dtype=torch.float32, device=q.device)
+    nr = nb if rows is None else rows.numel()
+    out = torch.empty(b, hs, nr, nb, dtype=torch.float32, device=q.device)
     step = max(1, max_bytes // max(1, 3 * b * n_q * n_k * 4))
     for h0 in range(0, hs, step):
         qh, kh = qc[:, h0:h0 + step].to(acc), kc[:, h0:h0 + step].to(acc)
         logits = (qh @ kh.transpose(-1, -2)) * scale
         probs = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1)
-        padded = torch.zeros(b, probs.shape[1], nb * rq, nb * rk, dtype=acc, device=q.device)
+        padded = torch.zeros(b, probs.shape[1], nr * rq, nb * rk, dtype=acc, device=q.device)
         padded[:, :, :n_q, :n_k] = probs
-        out[:, h0:h0 + step] = padded.view(b, probs.shape[1], nb, rq, nb, rk).sum((3, 5)).float()
+        out[:, h0:h0 + step] = padded.view(b, probs.shape[1], nr, rq, nb, rk).sum((3, 5)).float()
     return out
 
 
-def top_p_mask(scores: torch.Tensor, config: UniSparseConfig, order: torch.Tensor) -> torch.Tensor:
-    """Top-P over the visible blocks of the order (bool ``[..., nb, nb]``)."""
+def top_p_mask(scores: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
+               rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-P over the visible blocks of the order (bool ``[..., nb, nb]``; ``[..., len(rows), nb]``
+    for the query blocks ``rows``)."""
+    visible = visible_blocks(order, config.block_size)
+    if rows is not None:
+        visible = visible[rows.to(visible.device)]
     return masks.top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks,
-                            local_blocks=config.local_blocks, visible=visible_blocks(order, config.block_size))
+                            local_blocks=config.local_blocks, visible=visible, rows=rows)
 
 
 @dataclass
@@ -100,7 +141,7 @@ class Selection:
     choice: torch.Tensor  # int64 [B, Hkv]: index into ``names``
     orders: torch.Tensor  # int64 [len(names), L]
     names: tuple[str, ...]
-    kept: torch.Tensor  # int64 [B, Hkv, len(names)]: blocks each order keeps for the KV head's query heads
+    kept: torch.Tensor  # int64 [B, Hkv, len(names)]: blocks each order keeps for the KV head's query heads (on the probe rows)
 
     def order_of_heads(self, q_heads: int | None = None) -> torch.Tensor:
         """int64 ``[B, Hq]``: the order index of every query head."""
@@ -112,6 +153,10 @@ class Selection:
         the diagonal count too: in another order they hold visible pairs, and cost the same work)."""
         nb = self.mask.shape[-1]
         return self.mask.sum().item() / (nb * (nb + 1) // 2 * self.mask[..., 0, 0].numel())
+
+    def keeps_prompt_order(self) -> torch.Tensor:
+        """bool ``[len(names)]``: which orders are the prompt's own (the identity permutation)."""
+        return (self.orders == torch.arange(self.orders.shape[1], device=self.orders.device)).all(-1)
 
     @property
     def reorders(self) -> bool:
@@ -144,21 +189,26 @@ def frame_coverage(mask: torch.Tensor, head_orders: torch.Tensor, orders: torch.
 
 
 def order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
-               scale: float | None = None, scores=None) -> torch.Tensor:
-    """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]``. ``scores``: the
-    block-score function (default :func:`block_scores`; the Triton one is
-    :func:`unisparse.kernels.selection.ordered_block_scores`)."""
+               scale: float | None = None, scores=None, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]`` (``rows``: only
+    those query blocks, ``[B, Hq, len(rows), nb]``). ``scores``: the block-score function (default
+    :func:`block_scores`; the Triton one is :func:`unisparse.kernels.selection.ordered_block_scores`)."""
     scores = block_scores if scores is None else scores
-    return expand_heads(top_p_mask(scores(q, k, config, order, scale), config, order), config.head_pool)
+    return expand_heads(top_p_mask(scores(q, k, config, order, scale, rows=rows), config, order, rows),
+                        config.head_pool)
 
 
-def choose(masks: Sequence[torch.Tensor], orders: torch.Tensor, names: tuple[str, ...], kv_heads: int) -> Selection:
-    """Per KV head, the order whose mask keeps the fewest blocks over the KV head's query heads
-    (ties: the earlier order in ``names``); ``masks[i]`` is the ``[B, Hq, nb, nb]`` mask in order ``i``."""
+def choose(masks: Sequence[torch.Tensor], orders: torch.Tensor, names: tuple[str, ...], kv_heads: int,
+           order_cost: float = 1.0) -> Selection:
+    """Per KV head, the order whose mask keeps the fewest blocks over the KV head's query heads,
+    blocks of every order after the first weighted by ``order_cost`` (ties: the earlier order in
+    ``names``); ``masks[i]`` is the ``[B, Hq, nb, nb]`` mask in order ``i``."""
     stacked = torch.stack([m.expand(masks[0].shape) for m in masks])  # [O, B, Hq, nb, nb]
     o, b, hq = stacked.shape[:3]
     kept = stacked.flatten(3).sum(-1).view(o, b, kv_heads, hq // kv_heads).sum(-1).permute(1, 2, 0)  # [B, Hkv, O]
-    choice = kept.argmin(-1)  # argmin returns the first minimum: ties keep the earlier order
+    cost = kept.double()
+    cost[..., 1:] *= order_cost
+    choice = cost.argmin(-1)  # argmin returns the first minimum: ties keep the earlier order
     heads = choice.repeat_interleave(hq // kv_heads, dim=1)  # [B, Hq]
     mask = torch.gather(stacked, 0, heads[None, :, :, None, None].expand(1, *stacked.shape[1:]))[0]
     return Selection(mask, choice, orders, tuple(names), kept)
@@ -166,10 +216,47 @@ def choose(masks: Sequence[torch.Tensor], orders: torch.Tensor, names: tuple[str
 
 def select(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, layout: VideoLayout | None,
            scale: float | None = None, names: tuple[str, ...] = ORDERS) -> Selection:
-    """Score every order in ``names``, keep per KV head the one that keeps fewer blocks (ties: the first)."""
+    """Score every order in ``names``, keep per KV head the one that keeps fewer blocks (ties: the first);
+    with the two orders of :data:`ORDERS`, the second is probed first (:func:`probe_and_choose`)."""
     seq_len = q.shape[2]
     orders = torch.stack([token_order(seq_len, layout, n, q.device) for n in names])
-    return choose([order_mask(q, k, config, order, scale) for order in orders], orders, names, k.shape[1])
+    if tuple(names) == ORDERS and layout is not None:
+        orders = token_orders(seq_len, layout, q.device)
+    first = order_mask(q, k, config, orders[0], scale)
+    if tuple(names) == ORDERS:
+        return probe_and_choose(q, k, config, orders, first, scale)
+    return choose([first] + [order_mask(q, k, config, order, scale) for order in orders[1:]], orders, names, k.shape[1],
+                  config.order_cost)
+
+
+def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orders: torch.Tensor,
+                     frame_mask: torch.Tensor, scale: float | None = None, scores=None) -> Selection:
+    """The video-aware choice between the prompt's order (``frame_mask``, already selected) and the
+    spatial order ``orders[1]``: the spatial order is scored on every ``config.order_probe``-th query
+    block; a KV head moves to it where, on those rows, its kept blocks times ``config.order_cost``
+    (the reordered kernel's cost per block against the plain one's) are fewer than in the frame
+    order (ties: frame); only the KV heads that move are then scored in full. ``order_probe=1`` (or fewer blocks than that) scores
+    every row, which is the exact choice. ``scores``: as in :func:`order_mask`."""
+    nb = frame_mask.shape[-1]
+    b, hq = q.shape[:2]
+    hkv = k.shape[1]
+    if config.order_probe == 1 or nb <= config.order_probe:
+        return choose([frame_mask, order_mask(q, k, config, orders[1], scale, scores)], orders, ORDERS, hkv,
+                      config.order_cost)
+    rows = probe_blocks(nb, config.order_probe, q.device)
+    probe = order_mask(q, k, config, orders[1], scale, scores, rows=rows)
+    picked = choose([frame_mask.expand(b, hq, nb, nb)[..., rows, :], probe], orders, ORDERS, hkv, config.order_cost)
+    mask = frame_mask.expand(b, hq, nb, nb).clone()
+    moved = picked.choice.eq(1).any(0).nonzero().flatten()  # KV heads that move in some batch row
+    if moved.numel():
+        group = hq // hkv
+        if config.head_pool > group:  # composite heads span KV heads: score them all
+            moved = torch.arange(hkv, device=q.device)
+        qh = (moved[:, None] * group + torch.arange(group, device=q.device)).flatten()
+        full = order_mask(q[:, qh], k[:, moved], config, orders[1], scale, scores)
+        takes = (picked.order_of_heads(hq)[:, qh] == 1)[..., None, None]
+        mask[:, qh] = torch.where(takes, full, mask[:, qh])
+    return Selection(mask, picked.choice, orders, ORDERS, picked.kept)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Selection, block_size: int = 128,

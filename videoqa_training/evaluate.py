@@ -193,7 +193,9 @@ def answer_example(model, processor, example: Example, *, sparse: bool, config=N
     import unisparse
 
     if sparse:
-        unisparse.enable(model, config if config is not None else unisparse.UniSparseConfig(min_seq_len=0, max_density=1.0))
+        # sparse at every length; the "video" mode applies the layout at every length too (what it measures)
+        unisparse.enable(model, config if config is not None else unisparse.UniSparseConfig(
+            min_seq_len=0, max_density=1.0, video_aware_min_len=0))
     else:
         unisparse.disable(model)
     try:

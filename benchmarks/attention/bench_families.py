@@ -135,10 +135,12 @@ def recalled_mass_ordered(q, k, sel, scale, stride: int) -> float:
 
 def video_aware(r: dict, q, k, v, layout, cfg, scale, backend: str, bench, cudnn_ms: float, stride: int = 8) -> None:
     """Video-aware columns of one row: density (kept blocks over the frame order's causal count),
-    KV heads in the spatial order, selection ms (both orders scored), the reordered kernel's ms,
+    KV heads in the spatial order, selection ms (the spatial order probed, then scored in full for the
+    KV heads that move; and with ``order_probe=1``, both orders in full), the reordered kernel's ms,
     end to end with the layout, and selection's share of a dense cuDNN call."""
     import unisparse
 
+    cfg = cfg.replace(video_aware_min_len=0)  # the layout at every length measured (the library applies it from 64K)
     sel = unisparse.select_blocks_in_layout(q, k, layout, cfg, scale=scale, backend=backend)
     r["va_density"] = sel.density()
     r["va_recall"] = recalled_mass_ordered(q, k, sel, scale or 1 / math.sqrt(D), stride)
@@ -150,9 +152,16 @@ def video_aware(r: dict, q, k, v, layout, cfg, scale, backend: str, bench, cudnn
                                                               backend=backend))
     r["va_x_cudnn"] = cudnn_ms / r["va_e2e_ms"]
     r["va_select_share_of_cudnn"] = r["va_select_ms"] / cudnn_ms
+    exact = cfg.replace(order_probe=1)  # both orders scored on every row: the exact choice, for comparison
+    sel1 = unisparse.select_blocks_in_layout(q, k, layout, exact, scale=scale, backend=backend)
+    r["va_exact_density"] = sel1.density()
+    r["va_exact_spatial_kv_heads"] = int((sel1.choice[0] == sel1.names.index("spatial")).sum()) if "spatial" in sel1.names else 0
+    r["va_exact_select_ms"] = bench(lambda: unisparse.select_blocks_in_layout(q, k, layout, exact, scale=scale,
+                                                                              backend=backend))
     print(f"  video-aware: density {r['va_density']:.3f} recall {r['va_recall']:.3f} ({r['va_spatial_kv_heads']} KV heads spatial); select "
           f"{r['va_select_ms']:.2f} kernel {r['va_kernel_ms']:.2f} e2e {r['va_e2e_ms']:.2f} ms; x cuDNN "
-          f"{r['va_x_cudnn']:.3f}", flush=True)
+          f"{r['va_x_cudnn']:.3f}; exact choice (order_probe=1): density {r['va_exact_density']:.3f}, "
+          f"{r['va_exact_spatial_kv_heads']} spatial, select {r['va_exact_select_ms']:.2f} ms", flush=True)
 
 
 def main(argv=None) -> int:
@@ -249,7 +258,7 @@ def main(argv=None) -> int:
             "fallback_ms", "x_cudnn", "x_flash", "sparse_only_x_cudnn"]
     if args.video_aware:
         cols += ["va_density", "va_recall", "va_spatial_kv_heads", "va_select_ms", "va_kernel_ms", "va_e2e_ms", "va_x_cudnn",
-                 "va_select_share_of_cudnn"]
+                 "va_select_share_of_cudnn", "va_exact_density", "va_exact_spatial_kv_heads", "va_exact_select_ms"]
     fmt = lambda x: f"{x:.3f}" if isinstance(x, float) else str(x)  # noqa: E731
     md = [f"## UniSparse end to end by input family: {name}, torch {torch.__version__}, triton {triton.__version__}",
           "", f"28 q / 4 KV heads, d=128, bf16, causal; library defaults ({cfg}); x cuDNN = cuDNN ms / end-to-end ms; "

@@ -12,8 +12,8 @@ For each input family, at one Top-P, per KV head (the query heads that share it 
 Blocks are counted in units of the frame order's causal block count (in the spatial order, blocks
 above the diagonal hold visible pairs too and cost the same work). The exact mass is computed in
 float32 with causality by original positions, query rows a chunk at a time (CPU is fine: no
-timing here besides the scoring cost, which is reported in CPU milliseconds and says nothing
-about a GPU).
+timing here besides the selection cost, reported in milliseconds of the device it ran on; with
+``--device cuda`` the selection runs the Triton kernels, so its milliseconds are GPU ones).
 
 Families: ``video_qkv`` (unisparse.testing) frames of 256 tokens with grid, local and sink heads
 (``mixed``, the one the issue measured) or grid heads only (``grid``); held out (never tuned on):
@@ -24,6 +24,7 @@ model's own queries and keys from ``capture_default_qk.py``, per layer).
 
   python benchmarks/attention/video_orders.py --seq-len 16384 --heads 28 4 --out benchmarks/attention/video_orders
   python benchmarks/attention/video_orders.py --captured /tmp/default_qk.pt --out benchmarks/attention/video_orders
+  python benchmarks/attention/video_orders.py --seq-len 32768 65536 --device cuda --tag h200 --out $OUT/video_orders
 """
 
 from __future__ import annotations
@@ -64,15 +65,16 @@ def exact_block_mass(q: torch.Tensor, k: torch.Tensor, orders: torch.Tensor, blo
     hq, seq_len, d = q.shape
     group = hq // k.shape[0]
     nb = -(-seq_len // block_size)
-    blocks = torch.stack([inverse(o) // block_size for o in orders])  # [O, L]: block of each original position
+    dev = q.device
+    blocks = torch.stack([inverse(o.to(dev)) // block_size for o in orders])  # [O, L]: block of each original position
     onehot = [torch.nn.functional.one_hot(b, nb).float() for b in blocks]  # [L, nb]
-    out = torch.zeros(len(orders), hq, nb, nb, dtype=torch.float64)
+    out = torch.zeros(len(orders), hq, nb, nb, dtype=torch.float64, device=dev)
     scale = 1.0 / math.sqrt(d)
-    cols = torch.arange(seq_len)
+    cols = torch.arange(seq_len, device=dev)
     for h in range(hq):
         kh = k[h // group].float()
         for r0 in range(0, seq_len, chunk):
-            rows = torch.arange(r0, min(seq_len, r0 + chunk))
+            rows = torch.arange(r0, min(seq_len, r0 + chunk), device=dev)
             logits = (q[h, rows].float() @ kh.t()) * scale
             logits.masked_fill_(cols[None, :] > rows[:, None], float("-inf"))
             probs = torch.softmax(logits, -1)
@@ -93,24 +95,31 @@ def per_kv(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
     return x.flatten(1).sum(-1).view(kv_heads, -1).sum(-1)
 
 
-def measure(q, k, layout: VideoLayout, config: UniSparseConfig) -> dict:
+def clock(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def measure(q, k, layout: VideoLayout, config: UniSparseConfig, backend: str = "torch") -> dict:
     """Every count of the module docstring for one input (``q [1, Hq, L, D]``, ``k [1, Hkv, L, D]``)."""
     seq_len, hkv = q.shape[2], k.shape[1]
     nb = -(-seq_len // config.block_size)
     causal = nb * (nb + 1) // 2
-    orders = torch.stack([token_order(seq_len, layout, n) for n in ORDERS])
+    orders = torch.stack([token_order(seq_len, layout, n, q.device) for n in ORDERS])
     mass = exact_block_mass(q[0], k[0], orders, config.block_size)  # [O, Hq, nb, nb]
     hq = q.shape[1]
 
     def recall(mask, head_orders):  # mean over heads and rows of the exact mass the kept blocks cover
-        covered = sum(float((mass[o, h] * mask[h].double()).sum()) for h, o in enumerate(head_orders))
+        covered = sum(float((mass[o, h] * mask[h].to(mass.device).double()).sum()) for h, o in enumerate(head_orders))
         return covered / (hq * seq_len)
 
-    t0 = time.perf_counter()
-    frame = select_blocks(q, k, config, backend="torch")[0]
-    t1 = time.perf_counter()
-    sel = select_blocks_in_layout(q, k, layout, config, backend="torch")
-    t2 = time.perf_counter()
+    select_blocks(q, k, config, backend=backend), select_blocks_in_layout(q, k, layout, config, backend=backend)  # warm-up
+    t0 = clock(q.device)
+    frame = select_blocks(q, k, config, backend=backend)[0]
+    t1 = clock(q.device)
+    sel = select_blocks_in_layout(q, k, layout, config, backend=backend)
+    t2 = clock(q.device)
     video = sel.mask[0]
     oracle = [oracle_mask(mass[o], orders[o], config) for o in range(len(ORDERS))]
     oracle_kv = torch.stack([per_kv(m, hkv) for m in oracle])  # [O, Hkv]
@@ -122,9 +131,9 @@ def measure(q, k, layout: VideoLayout, config: UniSparseConfig) -> dict:
         for top_p in sorted(MATCH_GRID):
             cfg = config.replace(top_p=top_p)
             if name == "frame":
-                m, heads = select_blocks(q, k, cfg, backend="torch")[0], [0] * hq
+                m, heads = select_blocks(q, k, cfg, backend=backend)[0], [0] * hq
             else:
-                s = select_blocks_in_layout(q, k, layout, cfg, backend="torch")
+                s = select_blocks_in_layout(q, k, layout, cfg, backend=backend)
                 m, heads = s.mask[0], s.order_of_heads()[0].tolist()
             if recall(m, heads) >= MATCH_RECALL or top_p == max(MATCH_GRID):
                 matched[name] = (float(m.sum()) / unit, top_p, recall(m, heads))
@@ -138,7 +147,7 @@ def measure(q, k, layout: VideoLayout, config: UniSparseConfig) -> dict:
         "oracle_spatial": float(oracle[1].sum()) / unit, "oracle_spatial_recall": recall(oracle[1], [1] * hq),
         "oracle_best": float(best.sum()) / unit, "oracle_best_spatial_kv_heads": int((best_choice == 1).sum()),
         "video_over_oracle_best": float(video.sum()) / max(1.0, float(best.sum())),
-        "cpu_ms_select_frame": 1e3 * (t1 - t0), "cpu_ms_select_video": 1e3 * (t2 - t1),
+        "ms_select_frame": 1e3 * (t1 - t0), "ms_select_video": 1e3 * (t2 - t1), "device": str(q.device),
         "matched_frame": matched["frame"], "matched_video": matched["video"],
         "matched_video_over_oracle_best": matched["video"][0] * unit / max(1.0, float(best.sum())),
     }
@@ -197,7 +206,7 @@ def figure(path: Path, seq_len: int, d: int, config: UniSparseConfig, seed: int)
 def table(rows: list[dict], key: str) -> str:
     head = ("| {k} | L | UniSparse frame | UniSparse video-aware | spatial KV heads | oracle frame | oracle spatial | "
             "oracle best | video-aware / oracle best | recall frame / video-aware | at recall >= 0.95: frame (top_p) | "
-            "video-aware (top_p) | / oracle best | CPU ms select frame / video |")
+            "video-aware (top_p) | / oracle best | ms select frame / video |")
     lines = [head.format(k=key), "|" + " --- |" * 14]
     for r in rows:
         lines.append(
@@ -207,7 +216,7 @@ def table(rows: list[dict], key: str) -> str:
             f"{r['unisparse_frame_recall']:.3f} / {r['unisparse_video_recall']:.3f} | "
             f"{r['matched_frame'][0]:.3f} ({r['matched_frame'][1]}) | {r['matched_video'][0]:.3f} "
             f"({r['matched_video'][1]}) | {r['matched_video_over_oracle_best']:.2f} | "
-            f"{r['cpu_ms_select_frame']:.0f} / {r['cpu_ms_select_video']:.0f} |")
+            f"{r['ms_select_frame']:.1f} / {r['ms_select_video']:.1f} |")
     return "\n".join(lines)
 
 
@@ -222,9 +231,14 @@ def main(argv=None) -> int:
     p.add_argument("--captured", type=Path, default=None, help="a capture_default_qk.py file: per-layer rows")
     p.add_argument("--out", type=Path, required=True, help="folder for the JSON and markdown results")
     p.add_argument("--tag", default="cpu")
+    p.add_argument("--device", default="cpu", help="cuda: the exact mass on the GPU and the selection on Triton")
+    p.add_argument("--order-cost", type=float, default=1.0, help="UniSparseConfig.order_cost of the video-aware choice")
     p.add_argument("--figure", type=Path, default=None, help="also draw one grid head in both orders (PNG)")
     args = p.parse_args(argv)
-    config = UniSparseConfig(top_p=args.top_p, min_seq_len=0)
+    # the choice by block count (order_cost 1), as the oracle's: it knows no kernel costs
+    config = UniSparseConfig(top_p=args.top_p, min_seq_len=0, order_cost=args.order_cost)
+    device = torch.device(args.device)
+    backend = "torch" if device.type == "cpu" else "auto"
     args.out.mkdir(parents=True, exist_ok=True)
     if args.figure is not None:
         figure(args.figure, args.seq_len[0], args.head_dim, config, args.seed)
@@ -233,7 +247,7 @@ def main(argv=None) -> int:
         inputs, data = captured_inputs(args.captured)
         results["captured"] = {k: data[k] for k in ("seq_len", "visual_tokens", "video_grid_thw", "frames", "model")}
         for layer, q, k, layout in inputs:
-            row = {"layer": layer, **measure(q, k, layout, config)}
+            row = {"layer": layer, **measure(q.to(device), k.to(device), layout, config, backend)}
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
         name = f"captured_{args.tag}"
@@ -243,8 +257,10 @@ def main(argv=None) -> int:
         for seq_len in args.seq_len:
             for fam in args.families:
                 q, k, layout = synthetic(fam, seq_len, hq, hkv, args.head_dim, args.seed)
+                if device.type == "cuda":
+                    q, k = q.to(device, torch.bfloat16), k.to(device, torch.bfloat16)
                 row = {"family": fam + (" (held out)" if fam in SYNTHETIC and SYNTHETIC[fam][2] else ""),
-                       **measure(q, k, layout, config)}
+                       **measure(q, k, layout, config, backend)}
                 results["rows"].append(row)
                 print(json.dumps(row), flush=True)
         name = f"synthetic_{args.tag}"

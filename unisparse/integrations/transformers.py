@@ -153,7 +153,8 @@ def unisparse_attention_forward(
 
 def _usable_layout(plan: LayerPlan, seq_len: int):
     """The video layout this call selects with (:func:`unisparse.video_layout`), or None: no layout
-    in force, one that reorders nothing or does not fit this sequence, ``video_aware=False``, or a
+    in force, one that reorders nothing or does not fit this sequence, ``video_aware=False``, a sequence
+    shorter than ``video_aware_min_len``, or a
     selector other than UniSparse's own (the peers select in the prompt's order)."""
     from ..selectors import UniSparseSelector
 
@@ -162,6 +163,8 @@ def _usable_layout(plan: LayerPlan, seq_len: int):
         return None
     selector = plan.selector
     if not isinstance(selector, UniSparseSelector) or not selector.config.video_aware:
+        return None
+    if seq_len < selector.config.video_aware_min_len:
         return None
     if selector.config.variance_correction > 0:
         return None

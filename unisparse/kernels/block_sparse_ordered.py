@@ -13,6 +13,7 @@ The output is in the order; :func:`ordered_attention` scatters it back.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
@@ -22,7 +23,7 @@ from .block_sparse import _load_kv, _online_softmax_step
 from .common import dot_precision, needs_upcast
 
 LOG2E = 1.4426950408889634
-FAR = 2**30  # the "position" of a key past the end: after every query
+FAR = tl.constexpr(2**30)  # the "position" of a key past the end: after every query
 
 
 @triton.jit
@@ -88,10 +89,27 @@ def kept_lists(mask: torch.Tensor):
     return idx.contiguous(), cnt.contiguous()
 
 
+def ordered_tile(head_dim: int, dtype: torch.dtype, block_size: int = 128) -> tuple[int, int, int, int]:
+    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` of the reordered kernel. Half types: 128x64
+    tiles, 4 warps, 2 stages, the fastest of seven shapes on an H200 at 32K tokens
+    (``benchmarks/kernel/ordered_tiles.md``: 4.68 ms against 5.32 for 64x64 on a spatial selection;
+    1.62x the Gluon kernel's time on the same frame-order blocks, hence ``order_cost=2``). float32
+    tiles are smaller (four times the bytes per element). ``UNISPARSE_ORDERED_TILE="M,N,WARPS,STAGES"``
+    overrides it (what that benchmark sweeps)."""
+    env = os.environ.get("UNISPARSE_ORDERED_TILE")
+    if env:
+        m, n, w, s = (int(x) for x in env.split(","))
+    elif dtype == torch.float32:
+        m, n, w, s = 32, 32, 4, 2
+    else:
+        m, n, w, s = 128, 64, 4, 2
+    return min(m, block_size), min(n, block_size), w, s
+
+
 def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                       head_orders: torch.Tensor, orders: torch.Tensor, block_size: int = 128,
                       scale: float | None = None, out: torch.Tensor | None = None,
-                      work: torch.Tensor | None = None) -> torch.Tensor:
+                      work: torch.Tensor | None = None, tile: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Attention of :func:`unisparse.reordered.attention` on Triton: ``[B, Hq, L, D]`` in the original order.
 
     ``mask``: bool ``[B, Hq, nb, nb]`` in each head's order; ``head_orders``: int64 ``[B, Hq]``
@@ -113,9 +131,7 @@ def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     vo = torch.gather(v, 2, pos[..., None].expand(-1, -1, -1, d)).contiguous()
     pos32 = pos.to(torch.int32).contiguous()
     idx, cnt = kept_lists(mask.expand(b, hq, *mask.shape[2:]))
-    block_m = block_n = min(64, block_size)
-    if q.dtype == torch.float32:
-        block_m = block_n = min(32, block_size)
+    block_m, block_n, warps, stages = tile or ordered_tile(d, q.dtype, block_size)
     if work is not None and (tuple(work.shape) != (b, hq, seq_len, d) or not work.is_contiguous()
                              or work.dtype != q.dtype):
         raise ValueError(f"work must be a contiguous {q.dtype} tensor of shape {(b, hq, seq_len, d)}")
@@ -130,7 +146,7 @@ def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
         seq_len, hq, group, scale * LOG2E,
         BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d,
         UPCAST=needs_upcast(q.dtype), DOT_PRECISION=dot_precision(q.dtype),
-        num_warps=4, num_stages=2,
+        num_warps=warps, num_stages=stages,
     )
     if out is None:
         out = torch.empty_like(q)

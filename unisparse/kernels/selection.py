@@ -66,7 +66,7 @@ def _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk
 @triton.jit
 def _block_score_kernel(
     qc_ptr, kc_ptr, out_ptr, q_last_ptr, k_first_ptr,
-    seq_len, n_q, n_k, n_blocks, heads, q_per_k_head, qk_scale,
+    seq_len, n_q, n_k, n_blocks, n_row_blocks, heads, q_per_k_head, qk_scale,
     Q_POOL: tl.constexpr, K_POOL: tl.constexpr,
     ROWS_PER_BLOCK: tl.constexpr, COLS_PER_BLOCK: tl.constexpr,
     Q_BLOCKS: tl.constexpr, K_BLOCKS: tl.constexpr,
@@ -112,7 +112,7 @@ def _block_score_kernel(
 
     inv_l = tl.where(offs_m < n_q, 1.0 / l_i, 0.0)
     offs_qb = pid_m * Q_BLOCKS + tl.arange(0, Q_BLOCKS)
-    out_base = out_ptr + pid_bh * n_blocks * n_blocks
+    out_base = out_ptr + pid_bh * n_row_blocks * n_blocks
     for start_n in range(0, k_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         s = _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale, k_first_ptr,
@@ -122,13 +122,13 @@ def _block_score_kernel(
         tile = tl.sum(tl.sum(p, 3), 1)
         offs_kb = start_n // COLS_PER_BLOCK + tl.arange(0, K_BLOCKS)
         ptrs = out_base + offs_qb[:, None] * n_blocks + offs_kb[None, :]
-        tl.store(ptrs, tile, mask=(offs_qb[:, None] < n_blocks) & (offs_kb[None, :] < n_blocks))
+        tl.store(ptrs, tile, mask=(offs_qb[:, None] < n_row_blocks) & (offs_kb[None, :] < n_blocks))
     # Blocks no row of this tile can see score zero; writing them spares a zero-fill pass.
     zeros = tl.zeros([Q_BLOCKS, K_BLOCKS], dtype=tl.float32)
     for first_kb in range(tl.cdiv(k_end, BLOCK_N) * K_BLOCKS, n_blocks, K_BLOCKS):
         offs_kb = first_kb + tl.arange(0, K_BLOCKS)
         ptrs = out_base + offs_qb[:, None] * n_blocks + offs_kb[None, :]
-        tl.store(ptrs, zeros, mask=(offs_qb[:, None] < n_blocks) & (offs_kb[None, :] < n_blocks))
+        tl.store(ptrs, zeros, mask=(offs_qb[:, None] < n_row_blocks) & (offs_kb[None, :] < n_blocks))
 
 
 def _blocks_per_tile(per_block: int) -> int:
@@ -165,7 +165,7 @@ def block_scores(
 def compressed_block_scores(
     qc: torch.Tensor, kc: torch.Tensor, seq_len: int, block_size: int, q_pool: int, k_pool: int,
     scale: float, out: torch.Tensor | None = None, d_chunk: int | None = None,
-    q_last: torch.Tensor | None = None, k_first: torch.Tensor | None = None,
+    q_last: torch.Tensor | None = None, k_first: torch.Tensor | None = None, n_row_blocks: int | None = None,
 ) -> torch.Tensor:
     """Softmax(qc kc^T * scale), causal in token space, summed per ``block_size`` tile, fused.
 
@@ -173,25 +173,28 @@ def compressed_block_scores(
     for tokens ``[i q_pool, (i+1) q_pool)`` and key ``j`` for ``[j k_pool, ...)``; ``H`` is a
     multiple of ``Hk``. Features wider than 256 are multiplied in ``d_chunk`` slices. In a
     reordered sequence, ``q_last`` (int32 ``[Nq]``: each composite query's latest original
-    position) and ``k_first`` (int32 ``[Nk]``: each composite key's earliest) decide visibility.
+    position) and ``k_first`` (int32 ``[Nk]``: each composite key's earliest) decide visibility;
+    there the queries may also be some query blocks only (``n_row_blocks`` of them, output
+    ``[B, H, n_row_blocks, nb]``).
     """
     b, heads, n_q, feat = qc.shape
     q_per_k_head = heads // kc.shape[1]
     nb = triton.cdiv(seq_len, block_size)
+    ordered = q_last is not None
+    n_rows = nb if n_row_blocks is None or not ordered else n_row_blocks
     rows, cols = block_size // q_pool, block_size // k_pool
     q_blocks, k_blocks = _blocks_per_tile(rows), _blocks_per_tile(cols)
     d_chunk = d_chunk or (feat if feat <= 256 else 64)
     if feat % d_chunk:
         raise ValueError(f"feature width {feat} is not a multiple of d_chunk={d_chunk}")
     if out is None:
-        out = torch.empty(b, heads, nb, nb, dtype=torch.float32, device=qc.device)
-    ordered = q_last is not None
+        out = torch.empty(b, heads, n_rows, nb, dtype=torch.float32, device=qc.device)
     if ordered:
         q_last, k_first = (t.to(device=qc.device, dtype=torch.int32).contiguous() for t in (q_last, k_first))
-    grid = (triton.cdiv(nb, q_blocks), b * heads)
+    grid = (triton.cdiv(n_rows, q_blocks), b * heads)
     _block_score_kernel[grid](
         qc, kc, out, q_last if ordered else out, k_first if ordered else out,
-        seq_len, n_q, kc.shape[2], nb, heads, q_per_k_head, scale * LOG2E,
+        seq_len, n_q, kc.shape[2], nb, n_rows, heads, q_per_k_head, scale * LOG2E,
         Q_POOL=q_pool, K_POOL=k_pool,
         ROWS_PER_BLOCK=rows, COLS_PER_BLOCK=cols, Q_BLOCKS=q_blocks, K_BLOCKS=k_blocks,
         HEAD_DIM=feat, D_CHUNK=d_chunk, UPCAST=needs_upcast(qc.dtype),
@@ -202,10 +205,12 @@ def compressed_block_scores(
 
 
 def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
-                         scale: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+                         scale: float | None = None, out: torch.Tensor | None = None,
+                         rows: torch.Tensor | None = None) -> torch.Tensor:
     """Triton twin of :func:`unisparse.reordered.block_scores`: the tokens gathered into ``order``,
-    pooled, and scored with visibility by original positions. float32 ``[B, Hs, nb, nb]``."""
-    from ..reordered import group_bounds
+    pooled, and scored with visibility by original positions. float32 ``[B, Hs, nb, nb]``, or
+    ``[B, Hs, len(rows), nb]`` for the query blocks ``rows`` alone (only their queries are gathered)."""
+    from ..reordered import group_bounds, rows_order
 
     if config.variance_correction > 0:
         raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
@@ -215,13 +220,15 @@ def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConf
     if group % ch and ch % group:
         raise ValueError(f"head_pool={ch} must divide the GQA group size ({group}) or be a multiple of it")
     order = order.to(q.device)
-    qc = pool_tokens(q.index_select(2, order), config.q_pool, ch)
+    q_order = rows_order(order, rows, config.block_size)
+    qc = pool_tokens(q.index_select(2, q_order), config.q_pool, ch)
     kc = pool_tokens(k.index_select(2, order), config.k_pool, max(1, ch // group))
-    _, q_last = group_bounds(order, config.q_pool)
+    _, q_last = group_bounds(q_order, config.q_pool)
     k_first, _ = group_bounds(order, config.k_pool)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     return compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale, out=out,
-                                   q_last=q_last, k_first=k_first)
+                                   q_last=q_last, k_first=k_first,
+                                   n_row_blocks=None if rows is None else rows.numel())
 
 
 def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:
