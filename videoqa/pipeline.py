@@ -268,14 +268,17 @@ def load(model, device, dtype, say):
     return load_model(model, device=device, dtype=dtype)
 
 
-def model_inputs(loaded, frames, question, options, system):
-    """``(prepared, inputs on the model's device)``; a prompt longer than the model's context warns."""
-    prepared = build_inputs(loaded.processor, frames, question, options, system=system)
+def model_inputs(loaded, frames, question, options, system, pixels=None, text_only=False):
+    """``(prepared, inputs on the model's device)``; a prompt longer than the model's context warns.
+    ``pixels``: see :func:`videoqa.prompt.build_inputs`; ``text_only``: move only the token tensors
+    to the device (a question asked over a cached video prefix needs no pixels there)."""
+    prepared = build_inputs(loaded.processor, frames, question, options, system=system, pixels=pixels)
     if loaded.context_tokens and prepared.num_tokens > loaded.context_tokens:
         warnings.warn(f"the prompt has {prepared.num_tokens} tokens ({prepared.visual_tokens} visual), more than "
                       f"{loaded.name}'s context of {loaded.context_tokens}: its answer may be poor; sample fewer "
                       f"or smaller frames (its defaults: {loaded.video_defaults})", stacklevel=3)
-    inputs = {k: v.to(loaded.device) for k, v in prepared.inputs.items()}
+    inputs = {k: v.to(loaded.device) for k, v in prepared.inputs.items()
+              if v is not None and not (text_only and k in ("pixel_values_videos", "video_grid_thw"))}
     if prepared.second_per_grid_t is not None and "second_per_grid_ts" in inspect.signature(loaded.model.forward).parameters:
         inputs["second_per_grid_ts"] = torch.tensor([prepared.second_per_grid_t], device=loaded.device)
     return prepared, inputs

@@ -126,7 +126,8 @@ def video_pixels(processor, frames: torch.Tensor):
 
 
 def build_inputs(processor, frames, question: str, options: Sequence[str] | None = None, *,
-                 sample_fps: float | None = None, system: str | None = None, video_label="video") -> PromptInputs:
+                 sample_fps: float | None = None, system: str | None = None, video_label="video",
+                 pixels: tuple | None = None) -> PromptInputs:
     """Model inputs (batch of 1) for ``frames`` and the question.
 
     Args:
@@ -137,6 +138,9 @@ def build_inputs(processor, frames, question: str, options: Sequence[str] | None
             H, W multiples of 28.
         sample_fps: sampled frames per second (taken from ``VideoFrames`` when given one); sets
             ``second_per_grid_t`` for Qwen2.5-VL's time-aligned positions.
+        pixels: ``(pixel_values_videos, grid_thw, pixels_from)`` of an earlier call on the same
+            frames, instead of patchifying them again; ``pixel_values_videos`` may be None where
+            only the tokens are wanted (:class:`videoqa.session.VideoSession`'s questions).
     """
     label = video_label
     times = None
@@ -147,7 +151,7 @@ def build_inputs(processor, frames, question: str, options: Sequence[str] | None
         frames = frames.frames
     messages = build_messages(question, options, video=label, system=system)
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    pixels, grid, source = video_pixels(processor, frames)
+    pixels, grid, source = video_pixels(processor, frames) if pixels is None else pixels
     expected = _grid_thw(frames.shape[0], frames.shape[2], frames.shape[3], processor.spec)
     if tuple(grid) != expected:
         raise RuntimeError(f"video grid {grid} differs from the expected {expected}")

@@ -69,6 +69,8 @@ class VideoSession:
         t_loaded = time.perf_counter()
 
         probe, inputs = model_inputs(loaded, self.frames, _PROBE_QUESTION, None, system)
+        # each question's prompt needs only the video's grid, not its pixels again (they live in the cache)
+        self._pixels = (None, probe.grid_thw, probe.pixels_from)
         ids = probe.inputs["input_ids"]
         ends = (ids[0] == loaded.processor.vision_end_id).nonzero().flatten()
         if ends.numel() == 0:
@@ -119,7 +121,8 @@ class VideoSession:
         t_start = time.perf_counter()
         question, options = check_request(question, options, max_new_tokens)
         loaded, P = self.loaded, self.prefix_len
-        prepared, inputs = model_inputs(loaded, self.frames, question, options, self.system)
+        prepared, inputs = model_inputs(loaded, self.frames, question, options, self.system, pixels=self._pixels,
+                                        text_only=True)
         ids = prepared.inputs["input_ids"]
         if not torch.equal(ids[:, :P], self.prefix_ids):
             raise RuntimeError("the question's prompt does not start with the session's prefix (the chat "

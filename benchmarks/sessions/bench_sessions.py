@@ -69,7 +69,7 @@ ARCH = {"7b": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidd
                                num_key_value_heads=2), vision=dict(depth=1, embed_dim=64, num_heads=2), mrope=[4, 6, 6])}
 
 
-def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b"):
+def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Path | None = None):
     """Qwen2-VL-7B shapes (``arch="tiny"``: a smoke test), random weights, a generated video file per length."""
     import numpy as np
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
@@ -103,11 +103,12 @@ def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b"):
 
     batch_vision_attention(model)
     rows = []
-    tmp = Path(tempfile.mkdtemp())
+    tmp = video_dir or Path(tempfile.mkdtemp())
     for n in lengths:
         frames = 2 * n // 256
         path = tmp / f"v{n}.mp4"
-        write_video(path, frames, np)
+        if not path.exists():
+            write_video(path, frames, np)
         kw = dict(model=loaded, num_frames=frames, max_pixels=448 * 448, max_new_tokens=max_new_tokens)
         for sparse in (False, True):
             cfg = UniSparseConfig(min_seq_len=0) if sparse else None
@@ -138,11 +139,13 @@ def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b"):
 
 
 def write_video(path: Path, frames: int, np) -> None:
-    """448x448 noise frames with a moving dark band (PyAV, else OpenCV where PyAV is missing)."""
-    rng = np.random.default_rng(0)
+    """448x448 frames, a drifting colour gradient with a moving dark band (PyAV, else OpenCV where PyAV is
+    missing). Smooth, so that a long one stays a few MB and can be carried to a machine without either
+    (``--video-dir``): the random-weight model's time does not depend on what the pixels show."""
+    y, x = np.mgrid[0:448, 0:448]
     images = []
     for i in range(frames):
-        img = rng.integers(0, 255, (448, 448, 3), dtype=np.uint8)
+        img = np.stack([(x + 3 * i) % 256, (y + 5 * i) % 256, (x + y + 7 * i) % 256], -1).astype(np.uint8)
         img[:, : 16 + (i * 7) % 400] //= 2
         images.append(img)
     try:
@@ -177,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit-videos", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--video-dir", type=Path, default=None,
+                   help="--synthetic-7b's videos: v<N>.mp4 read from here when present, else written there")
     args = p.parse_args(argv)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
@@ -202,7 +207,9 @@ def main(argv=None) -> int:
                              f"**{ses / ind:.2f}** | {sum(r['same'] for r in sel)}/{sum(r['questions'] for r in sel)} |")
         lines.append("")
     if args.synthetic_7b:
-        rows = synthetic_rows(args.synthetic_7b, args.max_new_tokens, args.arch)
+        if args.video_dir:
+            args.video_dir.mkdir(parents=True, exist_ok=True)
+        rows = synthetic_rows(args.synthetic_7b, args.max_new_tokens, args.arch, args.video_dir)
         lines += ["Qwen2-VL-7B's architecture, random weights, bf16; 448x448 frames; three questions.", "",
                   "| visual tokens | mode | independent s/q | session s/q | ratio | prefix prefill s | same answers | "
                   "peak GiB, 3 independent | peak GiB, session of 3 |",
