@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from videoqa.messages import parse_messages
+from videoqa.models.families import FAMILIES, video_defaults
 from videoqa.processor import torchvision_available
+from videoqa.sampling import FrameSampling
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "videoqa" / "assets" / "samples" / "shapes.mp4"
@@ -29,6 +31,7 @@ def test_the_model_cards_messages_are_read():
     ([{"role": "user", "content": [{"video": "a.mp4"}, {"video": "b.mp4"}]}], "exactly one video"),
     ([{"role": "user", "content": [{"type": "video", "video": "https://x/y.mp4"}]}], "download"),
     ([{"role": "user", "content": [{"type": "video", "video": "a.mp4", "speed": 2}]}], "unsupported video keys"),
+    ([{"role": "user", "content": [{"type": "video", "video": "a.mp4", "resized_height": 280}]}], "unsupported video keys"),
     ([{"role": "assistant", "content": "no"}], "only system and user"),
     ([{"role": "user", "content": [{"type": "image", "image": "a.png"}]}], "unsupported content"),
 ])
@@ -63,6 +66,31 @@ def test_our_sampler_gives_qwen_vl_utils_frames_sizes_and_fps(video_keys, monkey
     _, videos, kwargs = process_vision_info(messages, return_video_kwargs=True)
     theirs = videos[0]
     _, _, sampling, _ = parse_messages(messages)
-    ours = sample_frames(SHAPES, **sampling)
+    # what the pipeline samples for a Qwen2-VL checkpoint: the message's keys over the family's defaults
+    ours = sample_frames(SHAPES, **FrameSampling(**sampling).resolve(video_defaults(FAMILIES["qwen2_vl"])))
     assert tuple(ours.frames.shape) == tuple(theirs.shape)
     assert abs(ours.sample_fps - float(kwargs["fps"][0])) < 1e-3
+
+
+# qwen-vl-utils 0.0.14's output for shapes.mp4 (320x240, 10 s), recorded on the GPU machine, where it
+# runs (docs/runs/gpu/2026-12-03b/cuda_tests.log): frames x channels x height x width
+QWEN_VL_UTILS_SHAPES = [({"fps": 2.0}, (20, 3, 280, 392)), ({"nframes": 8}, (8, 3, 280, 392)),
+                        ({"fps": 1.0, "max_pixels": 128 * 28 * 28}, (10, 3, 280, 392))]
+
+
+@pytest.mark.parametrize("video_keys, shape", QWEN_VL_UTILS_SHAPES)
+def test_a_qwen2_vl_checkpoint_samples_what_qwen_vl_utils_recorded(video_keys, shape):
+    # small frames are raised to 128 tokens (min_pixels) as qwen-vl-utils does, on the CPU too
+    from videoqa.video import sample_frames
+
+    messages = [{"role": "user", "content": [{"type": "video", "video": str(SHAPES), **video_keys},
+                                             {"type": "text", "text": "?"}]}]
+    _, _, sampling, _ = parse_messages(messages)
+    ours = sample_frames(SHAPES, **FrameSampling(**sampling).resolve(video_defaults(FAMILIES["qwen2_vl"])))
+    assert tuple(ours.frames.shape) == shape
+
+
+def test_min_pixels_in_a_message_reaches_the_sampler():
+    _, _, sampling, _ = parse_messages([{"role": "user", "content": [
+        {"type": "video", "video": "a.mp4", "min_pixels": 64 * 28 * 28}, {"type": "text", "text": "?"}]}])
+    assert sampling == {"min_pixels": 64 * 28 * 28}

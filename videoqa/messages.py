@@ -7,7 +7,7 @@ Code written for Qwen2-VL, Qwen2.5-VL or Qwen3-VL passes a message list such as:
         {"type": "text", "text": "Describe this video."}]}]
 
 :func:`answer_messages` reads it: the one video entry's path (``file://`` stripped) and its
-sampling keys (``fps``, ``nframes``, ``max_frames``, ``max_pixels``, ``total_pixels``,
+sampling keys (``fps``, ``nframes``, ``max_frames``, ``max_pixels``, ``min_pixels``, ``total_pixels``,
 ``video_start``, ``video_end``, qwen-vl-utils' names) become :func:`videoqa.answer`'s, the user
 turn's text entries the question, a system turn the system prompt. Frames are sampled by
 :func:`videoqa.video.sample_frames`, which follows qwen-vl-utils' rules (``tests/test_messages.py``
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Sequence
 
 KEYS = {"fps": "fps", "nframes": "num_frames", "max_frames": "max_frames", "max_pixels": "max_pixels",
-        "total_pixels": "total_pixels", "video_start": "start", "video_end": "end"}
+        "min_pixels": "min_pixels", "total_pixels": "total_pixels", "video_start": "start", "video_end": "end"}
 
 
 def parse_messages(messages: Sequence[dict]) -> tuple[str, str, dict, str | None]:
@@ -55,7 +55,7 @@ def parse_messages(messages: Sequence[dict]) -> tuple[str, str, dict, str | None
     path = path[len("file://"):] if path.startswith("file://") else path
     if path.startswith(("http://", "https://")):
         raise ValueError(f"download the video first: {path}")
-    unknown = sorted(set(video) - set(KEYS) - {"type", "video", "min_pixels", "resized_height", "resized_width"})
+    unknown = sorted(set(video) - set(KEYS) - {"type", "video"})
     if unknown:
         raise ValueError(f"unsupported video keys {unknown}; supported: {sorted(KEYS)}")
     sampling = {ours: video[theirs] for theirs, ours in KEYS.items() if video.get(theirs) is not None}

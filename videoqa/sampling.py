@@ -20,6 +20,7 @@ class FrameSampling:
     num_frames: int | None = None  # an exact count instead of fps
     max_frames: int | None = None
     max_pixels: int | None = None  # per frame
+    min_pixels: int | None = None  # per frame: smaller frames are scaled up to it (within the budget)
     total_pixels: int | None = None  # over all frames
     start: float | None = None  # seconds
     end: float | None = None

@@ -29,8 +29,11 @@ Semantics follow qwen-vl-utils 0.0.14 (``qwen_vl_utils/vision_process.py``: ``sm
   ``T*H*W <= total_pixels``. (qwen-vl-utils allows ``2 * total_pixels / T``: its budget counts the
   T/2 temporal patches, i.e. tokens * 28 * 28; pass twice the value to reproduce it. It also caps
   frames at 768 tokens and raises them to 128 by default; here there is no default cap:
-  ``max_pixels=None`` keeps the source size, rounded.) ``min_pixels`` upscales small frames when
-  that stays within the budget. Resizing is bicubic with antialias on uint8, as torchvision does.
+  ``max_pixels=None`` keeps the source size, rounded; a real family's defaults,
+  :func:`videoqa.models.families.video_defaults`, set all three as qwen-vl-utils does.)
+  ``min_pixels`` scales small frames up, each side rounded up to a multiple, as ``smart_resize``
+  does (which can pass ``max_pixels`` by that rounding; a budget below ``min_pixels`` wins). Resizing is bicubic with antialias on
+  uint8, as torchvision does.
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ def plan_num_frames(span_s: float, available: int, *, fps=None, num_frames=None,
 
 
 def target_size(height: int, width: int, *, factor: int = 28, min_pixels=None, max_pixels=None):
-    """(H, W), multiples of ``factor`` (at least ``factor``), aspect kept, H*W <= max_pixels."""
+    """(H, W), multiples of ``factor`` (at least ``factor``), aspect kept, H*W <= max_pixels (a frame
+    scaled up to ``min_pixels`` is rounded up, as qwen-vl-utils' ``smart_resize`` does)."""
     if height < 1 or width < 1:
         raise VideoError(f"bad frame size {width}x{height}")
     h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
@@ -141,7 +145,7 @@ def target_size(height: int, width: int, *, factor: int = 28, min_pixels=None, m
     elif min_pixels is not None and h * w < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
         up = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
-        if max_pixels is None or up[0] * up[1] <= max_pixels:
+        if max_pixels is None or min_pixels <= max_pixels:  # a budget below min_pixels wins
             h, w = up
     return h, w
 

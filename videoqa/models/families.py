@@ -57,8 +57,16 @@ def family(model_type: str | None, where: str = "this model") -> Family:
     return found
 
 
+# qwen-vl-utils 0.0.14's video defaults (vision_process.py): 128 to 768 tokens a frame pair, and a
+# whole-video budget of 0.9 x MODEL_SEQ_LEN (128,000) tokens, which it spreads as 2 * total / frames
+# per frame; videoqa.video.sample_frames spreads total_pixels / frames, hence the factor 2 here.
+QWEN_MIN_TOKENS, QWEN_MAX_TOKENS, QWEN_TOTAL_TOKENS = 128, 768, 0.9 * 128000
+
+
 def video_defaults(fam: Family) -> dict:
-    """qwen-vl-utils' video defaults for a real model of this family (2 fps, up to 768 frames, up to
-    768 merged tokens a frame pair), in its own frame-side multiple."""
+    """qwen-vl-utils' video defaults for a real model of this family (2 fps, up to 768 frames, 128
+    to 768 merged tokens a frame pair, the whole video within its token budget), in the family's
+    own frame-side multiple: what the model cards' code samples when a message sets nothing."""
     f = fam.spec.factor
-    return {"fps": 2.0, "max_frames": 768, "max_pixels": 768 * f * f, "size_multiple": f}
+    return {"fps": 2.0, "max_frames": 768, "max_pixels": QWEN_MAX_TOKENS * f * f, "min_pixels": QWEN_MIN_TOKENS * f * f,
+            "total_pixels": int(2 * QWEN_TOTAL_TOKENS * f * f), "size_multiple": f}
