@@ -383,3 +383,16 @@ def test_video_qkv_is_finite_when_no_head_carries_a_pattern():
     for seed in (1608767756, 0, 1, 2):
         q, k, v = video_qkv(1, 4, 2, 700, 32, frame_tokens=64, seed=seed)
         assert all(torch.isfinite(t).all() for t in (q, k, v))
+
+
+def test_a_second_layer_reuses_the_orders_and_their_derived_tensors(seed):
+    # every layer of a forward pass selects with the same layout: the orders, their block bounds and
+    # the probe rows' tokens are built once (the per-call cost that dominates selection at 32K)
+    q, k, _, info = video_qkv(1, 4, 2, 1500, 32, frame_tokens=64, head_mix={"grid": 1}, seed=seed, return_layout=True)
+    cfg = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0, order_cost=1.0)
+    first = unisparse.select_blocks_in_layout(q, k, layout_of(info), cfg, backend="torch")
+    cached = (reordered.visible_blocks, reordered.group_bounds, reordered.rows_order)
+    hits = [f.cache_info().hits for f in cached]
+    second = unisparse.select_blocks_in_layout(q, k, layout_of(info), cfg, backend="torch")
+    assert second.orders is first.orders and torch.equal(second.mask, first.mask)
+    assert all(f.cache_info().hits > h for f, h in zip(cached, hits))

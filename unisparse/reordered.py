@@ -41,6 +41,13 @@ _per_order = functools.lru_cache(maxsize=32)
 
 
 @_per_order
+def order_row(orders: torch.Tensor, index: int) -> torch.Tensor:
+    """``orders[index]`` as one tensor object per (orders, index): indexing makes a new view each
+    time, which would miss the caches below."""
+    return orders[index]
+
+
+@_per_order
 def block_bounds(order: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block of the order, the smallest and largest original position in it."""
     nb = num_blocks(order.numel(), block_size)
@@ -240,11 +247,12 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
     nb = frame_mask.shape[-1]
     b, hq = q.shape[:2]
     hkv = k.shape[1]
+    spatial = order_row(orders, 1)
     if config.order_probe == 1 or nb <= config.order_probe:
-        return choose([frame_mask, order_mask(q, k, config, orders[1], scale, scores)], orders, ORDERS, hkv,
+        return choose([frame_mask, order_mask(q, k, config, spatial, scale, scores)], orders, ORDERS, hkv,
                       config.order_cost)
     rows = probe_blocks(nb, config.order_probe, q.device)
-    probe = order_mask(q, k, config, orders[1], scale, scores, rows=rows)
+    probe = order_mask(q, k, config, spatial, scale, scores, rows=rows)
     picked = choose([frame_mask.expand(b, hq, nb, nb)[..., rows, :], probe], orders, ORDERS, hkv, config.order_cost)
     mask = frame_mask.expand(b, hq, nb, nb).clone()
     moved = picked.choice.eq(1).any(0).nonzero().flatten()  # KV heads that move in some batch row
@@ -253,7 +261,7 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
         if config.head_pool > group:  # composite heads span KV heads: score them all
             moved = torch.arange(hkv, device=q.device)
         qh = (moved[:, None] * group + torch.arange(group, device=q.device)).flatten()
-        full = order_mask(q[:, qh], k[:, moved], config, orders[1], scale, scores)
+        full = order_mask(q[:, qh], k[:, moved], config, spatial, scale, scores)
         takes = (picked.order_of_heads(hq)[:, qh] == 1)[..., None, None]
         mask[:, qh] = torch.where(takes, full, mask[:, qh])
     return Selection(mask, picked.choice, orders, ORDERS, picked.kept)
