@@ -82,7 +82,12 @@ class VideoLayout:
     spans: tuple[VideoSpan, ...]
 
     def check(self, seq_len: int) -> "VideoLayout":
-        """ValueError when a span is empty, its patches overlap or fall outside ``[0, seq_len)``; returns self."""
+        """ValueError when a span is empty, its patches overlap or fall outside ``[0, seq_len)``; returns self.
+        (Checked once per layout and length: every layer of a forward pass asks again.)"""
+        _check_layout(self, seq_len)
+        return self
+
+    def _validate(self, seq_len: int) -> None:
         ranges = []
         for s in self.spans:
             if not s.frame_starts or min(s.height, s.width) < 1:
@@ -97,7 +102,6 @@ class VideoLayout:
             if a < 0 or b > seq_len:
                 raise ValueError(f"a video patch at tokens [{a}, {b}) lies outside the sequence ({seq_len} tokens)")
             last = b
-        return self
 
     def fits(self, seq_len: int) -> bool:
         """Whether every span lies inside a sequence of ``seq_len`` tokens (a prefix of the prompt may hold them all)."""
@@ -190,6 +194,11 @@ def token_order(seq_len: int, layout: VideoLayout | None, name: str, device=None
         pos = s.positions(device)  # [frame, position], ascending when flattened
         order[pos.reshape(-1)] = pos.t().reshape(-1)
     return order
+
+
+@functools.lru_cache(maxsize=64)
+def _check_layout(layout: VideoLayout, seq_len: int) -> None:
+    layout._validate(seq_len)  # raises for a bad layout (nothing is cached then)
 
 
 @functools.lru_cache(maxsize=8)
