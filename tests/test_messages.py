@@ -94,3 +94,67 @@ def test_min_pixels_in_a_message_reaches_the_sampler():
     _, _, sampling, _ = parse_messages([{"role": "user", "content": [
         {"type": "video", "video": "a.mp4", "min_pixels": 64 * 28 * 28}, {"type": "text", "text": "?"}]}])
     assert sampling == {"min_pixels": 64 * 28 * 28}
+
+
+def _qwen2_vl_tiny():
+    """A tiny Qwen2-VL whose video defaults are the family's qwen-vl-utils ones (a "real checkpoint")."""
+    import torch
+
+    from videoqa.models import LoadedModel, context_tokens
+
+    from tiny_models import tiny_family
+
+    model, processor = tiny_family("qwen2_vl")
+    return LoadedModel(model, processor, "tiny-qwen2_vl", None, torch.device("cpu"), torch.float32, "qwen2_vl", False,
+                       video_defaults(FAMILIES["qwen2_vl"]), context_tokens(model))
+
+
+@pytest.mark.skipif(not torchvision_available(), reason="qwen-vl-utils' video reader needs torchvision")
+def test_a_real_checkpoint_answers_messages_on_qwen_vl_utils_frames(monkeypatch):
+    monkeypatch.setenv("FORCE_QWENVL_VIDEO_READER", "decord")
+    from qwen_vl_utils import process_vision_info
+
+    from videoqa import answer_messages
+
+    messages = [{"role": "user", "content": [{"type": "video", "video": f"file://{SHAPES}", "nframes": 4},
+                                             {"type": "text", "text": "What moves?"}]}]
+    loaded = _qwen2_vl_tiny()
+    a = answer_messages(messages, model=loaded, sparse=False, max_new_tokens=2)
+    _, videos, kwargs = process_vision_info(messages, return_video_kwargs=True)
+    assert a.frames.sampled_by.startswith("qwen-vl-utils")
+    assert (a.frames.count, a.frames.height, a.frames.width) == (videos[0].shape[0], *videos[0].shape[2:])
+    # the same frames as our sampler takes, answered the same way
+    ours = answer_messages(messages, model=loaded, sparse=False, max_new_tokens=2, frames_from="videoqa")
+    assert ours.frames.sampled_by in ("decord", "pyav")
+    assert (ours.frames.count, ours.frames.height, ours.frames.width) == (a.frames.count, a.frames.height, a.frames.width)
+    assert abs(a.frames.sample_fps - float(kwargs["fps"][0])) < 1e-6
+
+
+def test_frames_from_qwen_vl_utils_is_refused_clearly_where_it_cannot_run_or_options_bypass_it(monkeypatch):
+    import videoqa.messages as M
+    from videoqa import answer_messages
+
+    messages = [{"role": "user", "content": [{"type": "video", "video": str(SHAPES)}, {"type": "text", "text": "?"}]}]
+    with pytest.raises(ValueError, match="frames_from must be one of"):
+        answer_messages(messages, frames_from="torchvision")
+    monkeypatch.setattr(M, "qwen_vl_utils_available", lambda: False)
+    with pytest.raises(ValueError, match="needs qwen-vl-utils and torchvision"):
+        answer_messages(messages, frames_from="qwen-vl-utils")
+    monkeypatch.setattr(M, "qwen_vl_utils_available", lambda: True)
+    with pytest.raises(ValueError, match="cannot go to qwen-vl-utils"):
+        answer_messages(messages, frames_from="qwen-vl-utils", num_frames=4)
+
+
+def test_answer_takes_frames_already_sampled_and_refuses_frame_options_for_them():
+    from videoqa import answer
+    from videoqa.models import load_model
+    from videoqa.video import sample_frames
+
+    loaded = load_model("random")
+    frames = sample_frames(SHAPES, num_frames=4, max_pixels=64 * 28 * 28)
+    a = answer(frames, "What moves?", model=loaded, sparse=False, max_new_tokens=2)
+    b = answer(SHAPES, "What moves?", model=loaded, sparse=False, max_new_tokens=2, num_frames=4,
+               max_pixels=64 * 28 * 28)
+    assert (a.text, a.total_tokens) == (b.text, b.total_tokens)
+    with pytest.raises(ValueError, match="already sampled"):
+        answer(frames, "What moves?", model=loaded, num_frames=8)

@@ -44,6 +44,7 @@ class FramesInfo:
     video_duration_s: float
     video_fps: float
     video_size: tuple[int, int]  # source width, height as displayed
+    sampled_by: str = ""  # the reader: "decord", "pyav", or "qwen-vl-utils (decord)" (videoqa.answer_messages)
 
 
 @dataclasses.dataclass
@@ -154,7 +155,8 @@ def answer(video, question: str, options: Sequence[str] | None = None, *, model=
            system: str | None = None, dense_layers=(), backend: str = "auto", keep_masks: bool = True,
            keep_frames: bool | int = False, progress: Callable[[str], None] | None = None,
            generate_kwargs: dict | None = None, **frame_options) -> Answer:
-    """Answer ``question`` about ``video`` (a file path), greedily, with UniSparse prefill unless ``sparse=False``.
+    """Answer ``question`` about ``video`` (a file path, or frames already sampled: a
+    :class:`videoqa.video.VideoFrames`), greedily, with UniSparse prefill unless ``sparse=False``.
 
     Args:
         options: multiple-choice options ("A. ..." or plain texts, 2-10); the prompt then asks
@@ -250,9 +252,16 @@ def check_request(question, options, max_new_tokens, keep_frames=False):
 
 
 def sample_video(video, model, frame_sampling: FrameSampling, say):
-    """The frames the model will see: the caller's sampling over the model's own defaults."""
+    """The frames the model will see: the caller's sampling over the model's own defaults, or
+    ``video`` itself when it is already a :class:`videoqa.video.VideoFrames`."""
     from .models import LoadedModel, video_defaults
-    from .video import sample_frames
+    from .video import VideoFrames, sample_frames
+
+    if isinstance(video, VideoFrames):
+        if frame_sampling.given():
+            raise ValueError(f"the frames are already sampled; frame options {sorted(frame_sampling.given())} "
+                             "do not apply to them")
+        return video
 
     say(f"decoding {video}")
     defaults = model.video_defaults if isinstance(model, LoadedModel) else video_defaults(model)
@@ -332,7 +341,7 @@ def make_answer(loaded, frames, prepared, question, options, new_ids, timings, l
         new_tokens=int(new_ids.numel()),
         frames=FramesInfo(frames.num_frames, list(frames.timestamps_s), int(frames.frames.shape[3]),
                           int(frames.frames.shape[2]), float(frames.sample_fps), float(info.duration_s),
-                          float(info.fps), (int(info.width), int(info.height))),
+                          float(info.fps), (int(info.width), int(info.height)), info.backend),
         timings=timings, layers=layers,
         config=dataclasses.asdict(used) if used is not None else None,
         fallback_layers=sum(r.path == "above_break_even" for r in layers),
