@@ -168,8 +168,7 @@ class Selection:
     @property
     def reorders(self) -> bool:
         """Whether any head runs in an order other than the prompt's own."""
-        return bool((self.orders[self.choice.unique()] != torch.arange(self.orders.shape[1],
-                                                                        device=self.orders.device)).any())
+        return not bool(self.keeps_prompt_order()[self.choice.unique()].all())
 
     def frame_coverage(self, block_size: int) -> torch.Tensor:
         """float32 ``[B, Hq, nb, nb]``: :func:`frame_coverage` of this selection."""
@@ -226,9 +225,10 @@ def select(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, layout: Vi
     """Score every order in ``names``, keep per KV head the one that keeps fewer blocks (ties: the first);
     with the two orders of :data:`ORDERS`, the second is probed first (:func:`probe_and_choose`)."""
     seq_len = q.shape[2]
-    orders = torch.stack([token_order(seq_len, layout, n, q.device) for n in names])
     if tuple(names) == ORDERS and layout is not None:
         orders = token_orders(seq_len, layout, q.device)
+    else:
+        orders = torch.stack([token_order(seq_len, layout, n, q.device) for n in names])
     first = order_mask(q, k, config, orders[0], scale)
     if tuple(names) == ORDERS:
         return probe_and_choose(q, k, config, orders, first, scale)

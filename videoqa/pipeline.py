@@ -123,14 +123,9 @@ class Answer:
 def video_token_runs(input_ids: torch.Tensor, video_token_id: int) -> list[tuple[int, int]]:
     """``[start, end)`` of each run of consecutive video tokens in a one-prompt batch: one run for
     Qwen2-VL's layout, one per temporal patch for the timestamped one (Qwen3-VL, Qwen3.5)."""
-    where = (input_ids[0] == video_token_id).nonzero().flatten().tolist()
-    runs: list[tuple[int, int]] = []
-    for i in where:
-        if runs and runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], i + 1)
-        else:
-            runs.append((i, i + 1))
-    return runs
+    from unisparse.layout import token_runs
+
+    return token_runs(input_ids[0], video_token_id)
 
 
 def video_token_span(input_ids: torch.Tensor, video_token_id: int) -> tuple[int, int] | None:

@@ -33,12 +33,12 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from unisparse import UniSparseConfig, masks, reordered
+from unisparse.recording import device_clock
 from unisparse.api import select_blocks, select_blocks_in_layout
 from unisparse.layout import ORDERS, VideoLayout, VideoSpan, inverse, token_order
 from unisparse.testing import structured_qkv, video_qkv
@@ -95,12 +95,6 @@ def per_kv(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
     return x.flatten(1).sum(-1).view(kv_heads, -1).sum(-1)
 
 
-def clock(device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def measure(q, k, layout: VideoLayout, config: UniSparseConfig, backend: str = "torch") -> dict:
     """Every count of the module docstring for one input (``q [1, Hq, L, D]``, ``k [1, Hkv, L, D]``)."""
     seq_len, hkv = q.shape[2], k.shape[1]
@@ -115,11 +109,11 @@ def measure(q, k, layout: VideoLayout, config: UniSparseConfig, backend: str = "
         return covered / (hq * seq_len)
 
     select_blocks(q, k, config, backend=backend), select_blocks_in_layout(q, k, layout, config, backend=backend)  # warm-up
-    t0 = clock(q.device)
+    t0 = device_clock(q.device)
     frame = select_blocks(q, k, config, backend=backend)[0]
-    t1 = clock(q.device)
+    t1 = device_clock(q.device)
     sel = select_blocks_in_layout(q, k, layout, config, backend=backend)
-    t2 = clock(q.device)
+    t2 = device_clock(q.device)
     video = sel.mask[0]
     oracle = [oracle_mask(mass[o], orders[o], config) for o in range(len(ORDERS))]
     oracle_kv = torch.stack([per_kv(m, hkv) for m in oracle])  # [O, Hkv]

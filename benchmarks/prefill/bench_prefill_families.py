@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from unisparse.recording import device_clock
+
 # Text and vision settings of each family's real checkpoint (config.json of the published model).
 SHAPES = {
     "qwen2_vl": dict(
@@ -147,19 +149,13 @@ def synthetic_frames(frames: int, side: int):
     return VideoFrames(video, [i / 2.0 for i in range(frames)], info, 2.0, list(range(frames)))
 
 
-def clock(device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
 def timed(fn, device: str, reps: int) -> float:
     fn()  # warm-up: compilation, autotuning, the allocator
     times = []
     for _ in range(reps):
-        t0 = clock(device)
+        t0 = device_clock(device)
         fn()
-        times.append(clock(device) - t0)
+        times.append(device_clock(device) - t0)
     return statistics.median(times)
 
 

@@ -1,8 +1,8 @@
 """Fidelity of sparse prefill on a real trained model, against dense attention.
 
 The model is passed in: any ``transformers`` causal LM that :func:`unisparse.enable` can route
-(the project measures SmolLM2-135M-Instruct, which :func:`videoqa.models.smollm2.load_smollm2`
-loads offline; the library itself knows no model files). The texts are
+(the project measures SmolLM2-135M-Instruct, which its application loads offline and passes
+in; the library itself knows no model files). The texts are
 :mod:`unisparse.eval.corpora`'s. For one selector the model runs the whole text in one prefill;
 the loss is taken on the second half (so every scored token has a long context), and compared
 with the dense run:

@@ -155,9 +155,14 @@ def kept_block_lists(block_mask: torch.Tensor):
     """
     nb = block_mask.shape[-1]
     causal = torch.ones(nb, nb, dtype=torch.bool, device=block_mask.device).tril()
-    keep = block_mask & causal
-    cnt = keep.sum(-1, dtype=torch.int32)
-    idx = torch.sort((~keep).to(torch.uint8), dim=-1, stable=True).indices.to(torch.int32)
+    return kept_lists(block_mask & causal)
+
+
+def kept_lists(mask: torch.Tensor):
+    """Per query block, every kept key block (ascending) and their count: ``idx [B, H, nb, nb]``
+    (valid prefix of length ``cnt``), ``cnt [B, H, nb]``, both int32 and contiguous."""
+    cnt = mask.sum(-1, dtype=torch.int32)
+    idx = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices.to(torch.int32)
     return idx.contiguous(), cnt.contiguous()
 
 

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .block_sparse import _load_kv, _online_softmax_step
+from .block_sparse import _load_kv, _online_softmax_step, kept_lists
 from .common import dot_precision, needs_upcast
 
 LOG2E = 1.4426950408889634
@@ -80,13 +80,6 @@ def _ordered_fwd_kernel(
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(out_ptr + (pid_bh * seq_len + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=offs_m[:, None] < seq_len)
-
-
-def kept_lists(mask: torch.Tensor):
-    """Per query block, every kept key block (ascending) and their count: ``idx [B, H, nb, nb]``, ``cnt [B, H, nb]``."""
-    cnt = mask.sum(-1, dtype=torch.int32)
-    idx = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices.to(torch.int32)
-    return idx.contiguous(), cnt.contiguous()
 
 
 def ordered_tile(head_dim: int, dtype: torch.dtype, block_size: int = 128) -> tuple[int, int, int, int]:
