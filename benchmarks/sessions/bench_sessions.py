@@ -69,8 +69,13 @@ ARCH = {"7b": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidd
                                num_key_value_heads=2), vision=dict(depth=1, embed_dim=64, num_heads=2), mrope=[4, 6, 6])}
 
 
-def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Path | None = None):
-    """Qwen2-VL-7B shapes (``arch="tiny"``: a smoke test), random weights, a generated video file per length."""
+def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Path | None = None,
+                   dtype: torch.dtype | None = None):
+    """Qwen2-VL-7B shapes (``arch="tiny"``: a smoke test), random weights, a generated video file per length.
+
+    ``dtype`` (default bf16 on a GPU, float32 on the CPU): random weights give near-tied logits, so in bf16
+    the two ways' different rounding (one long prefill against prefix plus suffix) can flip a greedy token;
+    float32 shows whether the answers are the same apart from that rounding."""
     import numpy as np
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -93,7 +98,7 @@ def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Pa
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    dtype = dtype or (torch.bfloat16 if dev == "cuda" else torch.float32)
     with torch.device(dev):
         model = Qwen2VLForConditionalGeneration(config).to(dtype).eval()
     loaded = LoadedModel(model, processor, f"qwen2-vl-{arch}-shape (random weights)", None, torch.device(dev),
@@ -182,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--output", type=Path, default=None)
     p.add_argument("--video-dir", type=Path, default=None,
                    help="--synthetic-7b's videos: v<N>.mp4 read from here when present, else written there")
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
+                   help="--synthetic-7b's weights (default: bfloat16 on a GPU, float32 on the CPU)")
     args = p.parse_args(argv)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
@@ -209,8 +216,11 @@ def main(argv=None) -> int:
     if args.synthetic_7b:
         if args.video_dir:
             args.video_dir.mkdir(parents=True, exist_ok=True)
-        rows = synthetic_rows(args.synthetic_7b, args.max_new_tokens, args.arch, args.video_dir)
-        lines += ["Qwen2-VL-7B's architecture, random weights, bf16; 448x448 frames; three questions.", "",
+        dtype = getattr(torch, args.dtype) if args.dtype else None
+        rows = synthetic_rows(args.synthetic_7b, args.max_new_tokens, args.arch, args.video_dir, dtype)
+        used = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
+        lines += [f"Qwen2-VL-7B's architecture ({args.arch}), random weights, {used}; 448x448 frames; three questions, "
+                  f"{args.max_new_tokens} new tokens at most.", "",
                   "| visual tokens | mode | independent s/q | session s/q | ratio | prefix prefill s | same answers | "
                   "peak GiB, 3 independent | peak GiB, session of 3 |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
