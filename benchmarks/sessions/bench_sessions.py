@@ -136,11 +136,18 @@ def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Pa
                          "independent_s": (t1 - t0) / 3, "session_s": (t3 - t2) / 3,
                          "prefix_prefill_s": many[0].timings["prefix_prefill"],
                          "same": sum(a.text == b.text for a, b in zip(ind, many)),
-                         "peak_independent_gib": peak_ind / 2**30, "peak_session_gib": peak_many / 2**30})
+                         "peak_independent_gib": peak_ind / 2**30, "peak_session_gib": peak_many / 2**30,
+                         "independent_steps_s": mean_timings(ind), "session_steps_s": mean_timings(many)})
             print(rows[-1], flush=True)
             if cuda:
                 torch.cuda.empty_cache()
     return rows
+
+
+def mean_timings(answers) -> dict:
+    """Each step's mean seconds over ``answers`` (``Answer.timings``: what a question cost, step by step)."""
+    keys = dict.fromkeys(k for a in answers for k in a.timings)
+    return {k: round(sum(a.timings.get(k, 0.0) for a in answers) / len(answers), 4) for k in keys}
 
 
 def write_video(path: Path, frames: int, np) -> None:
