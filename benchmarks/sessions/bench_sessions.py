@@ -69,20 +69,14 @@ ARCH = {"7b": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidd
                                num_key_value_heads=2), vision=dict(depth=1, embed_dim=64, num_heads=2), mrope=[4, 6, 6])}
 
 
-def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Path | None = None,
-                   dtype: torch.dtype | None = None):
-    """Qwen2-VL-7B shapes (``arch="tiny"``: a smoke test), random weights, a generated video file per length.
-
-    ``dtype`` (default bf16 on a GPU, float32 on the CPU): random weights give near-tied logits, so in bf16
-    the two ways' different rounding (one long prefill against prefix plus suffix) can flip a greedy token;
-    float32 shows whether the answers are the same apart from that rounding."""
-    import numpy as np
+def synthetic_model(arch: str = "7b", dtype: torch.dtype | None = None):
+    """A :class:`videoqa.models.LoadedModel` of Qwen2-VL with ``ARCH[arch]``'s shapes and random weights (seed 0),
+    on the GPU where there is one; ``dtype`` defaults to bf16 on a GPU, float32 on the CPU."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    from unisparse import UniSparseConfig
-    from videoqa import answer, answer_many
     from videoqa.models import LoadedModel, context_tokens
     from videoqa.processor import offline_processor
+    from videoqa.vision_attention import batch_vision_attention
 
     processor = offline_processor()
     tok = processor.tokenizer
@@ -101,19 +95,38 @@ def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Pa
     dtype = dtype or (torch.bfloat16 if dev == "cuda" else torch.float32)
     with torch.device(dev):
         model = Qwen2VLForConditionalGeneration(config).to(dtype).eval()
-    loaded = LoadedModel(model, processor, f"qwen2-vl-{arch}-shape (random weights)", None, torch.device(dev),
-                         dtype, "qwen2_vl", True, {"fps": 2.0, "max_frames": 1024, "max_pixels": 448 * 448},
-                         context_tokens(model))
-    from videoqa.vision_attention import batch_vision_attention
-
     batch_vision_attention(model)
+    return LoadedModel(model, processor, f"qwen2-vl-{arch}-shape (random weights)", None, torch.device(dev),
+                       dtype, "qwen2_vl", True, {"fps": 2.0, "max_frames": 1024, "max_pixels": 448 * 448},
+                       context_tokens(model))
+
+
+def video_file(directory: Path, visual_tokens: int) -> tuple[Path, int]:
+    """``(path, frames)``: the generated 448x448 video of ``visual_tokens`` tokens in ``directory`` (written if missing)."""
+    import numpy as np
+
+    frames = 2 * visual_tokens // 256
+    path = directory / f"v{visual_tokens}.mp4"
+    if not path.exists():
+        write_video(path, frames, np)
+    return path, frames
+
+
+def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Path | None = None,
+                   dtype: torch.dtype | None = None):
+    """Qwen2-VL-7B shapes (``arch="tiny"``: a smoke test), random weights, a generated video file per length.
+
+    ``dtype`` (default bf16 on a GPU, float32 on the CPU): random weights give near-tied logits, so in bf16
+    the two ways' different rounding (one long prefill against prefix plus suffix) can flip a greedy token;
+    ``check_exactness.py`` compares the two ways token by token."""
+    from unisparse import UniSparseConfig
+    from videoqa import answer, answer_many
+
+    loaded = synthetic_model(arch, dtype)
     rows = []
     tmp = video_dir or Path(tempfile.mkdtemp())
     for n in lengths:
-        frames = 2 * n // 256
-        path = tmp / f"v{n}.mp4"
-        if not path.exists():
-            write_video(path, frames, np)
+        path, frames = video_file(tmp, n)
         kw = dict(model=loaded, num_frames=frames, max_pixels=448 * 448, max_new_tokens=max_new_tokens)
         for sparse in (False, True):
             cfg = UniSparseConfig(min_seq_len=0) if sparse else None
