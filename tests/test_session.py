@@ -102,3 +102,25 @@ def test_bad_requests_fail_before_the_video_is_read(loaded, tmp_path):
     with VideoSession(SHAPES, model=loaded, num_frames=4) as session:
         with pytest.raises(ValueError, match="question"):
             session.ask("")
+
+
+def test_a_question_over_the_cache_runs_without_cudnn_attention_on_a_gpu(loaded, monkeypatch):
+    """cuDNN builds an SDPA plan per new shape (0.76 s per question over 16K tokens on an H200), so the
+    suffix prefill leaves it out there; on the CPU nothing changes."""
+    import videoqa.session as session_module
+    from videoqa.session import without_cudnn_attention
+
+    before = (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled())
+    with without_cudnn_attention("cuda"):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == before
+    with without_cudnn_attention("cpu"):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before[0]
+
+    seen = []
+    real = session_module.without_cudnn_attention
+    monkeypatch.setattr(session_module, "without_cudnn_attention", lambda device: seen.append(device) or real(device))
+    with VideoSession(SHAPES, model=loaded, num_frames=4, sparse=False) as session:
+        session.ask(QUESTIONS[0], max_new_tokens=2)
+    assert seen == [loaded.device]

@@ -24,6 +24,7 @@ question alone). ``Answer.layers`` holds the prefix's prefill records (the same 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from typing import Callable, Sequence
@@ -141,7 +142,7 @@ class VideoSession:
                 set_sparsity(loaded, False)
             _set_rope_deltas(model_, self._rope_deltas)
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), without_cudnn_attention(loaded.device):
                     t0 = first.start = device_clock(loaded.device)
                     out = model_.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                           **{cache_kw: self._cache}, **gen_args)
@@ -185,6 +186,23 @@ def answer_many(video, questions: Sequence[str], options: Sequence[Sequence[str]
     with VideoSession(video, **session_kwargs) as session:
         return [session.ask(q, o, max_new_tokens=max_new_tokens, generate_kwargs=generate_kwargs)
                 for q, o in zip(questions, options)]
+
+
+def without_cudnn_attention(device):
+    """SDPA without its cuDNN backend on a GPU (a no-op elsewhere), for a prefill over a cache.
+
+    A question's suffix attends to the cached video through an explicit mask (its queries and keys
+    differ in length). PyTorch 2.11 sends such a call to cuDNN first, and cuDNN builds a new
+    execution plan for every new shape: on an H200 the first suffix of each length took 0.76 s over
+    16K cached tokens, the same suffixes asked again (same shapes: plans built) 0.05 s
+    (``benchmarks/sessions``). Every question
+    and every video has a new length, so the plan is never reused; FlashAttention and the
+    memory-efficient kernel need no plan."""
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def _crop(cache, length: int) -> None:
