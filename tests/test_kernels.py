@@ -54,6 +54,21 @@ def test_pooling_kernel_variance_matches_reference(seed, dtype, factor, head_gro
     assert rel_err(mean, pooling.pool_tokens(k, factor, head_group)) == 0
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("factor,head_group,seq_len,n_index", [(8, 1, 203, 203), (4, 2, 64, 37), (8, 3, 9, 9)])
+def test_pooling_through_an_index_is_pooling_the_gathered_tokens(seed, dtype, factor, head_group, seq_len, n_index):
+    """A token order pooled in place (no gathered copy): the same composite tokens as gathering first."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 6, seq_len, 64, generator=gen).to(DEVICE, dtype)
+    index = torch.randperm(seq_len, generator=gen)[:n_index].to(DEVICE)
+    out = pooling.pool_tokens(x, factor, head_group, index=index)
+    want = pooling.pool_tokens(x.index_select(2, index), factor, head_group)
+    ref = R.pool_heads(R.pool_sequence(x.index_select(2, index), factor), head_group).to(dtype)
+    assert out.shape == want.shape == ref.shape
+    assert rel_err(out, want) == 0
+    assert rel_err(out, ref) < (1e-6 if dtype == torch.float32 else 1e-2)
+
+
 SCORE_CASES = [
     # b, hq, hkv, seq_len, d, block, q_pool, k_pool, head_pool, dtype, structured
     (1, 4, 4, 517, 64, 64, 8, 8, 1, torch.float32, True),

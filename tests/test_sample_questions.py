@@ -32,3 +32,11 @@ def test_scoring_takes_letters_and_whole_words():
     assert not ask.is_right(SimpleNamespace(letter=None, text="green"), free)
     assert not ask.is_right(SimpleNamespace(letter=None, text="bored"), free)  # a word, not a substring
     assert ask.is_right(SimpleNamespace(letter=None, text="It falls down"), ("fall", "down"))
+
+
+def test_the_opposite_direction_is_not_scored_right():
+    """'right to left' names the word "right" but is the wrong way round (scored right until 2026-12-03)."""
+    direction = next(expected for clip, q, _, expected in ask.QUESTIONS if "which direction" in q.lower())
+    assert ask.is_right(SimpleNamespace(letter=None, text="left to right"), direction)
+    assert ask.is_right(SimpleNamespace(letter=None, text="It moves to the right."), direction)
+    assert not ask.is_right(SimpleNamespace(letter=None, text="right to left"), direction)

@@ -74,6 +74,12 @@ def group_bounds(order: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.
     return lo, hi
 
 
+@_per_order
+def int32_positions(positions: torch.Tensor) -> torch.Tensor:
+    """``positions`` as contiguous int32, what the Triton kernels index with (once per prompt)."""
+    return positions.to(torch.int32).contiguous()
+
+
 @functools.lru_cache(maxsize=16)
 def _probe_blocks(nb: int, stride: int, device: str) -> torch.Tensor:
     return torch.arange(0, nb, stride, device=device)

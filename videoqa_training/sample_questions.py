@@ -23,7 +23,7 @@ QUESTIONS = [
     ("shapes.mp4", "What colour is the square?", [], ("blue",)),
     ("shapes.mp4", "What colour is the triangle?", [], ("green",)),
     ("shapes.mp4", "Which shape moves?", [], ("circle",)),
-    ("shapes.mp4", "In which direction does the red circle move?", [], ("left to right", "right")),
+    ("shapes.mp4", "In which direction does the red circle move?", [], ("left to right", "to the right")),
     ("counting.mp4", "Which digit is shown last?", ["1", "5", "7", "9"], "D"),
     ("counting.mp4", "Which digit is shown first?", [], ("1", "one")),
     ("counting.mp4", "How many different digits are shown?", [], ("9", "nine")),

@@ -17,11 +17,11 @@ from .common import needs_upcast
 
 @triton.jit
 def _pool_kernel(
-    x_ptr, out_ptr, var_ptr,
+    x_ptr, out_ptr, var_ptr, index_ptr,
     stride_xb, stride_xh, stride_xl, stride_xd,
     seq_len, n_out, heads_out,
     FACTOR: tl.constexpr, HEAD_GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr, VARIANCE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr, VARIANCE: tl.constexpr, INDEXED: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -35,7 +35,11 @@ def _pool_kernel(
         base = x_ptr + b * stride_xb + (h_out * HEAD_GROUP + hh) * stride_xh
         for j in tl.static_range(FACTOR):
             tok = offs_t * FACTOR + j
-            ptrs = base + tok[:, None] * stride_xl + offs_d[None, :] * stride_xd
+            if INDEXED:  # the j-th token of each group is the index's entry, not the j-th in memory
+                src = tl.load(index_ptr + tok, mask=tok < seq_len, other=0).to(tl.int64)
+            else:
+                src = tok
+            ptrs = base + src[:, None] * stride_xl + offs_d[None, :] * stride_xd
             x = tl.load(ptrs, mask=tok[:, None] < seq_len, other=0.0).to(tl.float32)
             acc += x
             if VARIANCE:
@@ -51,13 +55,21 @@ def _pool_kernel(
         tl.store(var_ptrs, var, mask=offs_t[:, None] < n_out)
 
 
-def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1, variance: bool = False):
+def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1, variance: bool = False,
+                index: torch.Tensor | None = None):
     """``[B, H, L, D] -> [B, H / head_group, ceil(L / factor), D]`` (contiguous, x's dtype).
 
     With ``variance=True`` returns ``(mean, var)``: ``var`` is the per-feature variance over
     each group, float32 (:func:`unisparse.reference.composite_key_variance`).
+    With ``index`` (integer ``[N]``, positions in ``L``), the tokens ``x[:, :, index]`` are pooled,
+    ``ceil(N / factor)`` groups, read in place: the same result as pooling ``x.index_select(2, index)``
+    without writing that copy (a token order's gather of q and k cost more than the pooling itself
+    on the H200 at 32K, ``benchmarks/attention/profile_video_select_h200.md``).
     """
     b, h, seq_len, d = x.shape
+    if index is not None:
+        index = index.to(device=x.device, dtype=torch.int32).contiguous()
+        seq_len = index.numel()
     n_out = triton.cdiv(seq_len, factor)
     heads_out = h // head_group
     # Triton's interpreter does not round float32 -> bfloat16 to nearest on store; there the
@@ -68,8 +80,8 @@ def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1, variance: boo
     block_t = 32
     grid = (triton.cdiv(n_out, block_t), b * heads_out)
     _pool_kernel[grid](
-        x, out, var, *x.stride(), seq_len, n_out, heads_out,
+        x, out, var, index if index is not None else out, *x.stride(), seq_len, n_out, heads_out,
         FACTOR=factor, HEAD_GROUP=head_group, HEAD_DIM=d, BLOCK_T=block_t, VARIANCE=variance,
-        num_warps=4,
+        INDEXED=index is not None, num_warps=4,
     )
     return (out.to(x.dtype), var) if variance else out.to(x.dtype)

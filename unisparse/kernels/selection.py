@@ -210,7 +210,7 @@ def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConf
     """Triton twin of :func:`unisparse.reordered.block_scores`: the tokens gathered into ``order``,
     pooled, and scored with visibility by original positions. float32 ``[B, Hs, nb, nb]``, or
     ``[B, Hs, len(rows), nb]`` for the query blocks ``rows`` alone (only their queries are gathered)."""
-    from ..reordered import group_bounds, rows_order
+    from ..reordered import group_bounds, int32_positions, rows_order
 
     if config.variance_correction > 0:
         raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
@@ -221,8 +221,8 @@ def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConf
         raise ValueError(f"head_pool={ch} must divide the GQA group size ({group}) or be a multiple of it")
     order = order.to(q.device)
     q_order = rows_order(order, rows, config.block_size)
-    qc = pool_tokens(q.index_select(2, q_order), config.q_pool, ch)
-    kc = pool_tokens(k.index_select(2, order), config.k_pool, max(1, ch // group))
+    qc = pool_tokens(q, config.q_pool, ch, index=int32_positions(q_order))
+    kc = pool_tokens(k, config.k_pool, max(1, ch // group), index=int32_positions(order))
     _, q_last = group_bounds(q_order, config.q_pool)
     k_first, _ = group_bounds(order, config.k_pool)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
