@@ -209,7 +209,16 @@ def main(argv=None) -> int:
                    help="--synthetic-7b's videos: v<N>.mp4 read from here when present, else written there")
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
                    help="--synthetic-7b's weights (default: bfloat16 on a GPU, float32 on the CPU)")
+    p.add_argument("--save-model", type=Path, default=None, metavar="DIR",
+                   help="only save --arch's random-weight model and its processor as a checkpoint directory "
+                        "(what `videoqa eval --model DIR` loads, e.g. in every process of a multi-GPU run)")
     args = p.parse_args(argv)
+    if args.save_model:
+        loaded = synthetic_model(args.arch, getattr(torch, args.dtype) if args.dtype else None)
+        loaded.model.save_pretrained(args.save_model)
+        loaded.processor.save_pretrained(args.save_model)
+        print(f"saved {loaded.name} ({loaded.dtype}) to {args.save_model}")
+        return 0
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     lines = [f"## Three questions per video: one session against independent answers ({device}, torch "
