@@ -512,6 +512,24 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert len(r0) + len(r1) == 2 * len(questions)
 
 
+def test_the_multi_gpu_comparison_ignores_timings_and_catches_a_changed_answer(tmp_path):
+    """benchmarks/multigpu/compare_runs.py: two dry runs of one command compare equal (their timings
+    and sessions differ); a changed response is reported and fails the comparison."""
+    common = ["--dataset", str(SAMPLE), "--mode", "both", "--dry-run", "--no-progress"]
+    for name in ("one", "two"):
+        assert cli_main(common + ["--output", str(tmp_path / name)]) == 0
+    script = [sys.executable, str(ROOT / "benchmarks" / "multigpu" / "compare_runs.py"),
+              "--reference", str(tmp_path / "one"), "--runs", str(tmp_path / "two")]
+    same = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    assert same.returncode == 0 and "| two | 40 |" in same.stdout and "| yes |" in same.stdout, same.stdout
+    lines = (tmp_path / "two" / "results.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["response"] = "Z" + first["response"]
+    (tmp_path / "two" / "results.jsonl").write_text("\n".join([json.dumps(first)] + lines[1:]) + "\n")
+    changed = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    assert changed.returncode == 1 and f"{first['question_id']} {first['mode']}: response differ" in changed.stdout
+
+
 # ----------------------------------------------------------------------------- the generator
 
 
