@@ -195,9 +195,8 @@ def without_cudnn_attention(device):
     differ in length). PyTorch 2.11 sends such a call to cuDNN first, and cuDNN builds a new
     execution plan for every new shape: on an H200 the first suffix of each length took 0.76 s over
     16K cached tokens, the same suffixes asked again (same shapes: plans built) 0.05 s
-    (``benchmarks/sessions``). Every question
-    and every video has a new length, so the plan is never reused; FlashAttention and the
-    memory-efficient kernel need no plan."""
+    (``benchmarks/sessions``). Every question and every video has a new length, so a plan is
+    never reused; FlashAttention and the memory-efficient kernel need none."""
     if torch.device(device).type != "cuda":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
