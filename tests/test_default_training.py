@@ -105,6 +105,15 @@ def test_crowd_group_draws_the_sample_layouts_and_adds_them_to_the_eval(tmp_path
     assert ev["n"] == 8 + 2 and set(ev["per_kind"]) & {"crowd_mover", "crowd_color"}
 
 
+def test_count_group_draws_only_counting_questions_and_leaves_the_other_groups_draws_alone():
+    cfg = T.TrainConfig(batch_size=3, group_weights={"count": 1.0}, tiny=True)
+    examples = [e for step in range(6) for e in T.step_examples(cfg, step)]
+    assert {e.kind for e in examples} == {"count"} and all(e.num_frames in (2, 4) for e in examples)
+    plain = T.TrainConfig(batch_size=3, group_weights={"single": 1.0, "needle": 1.0}, tiny=True)
+    mixed = T.TrainConfig(batch_size=3, group_weights={"single": 1.0, "needle": 1.0, "count": 0.0}, tiny=True)
+    assert [e.question for e in T.step_examples(plain, 5)] == [e.question for e in T.step_examples(mixed, 5)]
+
+
 def test_right_padded_batch_needs_no_mask():
     """Dropping a right-padded batch's mask (so SDPA runs causal kernels) leaves every real token's output as it was."""
     model, processor, _, _ = T.build(tiny())
