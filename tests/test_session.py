@@ -124,3 +124,37 @@ def test_a_question_over_the_cache_runs_without_cudnn_attention_on_a_gpu(loaded,
     with VideoSession(SHAPES, model=loaded, num_frames=4, sparse=False) as session:
         session.ask(QUESTIONS[0], max_new_tokens=2)
     assert seen == [loaded.device]
+
+
+class ScoreRecorder:
+    """A logits processor that keeps every step's scores (float32 copies)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores.detach().float().clone())
+        return scores
+
+
+def test_a_long_video_of_small_frames_gets_the_positions_answer_gives_it(loaded):
+    """More temporal patches than the frame's larger side has merged tokens: transformers 5.x places the
+    text after such a video at its start plus that side rather than after its last temporal position,
+    then decodes from the largest position plus one. A session must give its suffix and the decoded tokens the positions answer()
+    gives them: the scores of every step must agree (they differed, 2026-12-03, found at 16K tokens
+    on Qwen2-VL-7B's shape, where the grid had 64 temporal patches of 16x16)."""
+    kw = dict(model=loaded, num_frames=32, max_pixels=4 * 28 * 28, sparse=False)
+    with VideoSession(SHAPES, **kw) as session:
+        got = []
+        for q in QUESTIONS[:2]:
+            rec = ScoreRecorder()
+            a = session.ask(q, max_new_tokens=4, generate_kwargs={"logits_processor": [rec]})
+            got.append((a, rec))
+    t, h, w = got[0][0].video_grid_thw
+    assert t > max(h, w) // 2  # the case in question
+    for (a, rec), q in zip(got, QUESTIONS[:2]):
+        ref = ScoreRecorder()
+        b = answer(SHAPES, q, max_new_tokens=4, generate_kwargs={"logits_processor": [ref]}, **kw)
+        assert a.text == b.text and len(rec.steps) == len(ref.steps)
+        for x, y in zip(rec.steps, ref.steps):
+            assert (x - y).abs().max().item() < 1e-4

@@ -5,9 +5,13 @@ start, the video's tokens); only the question after it differs. :class:`VideoSes
 frames, runs the vision tower and prefills that shared prefix once (through UniSparse when sparse),
 keeps the language model's cache, and answers each question by prefilling only its own suffix over
 that cache and decoding greedily; afterwards the cache is cut back to the prefix (no copy of it is
-made per question). Qwen2-VL's multimodal positions carry on from the prefix (its ``rope_deltas``
-are kept with the session and restored before each question, so another call on the same model in
-between does no harm).
+made per question). Qwen2-VL's multimodal positions are those :func:`videoqa.answer` gives the whole
+prompt: the prefix's own positions (``get_rope_index`` on it, once) give the question's suffix and the
+decoded tokens their ``rope_deltas``, set before each question, so another call on the same model in
+between does no harm. They need two deltas where a video has more temporal patches than its
+frame's larger side has merged tokens: transformers 5.x puts the text after a video at the video's
+start plus that side (not after its last temporal position, as Qwen2-VL's original code does) and
+decodes from the prompt's largest position plus one.
 
 Exactness: with dense attention every answer's tokens are those an independent
 :func:`videoqa.answer` call on the same frames gives (the suffix's attention over the cached prefix
@@ -104,6 +108,7 @@ class VideoSession:
                     timer.remove()
             self._cache = _cache_of(out)
             self._rope_deltas = _rope_deltas(model_)
+            self._positions = _prefix_positions(model_, prefix)
         self.layers = list(rec.layers)
         self.timings = {"decode_video": t_decoded - t_start, "load_model": t_loaded - t_decoded,
                         "preprocess": t_prepared - t_loaded, "vision_encoder": timer.total if timer else 0.0,
@@ -140,7 +145,10 @@ class VideoSession:
                 set_sparsity(loaded, True, **self._enable)
             else:
                 set_sparsity(loaded, False)
-            _set_rope_deltas(model_, self._rope_deltas)
+            suffix_deltas, decode_deltas = self._deltas(prepared.num_tokens)
+            _set_rope_deltas(model_, suffix_deltas)
+            if decode_deltas is not None:  # the tokens decoded after the suffix take answer()'s positions
+                gen_args["logits_processor"].insert(0, _SetRopeDeltas(model_, decode_deltas))
             try:
                 with torch.inference_mode(), without_cudnn_attention(loaded.device):
                     t0 = first.start = device_clock(loaded.device)
@@ -157,6 +165,22 @@ class VideoSession:
         return make_answer(loaded, self.frames, prepared, question, options, out[0, prepared.num_tokens:], timings,
                            list(self.layers), self.sparse, self.used, self.keep_frames,
                            reused=SHARED_TIMINGS, prefix_tokens=P)
+
+    def _deltas(self, num_tokens: int):
+        """``(rope deltas for the question's suffix, for the tokens decoded after it or None)``: the
+        positions :func:`videoqa.answer` gives the same prompt. transformers 5.x's Qwen2-VL places text
+        after a video at its start plus the frame's larger side in merged tokens, not after its last
+        temporal position, and decodes from the prompt's largest position plus one; where a video has
+        more temporal patches than that, the suffix and the decoded tokens need different deltas. Without the prefix's
+        positions (a model without ``get_rope_index``) the prefix's own deltas serve both."""
+        if self._positions is None or self._rope_deltas is None:
+            return self._rope_deltas, None
+        last, top = self._positions
+        P = self.prefix_len
+        like = self._rope_deltas
+        suffix = torch.full_like(like, last + 1 - P)
+        decode = torch.full_like(like, max(top, last + num_tokens - P) + 1 - num_tokens)
+        return suffix, (None if torch.equal(suffix, decode) else decode)
 
     def close(self) -> None:
         """Free the cache (the session answers no more questions)."""
@@ -202,6 +226,38 @@ def without_cudnn_attention(device):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+class _SetRopeDeltas:
+    """A logits processor that sets the model's rope deltas once, after the first forward (the suffix's
+    prefill), so that the decoding steps take their own."""
+
+    def __init__(self, model, deltas: torch.Tensor):
+        self.model, self.deltas, self.done = model, deltas, False
+
+    def __call__(self, input_ids, scores):
+        if not self.done:
+            _set_rope_deltas(self.model, self.deltas)
+            self.done = True
+        return scores
+
+
+def _prefix_positions(model, prefix: dict) -> tuple[int, int] | None:
+    """``(position of the prefix's last token, largest position in it)`` under the model's own M-RoPE
+    (``get_rope_index`` on the prefix's inputs), or None where the model has none or it cannot run."""
+    inner = _language_model(model)
+    rope_index = getattr(inner, "get_rope_index", None)
+    if rope_index is None:
+        return None
+    params = inspect.signature(rope_index).parameters
+    kwargs = {k: v for k, v in prefix.items() if k in params and k != "input_ids"}
+    try:
+        positions, _ = rope_index(prefix["input_ids"], **kwargs)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if positions is None or positions.dim() != 3:
+        return None
+    return int(positions[:, 0, -1].max()), int(positions[:, 0].max())
 
 
 def _crop(cache, length: int) -> None:

@@ -66,7 +66,10 @@ ARCH = {"7b": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidd
                              num_key_value_heads=4), vision=dict(depth=32, embed_dim=1280, num_heads=16),
                    mrope=[16, 24, 24]),
         "tiny": dict(text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                               num_key_value_heads=2), vision=dict(depth=1, embed_dim=64, num_heads=2), mrope=[4, 6, 6])}
+                               num_key_value_heads=2), vision=dict(depth=1, embed_dim=64, num_heads=2), mrope=[4, 6, 6]),
+        # head dim 128 and 7B's M-RoPE sections on a CPU-sized model (check_exactness.py at 16K tokens)
+        "mid": dict(text=dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2), vision=dict(depth=1, embed_dim=64, num_heads=2), mrope=[16, 24, 24])}
 
 
 def synthetic_model(arch: str = "7b", dtype: torch.dtype | None = None):

@@ -2,8 +2,8 @@
 
 ``bench_sessions.py --synthetic-7b`` found the two ways' answers different on the GPU, in bf16 and
 in float32, while they agree on the CPU (tiny shapes, the default model). This script says whether
-that is rounding or a fault: per question, both ways decode greedily with their scores, and it
-reports the first step where the tokens differ, the largest logit difference at the first step, and
+that is rounding or a fault: per question, ``answer()``'s way decodes greedily with its scores and the session
+answers through :meth:`VideoSession.ask` with a logits processor that keeps them, and it reports the first step where the tokens differ, the largest logit difference at the first step, and
 the margin between the two best tokens there (a flip is rounding when the margin is within the
 logit difference). ``answer()``'s way is decoded twice, to show whether it agrees with itself. It also
 times the session's suffix prefill (one new token) with SDPA's default backends and with cuDNN
@@ -22,7 +22,18 @@ from pathlib import Path
 
 import torch
 
-from bench_sessions import QUESTIONS, clock, synthetic_model, video_file
+from bench_sessions import ARCH, QUESTIONS, clock, synthetic_model, video_file
+
+
+class ScoreRecorder:
+    """A logits processor that keeps each step's scores (the session's answer, step by step)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores[0].detach().float().clone())
+        return scores
 
 
 def generate(loaded, inputs, new_tokens: int, cache=None):
@@ -38,7 +49,7 @@ def generate(loaded, inputs, new_tokens: int, cache=None):
     with torch.inference_mode():
         out = loaded.model.generate(**inputs, **args)
     n = inputs["input_ids"].shape[1]
-    return out.sequences[0, n:].tolist(), [s[0].float() for s in out.scores]
+    return out.sequences[0, n:].tolist(), [x[0].float() for x in out.scores]
 
 
 def compare(a, b) -> dict:
@@ -59,7 +70,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--visual-tokens", type=int, default=4096)
     p.add_argument("--dtype", nargs="+", choices=["bfloat16", "float32"], default=["float32", "bfloat16"])
-    p.add_argument("--arch", default="7b")
+    p.add_argument("--arch", choices=sorted(ARCH), default="7b")
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--video-dir", type=Path, default=None)
     p.add_argument("--output", type=Path, default=None)
@@ -85,16 +96,16 @@ def main(argv=None) -> int:
             _, full_inputs = model_inputs(loaded, session.frames, q, None, None)
             full = generate(loaded, full_inputs, args.new_tokens)
             again = generate(loaded, full_inputs, args.new_tokens)
+            recorder = ScoreRecorder()
+            session.ask(q, max_new_tokens=args.new_tokens, generate_kwargs={"logits_processor": [recorder]})
+            part = ([int(x.argmax()) for x in recorder.steps], recorder.steps)
             _, suffix_inputs = model_inputs(loaded, session.frames, q, None, None, pixels=session._pixels,
                                             text_only=True)
-            _set_rope_deltas(model, session._rope_deltas)
-            part = generate(loaded, suffix_inputs, args.new_tokens, cache=session._cache)
-            _crop(session._cache, session.prefix_len)
             times = []
             for backends in (None, [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
                 best = float("inf")
                 for _ in range(3):
-                    _set_rope_deltas(model, session._rope_deltas)
+                    _set_rope_deltas(model, session._deltas(suffix_inputs["input_ids"].shape[1])[0])
                     t0 = clock()
                     if backends is None:
                         generate(loaded, suffix_inputs, 1, cache=session._cache)
