@@ -98,3 +98,31 @@ def test_a_qwen3_vl_checkpoint_directory_loads_with_its_family_rules(tmp_path):
     assert loaded.video_defaults["size_multiple"] == 32 == video_defaults(str(tmp_path))["size_multiple"]
     a = answer(SHAPES, "What moves?", model=loaded, sparse=False, max_frames=4, max_pixels=64 * 64, max_new_tokens=2)
     assert a.frames.width % 32 == 0 and len(a.video_runs) == a.video_grid_thw[0] == 2
+
+
+class _Scores:
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores.detach().float().clone())
+        return scores
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_a_session_scores_every_step_as_answer_does_in_each_family(model_type):
+    """VideoSession's question and decoded tokens get answer()'s M-RoPE positions in every family,
+    on a video with more temporal patches than its frame's side has merged tokens."""
+    from videoqa import answer
+    from videoqa.session import VideoSession
+
+    loaded = loaded_tiny(model_type)
+    f = loaded.processor.spec.factor
+    kw = dict(model=loaded, num_frames=16, max_pixels=4 * f * f, sparse=False)
+    with VideoSession(SHAPES, **kw) as session:
+        rec = _Scores()
+        got = session.ask("What moves?", max_new_tokens=3, generate_kwargs={"logits_processor": [rec], **biased()})
+    ref = _Scores()
+    want = answer(SHAPES, "What moves?", max_new_tokens=3, generate_kwargs={"logits_processor": [ref], **biased()}, **kw)
+    assert got.text == want.text and len(rec.steps) == len(ref.steps) > 0
+    assert max((x - y).abs().max().item() for x, y in zip(rec.steps, ref.steps)) < 1e-4
