@@ -1,4 +1,4 @@
-"""Shared test utilities: a naive float64 attention, error measures, poisoned buffers."""
+"""Shared test utilities: a naive float64 attention, error measures, poisoned buffers, a score recorder."""
 
 import math
 
@@ -90,3 +90,15 @@ def top_p_violations(mask, score_sets, config, abs_err, l1_err):
         droppable &= (forced_mass + at_least + l1 >= p * (total - l1)) | ~causal | forced
     bad += (mask & causal & ~forced & ~keepable).sum() + (~mask & causal & ~forced & ~droppable).sum()
     return int(bad)
+
+
+class ScoreRecorder:
+    """A logits processor that keeps every generation step's scores (float32 copies), so two ways of
+    answering can be compared step by step."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores.detach().float().clone())
+        return scores

@@ -16,6 +16,7 @@ from videoqa.models import LoadedModel, context_tokens, load_model, video_defaul
 from videoqa.models.families import FAMILIES, family  # noqa: E402
 from videoqa.prompt import patch_times, timestamped_video  # noqa: E402
 
+from helpers import ScoreRecorder  # noqa: E402
 from tiny_models import tiny_family  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,29 +101,19 @@ def test_a_qwen3_vl_checkpoint_directory_loads_with_its_family_rules(tmp_path):
     assert a.frames.width % 32 == 0 and len(a.video_runs) == a.video_grid_thw[0] == 2
 
 
-class _Scores:
-    def __init__(self):
-        self.steps = []
-
-    def __call__(self, input_ids, scores):
-        self.steps.append(scores.detach().float().clone())
-        return scores
-
-
 @pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_a_session_scores_every_step_as_answer_does_in_each_family(model_type):
     """VideoSession's question and decoded tokens get answer()'s M-RoPE positions in every family,
     on a video with more temporal patches than its frame's side has merged tokens."""
-    from videoqa import answer
     from videoqa.session import VideoSession
 
     loaded = loaded_tiny(model_type)
     f = loaded.processor.spec.factor
     kw = dict(model=loaded, num_frames=16, max_pixels=4 * f * f, sparse=False)
     with VideoSession(SHAPES, **kw) as session:
-        rec = _Scores()
+        rec = ScoreRecorder()
         got = session.ask("What moves?", max_new_tokens=3, generate_kwargs={"logits_processor": [rec], **biased()})
-    ref = _Scores()
+    ref = ScoreRecorder()
     want = answer(SHAPES, "What moves?", max_new_tokens=3, generate_kwargs={"logits_processor": [ref], **biased()}, **kw)
     assert got.text == want.text and len(rec.steps) == len(ref.steps) > 0
     assert max((x - y).abs().max().item() for x, y in zip(rec.steps, ref.steps)) < 1e-4

@@ -14,6 +14,8 @@ from videoqa import answer  # noqa: E402
 from videoqa.models import load_model  # noqa: E402
 from videoqa.session import SHARED_TIMINGS, VideoSession, answer_many  # noqa: E402
 
+from helpers import ScoreRecorder  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "videoqa" / "assets" / "samples"
 SHAPES, COUNTING = SAMPLES / "shapes.mp4", SAMPLES / "counting.mp4"
@@ -124,17 +126,6 @@ def test_a_question_over_the_cache_runs_without_cudnn_attention_on_a_gpu(loaded,
     with VideoSession(SHAPES, model=loaded, num_frames=4, sparse=False) as session:
         session.ask(QUESTIONS[0], max_new_tokens=2)
     assert seen == [loaded.device]
-
-
-class ScoreRecorder:
-    """A logits processor that keeps every step's scores (float32 copies)."""
-
-    def __init__(self):
-        self.steps = []
-
-    def __call__(self, input_ids, scores):
-        self.steps.append(scores.detach().float().clone())
-        return scores
 
 
 def test_a_long_video_of_small_frames_gets_the_positions_answer_gives_it(loaded):

@@ -171,8 +171,9 @@ class VideoSession:
         positions :func:`videoqa.answer` gives the same prompt. transformers 5.x's Qwen2-VL places text
         after a video at its start plus the frame's larger side in merged tokens, not after its last
         temporal position, and decodes from the prompt's largest position plus one; where a video has
-        more temporal patches than that, the suffix and the decoded tokens need different deltas. Without the prefix's
-        positions (a model without ``get_rope_index``) the prefix's own deltas serve both."""
+        more temporal patches than that, the suffix and the decoded tokens need different deltas.
+        Without the prefix's positions (a model without ``get_rope_index``) the prefix's own deltas
+        serve both."""
         if self._positions is None or self._rope_deltas is None:
             return self._rope_deltas, None
         last, top = self._positions
