@@ -114,6 +114,21 @@ def test_count_group_draws_only_counting_questions_and_leaves_the_other_groups_d
     assert [e.question for e in T.step_examples(plain, 5)] == [e.question for e in T.step_examples(mixed, 5)]
 
 
+def test_a_kind_name_is_a_group_of_that_kind_alone_and_where_adds_its_questions_to_the_eval(tmp_path):
+    cfg = T.TrainConfig(batch_size=3, group_weights={"travel": 1.0, "where": 1.0}, tiny=True, max_frames=32)
+    examples = [e for step in range(10) for e in T.step_examples(cfg, step)]
+    assert {e.kind for e in examples} == {"travel", "where"}
+    assert all(e.num_frames >= 8 for e in examples if e.kind == "travel")
+    assert any(e.num_frames < 8 for e in examples if e.kind == "where")
+    assert T._weights("travel=0.2,single=0.8") == {"travel": 0.2, "single": 0.8}
+    with pytest.raises(ValueError, match="unknown group 'travels'"):
+        T._weights("travels=1")
+    events = []
+    T.train(tiny(tmp_path, steps=1, group_weights={"where": 1.0}, eval_every=1, eval_examples=8), log=events.append)
+    ev = next(e for e in events if e["event"] == "eval")
+    assert ev["n"] == 8 + 2 and "where" in ev["per_kind"]
+
+
 def test_right_padded_batch_needs_no_mask():
     """Dropping a right-padded batch's mask (so SDPA runs causal kernels) leaves every real token's output as it was."""
     model, processor, _, _ = T.build(tiny())

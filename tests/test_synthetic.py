@@ -360,7 +360,8 @@ def test_digit_on_color_is_a_needle_style_digit_read_from_the_pixels():
 
 def test_crowd_kinds_come_after_every_earlier_kind():
     assert not set(S.CROWD_KINDS) & set(KINDS + S.CLIP_KINDS + S.STILL_KINDS)
-    assert S.ALL_KINDS[-len(S.CROWD_KINDS):] == S.CROWD_KINDS  # appended: earlier kinds keep their seeds
+    before = KINDS + (S.CAPTION_KIND,) + S.CLIP_KINDS + S.STILL_KINDS
+    assert S.ALL_KINDS[:len(before) + len(S.CROWD_KINDS)] == before + S.CROWD_KINDS  # appended: earlier kinds keep their seeds
     for kind in S.CROWD_KINDS:
         e = make_example("heldout", 3, kind=kind)
         assert is_correct(e, e.target) and make_example("heldout", 3, kind=kind).question == e.question
@@ -414,3 +415,29 @@ def test_scene_sequence_answers_from_the_background_read_off_each_frame():
         assert is_correct(e, e.target)
     assert seen == {"first", "last", "changes"}
 
+
+
+# ----------------------------------------------------------------------------- where (a side of the picture)
+
+
+def test_where_kind_comes_last_and_its_answer_is_the_side_its_pixels_sit_on():
+    assert S.ALL_KINDS[-1] == "where" and "where" not in KINDS + S.CLIP_KINDS + S.CROWD_KINDS
+    seen, bands, balls = set(), 0, 0
+    for i in range(24):
+        e = make_example("train", i, kind="where", noise=0, mc=bool(i % 2))
+        m = e.meta
+        t, _, h, w = e.frames.shape
+        counts = []
+        for f in e.frames:
+            ys, xs = np.nonzero((f.permute(1, 2, 0).numpy() == np.asarray(m["rgb"])).all(-1))
+            counts.append(len(xs))
+            gaps = {"top": ys.mean() / h, "bottom": 1 - ys.mean() / h, "left": xs.mean() / w, "right": 1 - xs.mean() / w}
+            side = min(gaps, key=gaps.get)
+            assert side == m["side"] and gaps[side] < 0.25 and sorted(gaps.values())[1] >= 0.28
+        assert len(set(counts)) == 1  # the moving ball never covers it
+        assert e.answer == S.PLACES[m["side"]] and m["color"] in e.question and m["what"] in e.question
+        assert is_correct(e, e.target) and not is_correct(e, "on the left" if m["side"] != "left" else "at the top")
+        seen.add(m["side"])
+        bands += m["what"] == "band"
+        balls += "ball" in m
+    assert seen == set(S.PLACES) and 6 <= bands <= 20 and balls >= 6

@@ -39,10 +39,12 @@ from typing import Callable, Iterable
 
 import torch
 
-from .synthetic import CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct, make_example
+from .synthetic import (CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, PLACE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct,
+                        make_example)
 
 # suites of --per-kind examples per kind: (kinds, frame count: the kind's default unless given)
-PER_KIND_SUITES = {"clip": (CLIP_KINDS, {}), "still": (STILL_KINDS, {"num_frames": 2}), "crowd": (CROWD_KINDS, {})}
+PER_KIND_SUITES = {"clip": (CLIP_KINDS, {}), "still": (STILL_KINDS, {"num_frames": 2}), "crowd": (CROWD_KINDS, {}),
+                   "where": (PLACE_KINDS, {})}
 NEEDLE_DEPTHS = (0.1, 0.5, 0.9)
 NEEDLE_FRAMES = (64, 128, 256)
 NEEDLE_SIZE = (112, 112)
@@ -71,7 +73,7 @@ class Result:
 def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDLE_DEPTHS,
                 frames: Iterable[int] = NEEDLE_FRAMES, per_cell: int = 2, split: str = "heldout",
                 size: tuple[int, int] | None = None) -> list[tuple[str, Example]]:
-    """``[(suite, example), ...]`` for ``name`` in ("single", "needle", "clip", "still", "crowd")."""
+    """``[(suite, example), ...]`` for ``name`` in ("single", "needle", "clip", "still", "crowd", "where")."""
     out = []
     if name == "single":
         for kind in STATIC_KINDS:
@@ -92,7 +94,7 @@ def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDL
             for i in range(per_kind):
                 out.append((name, make_example(split, i, kind=kind, mc=bool(i % 2), size=size, **frames_kw)))
     else:
-        raise ValueError(f"unknown suite {name!r} (single, needle, clip, still, crowd)")
+        raise ValueError(f"unknown suite {name!r} (single, needle, {', '.join(PER_KIND_SUITES)})")
     return out
 
 
@@ -124,6 +126,11 @@ def still_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list
 def crowd_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
     """``n`` held-out :data:`~.synthetic.CROWD_KINDS` clips, half multiple choice (indices from ``first``, as clips)."""
     return _cycling(CROWD_KINDS, n, split, first)
+
+
+def where_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
+    """``n`` held-out :data:`~.synthetic.PLACE_KINDS` pictures, half multiple choice (indices from ``first``, as clips)."""
+    return _cycling(PLACE_KINDS, n, split, first)
 
 
 def mixed_examples(n: int, *, split: str = "heldout", max_frames: int = 64) -> list[Example]:
@@ -310,7 +317,7 @@ def parse_args(argv=None):
     p.add_argument("--model", help="model directory or hub id (default: videoqa's default model resolution)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
-    p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", "clip", "still", "crowd"],
+    p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", *PER_KIND_SUITES],
                    help="single-frame, needle, the sample videos' kinds of question (clip), digits drawn as needles "
                         "are (still), the sample clips' layouts (crowd); --per-kind each for all but needle")
     p.add_argument("--per-kind", type=int, default=8, help="single-frame (clip, still, crowd) questions per kind")

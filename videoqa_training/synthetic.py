@@ -24,6 +24,7 @@ kind              question (one of a few phrasings)                            a
 ``clip_color``    What colour is the ball?  (a clip: it moves, others appear)  12 colour names
 ``travel``        Which way does the ball travel overall?  (it may bounce)     to the right/.../stays
 ``digit_seq``     Which digit is shown first / last?  Largest?  How many?      0-9
+``where``         Where is the red band (or the red circle) in the picture?    at the top/.../right
 ================  ===========================================================  =====================
 
 The last five (:data:`CLIP_KINDS`) ask what the project's sample clips are asked
@@ -98,7 +99,10 @@ STILL_KINDS = ("digit_on_color",)  # training: a needle's digit as a still pictu
 # clips fail"): a small mover beside distractors up to three times its size, one of which may appear
 # partway (shapes.mp4), and a background that changes colour many times (long.mp4).
 CROWD_KINDS = ("crowd_mover", "crowd_color", "scene_seq")
-ALL_KINDS = KINDS + (CAPTION_KIND,) + CLIP_KINDS + STILL_KINDS + CROWD_KINDS  # order fixes each kind's seed: append only
+# Where something is in the picture (rotated.mp4's question: "Where is the red band?"), which no kind above asks.
+PLACE_KINDS = ("where",)
+PLACES = {"top": "at the top", "bottom": "at the bottom", "left": "on the left", "right": "on the right"}
+ALL_KINDS = KINDS + (CAPTION_KIND,) + CLIP_KINDS + STILL_KINDS + CROWD_KINDS + PLACE_KINDS  # order fixes each kind's seed: append only
 # Frame sizes (H, W), multiples of 28. Needle videos are long, so their frames are small.
 SIZES = [(112, 112), (112, 168), (168, 112), (168, 168), (168, 224), (224, 168), (224, 224),
          (224, 308), (252, 336), (308, 224)]
@@ -656,6 +660,48 @@ def _scene_seq(rng, h, w, t):
     return frames, q, names[-1] if at_end else names[0], list(COLORS), "word", meta
 
 
+def _where(rng, h, w, t):
+    """where: a band along one edge, or a shape near its middle, and maybe a small ball moving across the
+    centre: on which side of the picture is the band or shape? The answer is the side, not the motion."""
+    side = str(rng.choice(list(PLACES)))
+    n = 2 if t >= 4 and rng.random() < 0.6 else 1
+    colors = _pick_colors(rng, n)
+    bg = _background_for(rng, colors)
+    rgb = _jitter(rng, COLORS[colors[0]])
+    vertical = side in ("top", "bottom")  # the band runs along a horizontal edge
+    along, across = (h, w) if vertical else (w, h)
+    band = rng.random() < 0.6
+    img = _canvas(h, w, bg)
+    if band:
+        thick = int(round(rng.uniform(0.12, 0.28) * along))
+        sl = slice(0, thick) if side in ("top", "left") else slice(along - thick, along)
+        img[(sl, slice(None)) if vertical else (slice(None), sl)] = rgb
+        what, meta = "band", {"thickness": thick}
+    else:
+        shape = str(rng.choice(SHAPES))
+        r = rng.uniform(0.08, 0.12) * min(h, w)
+        near = rng.uniform(r + 1, 0.22 * along)
+        c_along = near if side in ("top", "left") else along - near
+        c_across = rng.uniform(0.3, 0.7) * across
+        cx, cy = (c_across, c_along) if vertical else (c_along, c_across)
+        img[shape_mask(shape, h, w, cx, cy, r)] = rgb
+        what, meta = shape, {"center": [float(cx), float(cy)], "r": float(r)}
+    frames = np.broadcast_to(img, (t, h, w, 3)).copy()
+    if n == 2:  # a small ball crossing the central box (0.42-0.58 of each side), clear of the band or shape
+        ball = _jitter(rng, COLORS[colors[1]])
+        r = 0.05 * min(h, w)
+        path = np.linspace(0.42, 0.58, t)[::1 if rng.random() < 0.5 else -1]
+        fixed = rng.uniform(0.42, 0.58)
+        falls = rng.random() < 0.5  # moves up or down, else sideways
+        for i in range(t):
+            x, y = (fixed * w, path[i] * h) if falls else (path[i] * w, fixed * h)
+            frames[i][shape_mask("circle", h, w, x, y, r)] = ball
+        meta["ball"] = colors[1]
+    meta.update(side=side, color=colors[0], rgb=rgb.tolist(), what=what, background=list(bg))
+    q = rng.choice([f"Where is the {colors[0]} {what} in the picture?", f"Where is the {colors[0]} {what}?"])
+    return frames, q, PLACES[side], list(PLACES.values()), "phrase", meta
+
+
 def _caption(rng, h, w, t):
     """A static picture and its caption: the objects left to right ("a red circle and a blue square"), or the digit."""
     if rng.integers(3) == 0:
@@ -679,7 +725,9 @@ def default_num_frames(rng, kind) -> int:
     if kind == "scene_seq":
         return 2 * int(rng.integers(8, 65))  # 16-128
     if kind in CROWD_KINDS:
-        return 2 * int(rng.integers(7, 13))  # 14-24: where the sample clip's answer went astray
+        return 2 * int(rng.integers(7, 13))
+    if kind in PLACE_KINDS:
+        return 2 * int(rng.integers(1, 9))  # 2-16  # 14-24: where the sample clip's answer went astray
     if kind in ("scene", "scene_change"):
         return 2 * int(rng.integers(4, 17))  # 8-32
     return 2 * int(rng.integers(8, 129))  # needles: 16-256
@@ -730,6 +778,8 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
         if t < 6:
             raise ValueError("scenes need at least 6 frames")
         frames, q, answer, pool, hint, meta = _scene(rng, kind, h, w, t)
+    elif kind == "where":
+        frames, q, answer, pool, hint, meta = _where(rng, h, w, t)
     elif kind in CLIP_KINDS + CROWD_KINDS:
         if t < 6:
             raise ValueError("clips need at least 6 frames")
@@ -771,7 +821,7 @@ _POOLS = {"color": list(COLORS), "shape": list(SHAPES), "digit": [str(i) for i i
           "clip_color": list(COLORS), "travel": [*TRAVEL.values(), STAY], "digit_seq": [str(i) for i in range(10)],
           "digit_on_color": [str(i) for i in range(10)]}
 _POOLS.update({"crowd_mover": _POOLS["mover"], "crowd_color": list(COLORS),
-               "scene_seq": list(COLORS) + [str(i) for i in range(12)]})
+               "scene_seq": list(COLORS) + [str(i) for i in range(12)], "where": list(PLACES.values())})
 
 
 def _normalise(text: str) -> str:

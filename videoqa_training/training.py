@@ -37,16 +37,30 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .synthetic import (CAPTION_KIND, CLIP_KINDS, CROWD_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES, SIZES, STATIC_KINDS,
-                        STILL_KINDS, Example, default_num_frames, make_example)
+from .synthetic import (ALL_KINDS, CAPTION_KIND, CLIP_KINDS, CROWD_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES,
+                        PLACE_KINDS, SIZES, STATIC_KINDS, STILL_KINDS, VIDEO_KINDS, Example, default_num_frames,
+                        make_example)
 
 # "clip": the sample videos' kinds of question (what moves, what appears, digits in sequence); "still": digits drawn
 # as needles draw them (a palette background, the haystack's dot); "crowd": the sample clips' layouts (a small
 # mover among large or late distractors, many background colours); "count": the single-frame counting questions
 # alone, the kind run D lost (5 of 8 after 650 steps with single at 15%). All four weight 0 unless asked.
-GROUPS = {"single": STATIC_KINDS, "video": ("motion", "scene", "scene_change"), "needle": NEEDLE_KINDS,
+# Any kind's name also works as a group of that kind alone (e.g. travel=0.1: the clip question D answered 3 of 8),
+# and "where" is the one kind that asks where a thing sits in the picture.
+GROUPS = {"single": STATIC_KINDS, "video": VIDEO_KINDS, "needle": NEEDLE_KINDS,
           "caption": (CAPTION_KIND,), "clip": CLIP_KINDS, "still": STILL_KINDS, "crowd": CROWD_KINDS,
-          "count": ("count",)}
+          "count": ("count",), "where": PLACE_KINDS}
+MULTI_FRAME_KINDS = VIDEO_KINDS + CLIP_KINDS + CROWD_KINDS  # one T serves a batch: these need >= 8 frames
+
+
+def group_kinds(group: str) -> tuple:
+    """The kinds a ``--group-weights`` name draws: a group of :data:`GROUPS`, or one kind by its own name."""
+    if group in GROUPS:
+        return tuple(GROUPS[group])
+    if group in ALL_KINDS:
+        return (group,)
+    raise ValueError(f"--group-weights: unknown group {group!r} (groups: {', '.join(GROUPS)}, or a kind: "
+                     f"{', '.join(k for k in ALL_KINDS if k not in GROUPS)})")
 DEFAULT_GROUP_WEIGHTS = {"caption": 0.2, "single": 0.35, "video": 0.2, "needle": 0.25}
 TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 
@@ -112,10 +126,10 @@ def step_examples(cfg: TrainConfig, step: int, split: str = "train") -> list[Exa
     names = sorted(cfg.group_weights)
     w = np.array([cfg.group_weights[n] for n in names], float)
     group = "single" if cfg.text_only else names[int(rng.choice(len(names), p=w / w.sum()))]
-    kinds = GROUPS[group]
+    kinds = group_kinds(group)
     first = str(kinds[int(rng.integers(len(kinds)))])
     t = int(cfg.frames) if cfg.frames else min(default_num_frames(rng, first), cfg.max_frames)
-    if group in ("video", "clip", "crowd"):  # motion needs >= 4 frames, scenes and clips >= 6; one T serves the whole batch
+    if set(kinds) & set(MULTI_FRAME_KINDS):  # motion needs >= 4 frames, scenes and clips >= 6
         t = max(t, 8)
     sizes = (cfg.needle_sizes or NEEDLE_SIZES) if group == "needle" else SIZES
     size = tuple(cfg.size) if cfg.size else sizes[int(rng.integers(len(sizes)))]
@@ -479,14 +493,15 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
 
     def evaluate():
         nonlocal eval_set
-        from .evaluate import accuracy, clip_examples, crowd_examples, mixed_examples, static_examples, still_examples
+        from .evaluate import (accuracy, clip_examples, crowd_examples, mixed_examples, static_examples, still_examples,
+                               where_examples)
 
         if eval_set is None:
             eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
                         else mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames)))
             # each optional group that trains adds its own questions, so the mixed part stays comparable
             for group, examples, share in (("clip", clip_examples, 2), ("still", still_examples, 4),
-                                           ("crowd", crowd_examples, 4)):
+                                           ("crowd", crowd_examples, 4), ("where", where_examples, 4)):
                 if not cfg.text_only and cfg.group_weights.get(group, 0) > 0:
                     eval_set = eval_set + examples(cfg.eval_examples // share)
         model.eval()
@@ -615,8 +630,7 @@ def _weights(text: str) -> dict:
     out = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
-        if name.strip() not in GROUPS:
-            raise ValueError(f"--group-weights: unknown group {name!r} (groups: {', '.join(GROUPS)})")
+        group_kinds(name.strip())  # refuses an unknown name
         out[name.strip()] = float(value)
     if not any(v > 0 for v in out.values()):
         raise ValueError("--group-weights: at least one weight must be positive")
