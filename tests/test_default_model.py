@@ -112,7 +112,7 @@ def test_compact_export_is_the_default_model_and_answers(smol, tmp_path, monkeyp
 
 
 def test_shipped_default_model_is_the_default_and_answers(smol, monkeypatch):
-    """videoqa/assets/default_model (run V, H200, 2026-12-02) is what the tools load when no model is named,
+    """videoqa/assets/default_model (the shipped export: docs/default-model.md) is what the tools load when no model is named,
     and it answers: colours, shapes and digits at 7/8 each (8/8 when measured, 32 held-out
     questions each in docs/default-model.md), a needle's colour among 64 frames, and a sample video.
     """
