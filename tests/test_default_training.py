@@ -127,6 +127,8 @@ def test_a_kind_name_is_a_group_of_that_kind_alone_and_where_adds_its_questions_
     T.train(tiny(tmp_path, steps=1, group_weights={"where": 1.0}, eval_every=1, eval_examples=8), log=events.append)
     ev = next(e for e in events if e["event"] == "eval")
     assert ev["n"] == 8 + 2 and "where" in ev["per_kind"]
+    short = T.TrainConfig(batch_size=3, group_weights={"does": 1.0}, tiny=True, max_frames=32)
+    assert any(e.num_frames < 8 for step in range(10) for e in T.step_examples(short, step))  # 2 s clips at 2 fps
 
 
 def test_right_padded_batch_needs_no_mask():

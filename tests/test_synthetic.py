@@ -421,7 +421,7 @@ def test_scene_sequence_answers_from_the_background_read_off_each_frame():
 
 
 def test_where_kind_comes_last_and_its_answer_is_the_side_its_pixels_sit_on():
-    assert S.ALL_KINDS[-1] == "where" and "where" not in KINDS + S.CLIP_KINDS + S.CROWD_KINDS
+    assert S.ALL_KINDS.index("where") == len(S.ALL_KINDS) - 2 and "where" not in KINDS + S.CLIP_KINDS + S.CROWD_KINDS
     seen, bands, balls = set(), 0, 0
     for i in range(24):
         e = make_example("train", i, kind="where", noise=0, mc=bool(i % 2))
@@ -441,3 +441,21 @@ def test_where_kind_comes_last_and_its_answer_is_the_side_its_pixels_sit_on():
         bands += m["what"] == "band"
         balls += "ball" in m
     assert seen == set(S.PLACES) and 6 <= bands <= 20 and balls >= 6
+
+
+def test_does_kind_is_travels_drawing_from_four_frames_answered_with_what_the_thing_does():
+    assert S.ALL_KINDS[-1] == "does" and S.DOES.keys() == S.TRAVEL.keys()
+    seen, short = set(), 0
+    for i in range(24):
+        e = make_example("train", i, kind="does", noise=0, mc=bool(i % 2))
+        derived = _net_direction(_centroids(e, e.meta["first"]["rgb"]))
+        assert e.answer == (S.DOES[derived] if derived else S.STAY)
+        assert e.question.startswith("What does the ") and is_correct(e, e.target)
+        seen.add(e.answer)
+        short += e.num_frames < 8
+        assert 4 <= e.num_frames <= 24
+    assert len(seen) == 5 and short >= 2
+    assert make_example("train", 0, kind="does", num_frames=4).num_frames == 4
+    with pytest.raises(ValueError, match="at least 4 frames"):
+        make_example("train", 0, kind="does", num_frames=2)
+    assert not is_correct(make_example("heldout", 1, kind="does", mc=False), "it moves to the right and it falls")

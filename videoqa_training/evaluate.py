@@ -39,12 +39,12 @@ from typing import Callable, Iterable
 
 import torch
 
-from .synthetic import (CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, PLACE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct,
+from .synthetic import (ACTION_KINDS, CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, PLACE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct,
                         make_example)
 
 # suites of --per-kind examples per kind: (kinds, frame count: the kind's default unless given)
 PER_KIND_SUITES = {"clip": (CLIP_KINDS, {}), "still": (STILL_KINDS, {"num_frames": 2}), "crowd": (CROWD_KINDS, {}),
-                   "where": (PLACE_KINDS, {})}
+                   "where": (PLACE_KINDS, {}), "does": (ACTION_KINDS, {})}
 NEEDLE_DEPTHS = (0.1, 0.5, 0.9)
 NEEDLE_FRAMES = (64, 128, 256)
 NEEDLE_SIZE = (112, 112)
@@ -131,6 +131,11 @@ def crowd_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list
 def where_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
     """``n`` held-out :data:`~.synthetic.PLACE_KINDS` pictures, half multiple choice (indices from ``first``, as clips)."""
     return _cycling(PLACE_KINDS, n, split, first)
+
+
+def does_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
+    """``n`` held-out :data:`~.synthetic.ACTION_KINDS` clips, half multiple choice (indices from ``first``, as clips)."""
+    return _cycling(ACTION_KINDS, n, split, first)
 
 
 def mixed_examples(n: int, *, split: str = "heldout", max_frames: int = 64) -> list[Example]:

@@ -25,6 +25,7 @@ kind              question (one of a few phrasings)                            a
 ``travel``        Which way does the ball travel overall?  (it may bounce)     to the right/.../stays
 ``digit_seq``     Which digit is shown first / last?  Largest?  How many?      0-9
 ``where``         Where is the red band (or the red circle) in the picture?    at the top/.../right
+``does``          What does the ball do?  (travel's clips, 4-24 frames)        it falls/.../stays
 ================  ===========================================================  =====================
 
 The last five (:data:`CLIP_KINDS`) ask what the project's sample clips are asked
@@ -102,7 +103,13 @@ CROWD_KINDS = ("crowd_mover", "crowd_color", "scene_seq")
 # Where something is in the picture (rotated.mp4's question: "Where is the red band?"), which no kind above asks.
 PLACE_KINDS = ("where",)
 PLACES = {"top": "at the top", "bottom": "at the bottom", "left": "on the left", "right": "on the right"}
-ALL_KINDS = KINDS + (CAPTION_KIND,) + CLIP_KINDS + STILL_KINDS + CROWD_KINDS + PLACE_KINDS  # order fixes each kind's seed: append only
+# What a moving thing does, asked free-form as portrait.mp4's "What does the red ball do?" is: travel's
+# drawing with 4-24 frames (a 2 s clip at 2 fps is 4), answered with a verb phrase.
+ACTION_KINDS = ("does",)
+DOES = {"left to right": "it moves to the right", "right to left": "it moves to the left", "top to bottom": "it falls",
+        "bottom to top": "it rises"}
+ALL_KINDS = (KINDS + (CAPTION_KIND,) + CLIP_KINDS + STILL_KINDS + CROWD_KINDS + PLACE_KINDS
+             + ACTION_KINDS)  # order fixes each kind's seed: append only
 # Frame sizes (H, W), multiples of 28. Needle videos are long, so their frames are small.
 SIZES = [(112, 112), (112, 168), (168, 112), (168, 168), (168, 224), (224, 168), (224, 224),
          (224, 308), (252, 336), (308, 224)]
@@ -536,7 +543,7 @@ def _clip(rng, kind, h, w, t):
     clips shapes.mp4's light gray background with colours that stand out on it (:data:`CROWD_KINDS`).
     """
     crowd = kind in CROWD_KINDS
-    base = {"crowd_mover": "mover", "crowd_color": "clip_color"}.get(kind, kind)
+    base = {"crowd_mover": "mover", "crowd_color": "clip_color", "does": "travel"}.get(kind, kind)
     side = min(h, w)
     moving = rng.random() >= (0.15 if base == "mover" else 0.2 if base == "travel" else 0.3)
     n_static = int(rng.integers(0 if base == "travel" else 1, 3))
@@ -549,7 +556,7 @@ def _clip(rng, kind, h, w, t):
     r = rng.uniform(0.05, 0.09) * side if crowd else rng.uniform(0.07, 0.13) * side
     direction = str(rng.choice(DIRECTIONS))
     if moving:
-        xs, ys = _lane_path(rng, direction, h, w, r, t, bounce=kind == "travel" and rng.random() < 0.6)
+        xs, ys = _lane_path(rng, direction, h, w, r, t, bounce=base == "travel" and rng.random() < 0.6)
     else:
         (cx, cy), = _place(rng, h, w, [r])
         xs, ys = np.full(t, cx), np.full(t, cy)
@@ -587,6 +594,9 @@ def _clip(rng, kind, h, w, t):
         q = rng.choice([f"What colour is the {what}?", f"What color is the {what} in the video?"])
         return frames, q, asked["color"], list(COLORS), "word", meta
     what = "ball" if first["shape"] == "circle" and rng.random() < 0.5 else name
+    if kind == "does":
+        q = rng.choice([f"What does the {what} do?", f"What does the {what} do in the video?"])
+        return frames, q, DOES[direction] if moving else STAY, [*DOES.values(), STAY], "phrase", meta
     q = rng.choice([f"Which way does the {what} travel overall?", f"Where does the {what} go during the video?"])
     return frames, q, TRAVEL[direction] if moving else STAY, [*TRAVEL.values(), STAY], "phrase", meta
 
@@ -722,6 +732,8 @@ def default_num_frames(rng, kind) -> int:
         return 2 * int(rng.integers(3, 9))  # 6-16
     if kind in CLIP_KINDS:
         return 2 * int(rng.integers(4, 13))  # 8-24
+    if kind in ACTION_KINDS:
+        return 2 * int(rng.integers(2, 13))  # 4-24
     if kind == "scene_seq":
         return 2 * int(rng.integers(8, 65))  # 16-128
     if kind in CROWD_KINDS:
@@ -780,6 +792,10 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
         frames, q, answer, pool, hint, meta = _scene(rng, kind, h, w, t)
     elif kind == "where":
         frames, q, answer, pool, hint, meta = _where(rng, h, w, t)
+    elif kind in ACTION_KINDS:
+        if t < 4:
+            raise ValueError(f"{kind} needs at least 4 frames")
+        frames, q, answer, pool, hint, meta = _clip(rng, kind, h, w, t)
     elif kind in CLIP_KINDS + CROWD_KINDS:
         if t < 6:
             raise ValueError("clips need at least 6 frames")
@@ -821,7 +837,8 @@ _POOLS = {"color": list(COLORS), "shape": list(SHAPES), "digit": [str(i) for i i
           "clip_color": list(COLORS), "travel": [*TRAVEL.values(), STAY], "digit_seq": [str(i) for i in range(10)],
           "digit_on_color": [str(i) for i in range(10)]}
 _POOLS.update({"crowd_mover": _POOLS["mover"], "crowd_color": list(COLORS),
-               "scene_seq": list(COLORS) + [str(i) for i in range(12)], "where": list(PLACES.values())})
+               "scene_seq": list(COLORS) + [str(i) for i in range(12)], "where": list(PLACES.values()),
+               "does": [*DOES.values(), STAY]})
 
 
 def _normalise(text: str) -> str:

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .synthetic import (ALL_KINDS, CAPTION_KIND, CLIP_KINDS, CROWD_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES,
+from .synthetic import (ACTION_KINDS, ALL_KINDS, CAPTION_KIND, CLIP_KINDS, CROWD_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES,
                         PLACE_KINDS, SIZES, STATIC_KINDS, STILL_KINDS, VIDEO_KINDS, Example, default_num_frames,
                         make_example)
 
@@ -49,7 +49,7 @@ from .synthetic import (ALL_KINDS, CAPTION_KIND, CLIP_KINDS, CROWD_KINDS, KINDS,
 # and "where" is the one kind that asks where a thing sits in the picture.
 GROUPS = {"single": STATIC_KINDS, "video": VIDEO_KINDS, "needle": NEEDLE_KINDS,
           "caption": (CAPTION_KIND,), "clip": CLIP_KINDS, "still": STILL_KINDS, "crowd": CROWD_KINDS,
-          "count": ("count",), "where": PLACE_KINDS}
+          "count": ("count",), "where": PLACE_KINDS, "does": ACTION_KINDS}
 MULTI_FRAME_KINDS = VIDEO_KINDS + CLIP_KINDS + CROWD_KINDS  # one T serves a batch: these need >= 8 frames
 
 
@@ -493,15 +493,16 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
 
     def evaluate():
         nonlocal eval_set
-        from .evaluate import (accuracy, clip_examples, crowd_examples, mixed_examples, static_examples, still_examples,
-                               where_examples)
+        from .evaluate import (accuracy, clip_examples, crowd_examples, does_examples, mixed_examples, static_examples,
+                               still_examples, where_examples)
 
         if eval_set is None:
             eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
                         else mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames)))
             # each optional group that trains adds its own questions, so the mixed part stays comparable
             for group, examples, share in (("clip", clip_examples, 2), ("still", still_examples, 4),
-                                           ("crowd", crowd_examples, 4), ("where", where_examples, 4)):
+                                           ("crowd", crowd_examples, 4), ("where", where_examples, 4),
+                                           ("does", does_examples, 4)):
                 if not cfg.text_only and cfg.group_weights.get(group, 0) > 0:
                     eval_set = eval_set + examples(cfg.eval_examples // share)
         model.eval()
