@@ -9,6 +9,8 @@
 #   bash scripts/gpu_train.sh stage1 SECONDS        # stage 1 from both, two learning-rate settings (S, T) side by side
 #   bash scripts/gpu_train.sh from-export SECONDS DIR [NAME [ARGS]]   # stage 1 continued from a compact export (NAME: W)
 #   bash scripts/gpu_train.sh evaluate NAME [ARGS]  # held-out suites on NAME's export (EVAL_TAG: output suffix); model tarball to $OUT
+#   bash scripts/gpu_train.sh train-evaluate SECONDS DIR NAME [ARGS]   # from-export, then every held-out suite, in one call:
+#                                                   # $OUT gets NAME.jsonl, NAME-model.tgz and NAME-evals.tar
 # Each run: checkpoints in out/runs/NAME/ckpt, a snapshot export in out/runs/NAME/model, its log
 # copied to $OUT/NAME.jsonl. docs/default-model.md has the whole procedure.
 set -uo pipefail
@@ -137,10 +139,32 @@ from-export)
 evaluate)
     name=$2; shift 2
     # EVAL_TAG names a second evaluation of the same run (e.g. EVAL_TAG=-224 ... --size 224x224 --suites needle)
-    python3 -m videoqa_training.evaluate --model "out/runs/$name/model" --device cuda --output "$OUT/eval-$name${EVAL_TAG:-}" --quiet "$@" \
+    python3 -m videoqa_training.evaluate --model "out/runs/$name/model" --device "${EVAL_DEVICE:-cuda}" --output "$OUT/eval-$name${EVAL_TAG:-}" --quiet "$@" \
         2>&1 | grep -v Convert | tail -30
     tar czf - -C "out/runs/$name" model | split -b 15M - "$OUT/$name-model.tgz.part" && ls -la "$OUT"
     ;;
+train-evaluate)
+    # The whole of a training call once the GGUF is set up: train from an export, then the held-out suites
+    # (EVAL_SUITES, and the 224x224 needles unless EVAL_224=0) side by side, packed into three files that
+    # come back from the device (8 files of 16 MiB at most). The evaluations inherit this script's environment
+    # (VIDEOQA_SMOLLM2_GGUF): a bare `python3 -m videoqa_training.evaluate` there finds no language model.
+    seconds=$2; src=$3; name=$4; shift 4
+    bash "$0" from-export "$seconds" "$src" "$name" "$@"; status=$?
+    rm -f "$OUT/$name-trainable.pt.part"*
+    [ -f "out/runs/$name/model/videoqa_default.json" ] || { echo "$name left no export"; exit 1; }
+    tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model
+    ev="out/runs/$name/evals"; mkdir -p "$ev"
+    # shellcheck disable=SC2086
+    OUT="$ev" bash "$0" evaluate "$name" --suites ${EVAL_SUITES:-single needle clip still crowd where does} > "$ev/eval.log" 2>&1 &
+    if [ "${EVAL_224:-1}" != 0 ]; then
+        OUT="$ev" EVAL_TAG=-224x16 bash "$0" evaluate "$name" --size 224x224 --suites needle --per-cell 16 > "$ev/eval224.log" 2>&1 &
+    fi
+    wait
+    rm -f "$ev"/*-model.tgz*
+    tar cf "$OUT/$name-evals.tar" -C "out/runs/$name" evals
+    grep -hE '^\| [a-z]' "$ev"/eval*.log | grep -vE 'needle T=|^\| --' || { echo "no evaluation table:"; tail -5 "$ev"/eval*.log; status=1; }
+    exit $status
+    ;;
 *)
-    sed -n 2,11p "$0"; exit 2 ;;
+    sed -n 2,13p "$0"; exit 2 ;;
 esac

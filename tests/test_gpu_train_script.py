@@ -51,3 +51,31 @@ def test_sweep_then_continue_resumes_each_run_to_the_end(tmp_path):
 
     usage = _run(tmp_path, "no-such-subcommand")
     assert usage.returncode == 2 and "continue SECONDS" in usage.stdout
+
+
+def test_train_evaluate_trains_from_an_export_packs_three_files_and_reports_a_failed_evaluation(tmp_path):
+    """The tiny stand-in's export cannot be loaded by `videoqa_training.evaluate` (its language model is not
+    rebuilt from a marker), so here the evaluation fails: the call must still pack the run's log, export and
+    evaluation logs, print why, and exit 1. The evaluation itself runs on the GPU machine."""
+    (tmp_path / "scripts").symlink_to(ROOT / "scripts")
+    lora = "--lora-rank 16 --lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    base = _run(tmp_path, "sweep", "120", f"A={TINY} {lora}")
+    assert base.returncode == 0, base.stdout + base.stderr
+    env = {**os.environ, "EVAL_DEVICE": "cpu", "EVAL_SUITES": "single", "EVAL_224": "0", "OUT": str(tmp_path / "res2"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(["bash", "scripts/gpu_train.sh", "train-evaluate", "120", "out/runs/A/model", "H", *TINY.split()],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stdout + run.stderr
+    res = tmp_path / "res2"
+    assert sorted(p.name for p in res.iterdir()) == ["H-evals.tar", "H-model.tgz", "H.jsonl"]
+    assert _events(res / "H.jsonl")[-1]["event"] == "exported"
+    assert [e["step"] for e in _events(res / "H.jsonl") if e["event"] == "train"] == [1, 3]
+    import tarfile
+
+    with tarfile.open(res / "H-evals.tar") as tar:
+        names = tar.getnames()
+        log = tar.extractfile("evals/eval.log").read().decode()
+    assert "cannot be rebuilt automatically" in log and not any("model.tgz" in n for n in names)
+    with tarfile.open(res / "H-model.tgz") as tar:
+        assert "model/videoqa_default.json" in tar.getnames()
+    assert "no evaluation table" in run.stdout
