@@ -40,3 +40,13 @@ def test_the_opposite_direction_is_not_scored_right():
     assert ask.is_right(SimpleNamespace(letter=None, text="left to right"), direction)
     assert ask.is_right(SimpleNamespace(letter=None, text="It moves to the right."), direction)
     assert not ask.is_right(SimpleNamespace(letter=None, text="right to left"), direction)
+
+
+def test_every_suggested_demo_question_is_asked_once():
+    from videoqa.demo.samples import SUGGESTED
+
+    picked = ask.suggested()
+    assert sorted(ask.QUESTIONS[i][0] for i in picked) == sorted(SUGGESTED)
+    for i in picked:
+        clip, question, options, expected = ask.QUESTIONS[i]
+        assert SUGGESTED[clip] == (question, options, expected)

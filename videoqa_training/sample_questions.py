@@ -39,6 +39,12 @@ def is_right(answer, expected) -> bool:
     return samples.is_right(answer.text, answer.letter, expected)
 
 
+def suggested(questions=QUESTIONS) -> list[int]:
+    """Indices into ``questions`` of the demo's suggested questions (:data:`videoqa.demo.samples.SUGGESTED`), one per clip."""
+    return [i for i, (clip, question, options, _) in enumerate(questions)
+            if clip in samples.SUGGESTED and samples.SUGGESTED[clip][:2] == (question, list(options))]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model directory or hub id (default: the default model)")
@@ -49,15 +55,18 @@ def main(argv=None) -> int:
     from videoqa import answer
     from videoqa.demo.samples import SAMPLES_DIR
 
-    right = 0
+    right, marks = 0, []
     for clip, question, options, expected in QUESTIONS:
         a = answer(str(SAMPLES_DIR / clip), question, options or None, model=args.model, sparse=args.sparse,
                    config=UniSparseConfig(min_seq_len=0, max_density=1.0), max_new_tokens=16)  # the method itself
         ok = is_right(a, expected)
         right += ok
+        marks.append(ok)
         print(f"{'right' if ok else 'WRONG'}  {clip:17s} {question!r} -> {a.text!r}"
               + (f" (letter {a.letter}, right {expected})" if options else f" (right: {expected[0]})"), flush=True)
-    print(f"{right}/{len(QUESTIONS)} right ({'UniSparse' if args.sparse else 'dense'}, {a.model})")
+    demo = suggested()
+    print(f"{right}/{len(QUESTIONS)} right ({'UniSparse' if args.sparse else 'dense'}, {a.model}); "
+          f"the demo's suggested questions: {sum(marks[i] for i in demo)}/{len(demo)}")
     return 0
 
 
