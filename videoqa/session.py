@@ -166,6 +166,86 @@ class VideoSession:
                            list(self.layers), self.sparse, self.used, self.keep_frames,
                            reused=SHARED_TIMINGS, prefix_tokens=P)
 
+    def ask_many(self, questions: Sequence[str], options: Sequence[Sequence[str] | None] | None = None, *,
+                 max_new_tokens: int = 64, generate_kwargs: dict | None = None) -> list[Answer]:
+        """Answer several questions, each suffix prefilled as :meth:`ask` does, then all decoded as one batch
+        over the prefix kept once (:mod:`videoqa.batch_decode`). The same tokens as asking them one by
+        one up to float rounding; each :class:`Answer`'s ``generate`` is its share of the batch's decode."""
+        from . import batch_decode
+        from .models import set_sparsity
+
+        if self._cache is None:
+            raise RuntimeError("this VideoSession is closed")
+        questions = list(questions)
+        options = [None] * len(questions) if options is None else list(options)
+        if len(options) != len(questions):
+            raise ValueError(f"options must have one entry per question ({len(questions)}), got {len(options)}")
+        checked = [check_request(q, o, max_new_tokens) for q, o in zip(questions, options)]
+        loaded, P = self.loaded, self.prefix_len
+        model_ = loaded.model
+        cache_kw = "cache" if "cache" in inspect.signature(model_.forward).parameters else "past_key_values"
+        eos = loaded.processor.eos_token_ids
+        rows = []
+        with loaded.lock:
+            if self.sparse:
+                set_sparsity(loaded, True, **self._enable)
+            else:
+                set_sparsity(loaded, False)
+            for question, opts in checked:
+                t_start = time.perf_counter()
+                prepared, inputs = model_inputs(loaded, self.frames, question, opts, self.system, pixels=self._pixels,
+                                                text_only=True)
+                if not torch.equal(prepared.inputs["input_ids"][:, :P], self.prefix_ids):
+                    raise RuntimeError("the question's prompt does not start with the session's prefix")
+                t_prepared = device_clock(loaded.device)
+                suffix_deltas, decode_deltas = self._deltas(prepared.num_tokens)
+                _set_rope_deltas(model_, suffix_deltas)
+                gen_args = greedy_args(loaded, 1, generate_kwargs, FirstTokenClock(loaded.device))
+                n = prepared.num_tokens - P
+                try:
+                    with torch.inference_mode(), without_cudnn_attention(loaded.device):
+                        t0 = device_clock(loaded.device)
+                        out = model_.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                              **{cache_kw: self._cache}, **gen_args)
+                        t1 = device_clock(loaded.device)
+                        own = [tuple(x[:, :, P:P + n].clone() for x in batch_decode.layer_kv(self._cache, layer))
+                               for layer in range(batch_decode.num_layers(self._cache))]
+                finally:
+                    _crop(self._cache, P)
+                rows.append({"question": question, "options": opts, "prepared": prepared, "kv": own,
+                             "first": out[0, prepared.num_tokens:], "suffix": n, "t_start": t_start,
+                             "decode_deltas": suffix_deltas if decode_deltas is None else decode_deltas,
+                             "timings": {"preprocess": t_prepared - t_start, "prefill": t1 - t0}})
+            live = [r for r in rows if max_new_tokens > 1 and int(r["first"][-1]) not in eos]
+            decode_s = 0.0
+            if live:
+                tail, valid, lengths = batch_decode.padded_tail([r["kv"] for r in live])
+                longest = max(lengths)
+                first = torch.stack([r["first"][-1:] for r in live])
+                ids = torch.cat([torch.zeros(len(live), longest, dtype=first.dtype, device=first.device), first], 1)
+                mask = torch.ones(len(live), longest + 1, dtype=torch.long, device=first.device)  # see batch_decode
+                # a row's positions are answer()'s: its first decoded token sits at P + suffix, here at `longest`
+                deltas = torch.cat([r["decode_deltas"].reshape(1, 1) + (P + r["suffix"] - longest) for r in live])
+                gen_args = greedy_args(loaded, max_new_tokens - 1, generate_kwargs, FirstTokenClock(loaded.device))
+                modules = batch_decode.attention_modules(model_)
+                with torch.inference_mode(), batch_decode.SharedPrefix(model_, modules, self._cache, P, valid):
+                    _set_rope_deltas(model_, deltas)
+                    t0 = device_clock(loaded.device)
+                    out = model_.generate(input_ids=ids, attention_mask=mask, **{cache_kw: tail}, **gen_args)
+                    decode_s = device_clock(loaded.device) - t0
+                for r, tokens in zip(live, out[:, longest:]):
+                    r["first"] = batch_decode.trim(tokens, eos)
+        answers = []
+        for r in rows:
+            self.questions += 1
+            own = {**r["timings"], "generate": decode_s / len(live) if r in live else 0.0}
+            own["total"] = own["preprocess"] + own["prefill"] + own["generate"]
+            timings = {**{k: self.timings[k] for k in SHARED_TIMINGS}, **own}
+            answers.append(make_answer(loaded, self.frames, r["prepared"], r["question"], r["options"], r["first"],
+                                       timings, list(self.layers), self.sparse, self.used, self.keep_frames,
+                                       reused=SHARED_TIMINGS, prefix_tokens=P))
+        return answers
+
     def _deltas(self, num_tokens: int):
         """``(rope deltas for the question's suffix, for the tokens decoded after it or None)``: the
         positions :func:`videoqa.answer` gives the same prompt. transformers 5.x's Qwen2-VL places text
@@ -195,11 +275,14 @@ class VideoSession:
 
 
 def answer_many(video, questions: Sequence[str], options: Sequence[Sequence[str] | None] | None = None, *,
-                max_new_tokens: int = 64, generate_kwargs: dict | None = None, **session_kwargs) -> list[Answer]:
+                max_new_tokens: int = 64, generate_kwargs: dict | None = None, batch_decode: bool = False,
+                **session_kwargs) -> list[Answer]:
     """Answer several questions about one video with one :class:`VideoSession`: one :class:`Answer` each.
 
-    ``options``: None, or one entry per question (None for a free-text question). Other keywords
-    are :class:`VideoSession`'s. Every question is checked before the video is touched."""
+    ``options``: None, or one entry per question (None for a free-text question). ``batch_decode``:
+    decode the answers as one batch over the shared prefix (:meth:`VideoSession.ask_many`) instead of
+    one after another. Other keywords are :class:`VideoSession`'s. Every question is checked before
+    the video is touched."""
     questions = [check_question(q) for q in questions]
     if not questions:
         raise ValueError("questions must hold at least one question")
@@ -209,6 +292,8 @@ def answer_many(video, questions: Sequence[str], options: Sequence[Sequence[str]
         raise ValueError(f"options must have one entry per question ({len(questions)}), got {len(options)}")
     options = [check_options(o) for o in options]
     with VideoSession(video, **session_kwargs) as session:
+        if batch_decode:
+            return session.ask_many(questions, options, max_new_tokens=max_new_tokens, generate_kwargs=generate_kwargs)
         return [session.ask(q, o, max_new_tokens=max_new_tokens, generate_kwargs=generate_kwargs)
                 for q, o in zip(questions, options)]
 

@@ -116,7 +116,7 @@ def video_file(directory: Path, visual_tokens: int) -> tuple[Path, int]:
 
 
 def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Path | None = None,
-                   dtype: torch.dtype | None = None):
+                   dtype: torch.dtype | None = None, batch_decode: bool = False):
     """Qwen2-VL-7B shapes (``arch="tiny"``: a smoke test), random weights, a generated video file per length.
 
     ``dtype`` (default bf16 on a GPU, float32 on the CPU): random weights give near-tied logits, so in bf16
@@ -148,6 +148,15 @@ def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Pa
             many = answer_many(path, QUESTIONS, sparse=sparse, config=cfg, **kw)
             t3 = clock()
             peak_many = torch.cuda.max_memory_allocated() - base if cuda else float("nan")
+            batched = {}
+            if batch_decode:  # the same session with the answers decoded as one batch over the shared prefix
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                t4 = clock()
+                rows_b = answer_many(path, QUESTIONS, sparse=sparse, config=cfg, batch_decode=True, **kw)
+                batched = {"batched_s": (clock() - t4) / 3,
+                           "same_batched": sum(a.text == b.text for a, b in zip(many, rows_b)),
+                           "peak_batched_gib": (torch.cuda.max_memory_allocated() - base) / 2**30 if cuda else float("nan")}
             rows.append({"visual_tokens": n, "tokens": ind[0].total_tokens, "mode": "UniSparse" if sparse else "dense",
                          "independent_s": (t1 - t0) / 3, "session_s": (t3 - t2) / 3,
                          "prefix_prefill_s": many[0].timings["prefix_prefill"],
@@ -157,7 +166,7 @@ def synthetic_rows(lengths, max_new_tokens: int, arch: str = "7b", video_dir: Pa
                          "new_tokens_independent": sum(a.new_tokens for a in ind) / 3,
                          "new_tokens_session": sum(a.new_tokens for a in many) / 3,
                          "peak_independent_gib": peak_ind / 2**30, "peak_session_gib": peak_many / 2**30,
-                         "independent_steps_s": mean_timings(ind), "session_steps_s": mean_timings(many)})
+                         "independent_steps_s": mean_timings(ind), "session_steps_s": mean_timings(many), **batched})
             print(rows[-1], flush=True)
             if cuda:
                 torch.cuda.empty_cache()
@@ -214,6 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--output", type=Path, default=None)
     p.add_argument("--video-dir", type=Path, default=None,
                    help="--synthetic-7b's videos: v<N>.mp4 read from here when present, else written there")
+    p.add_argument("--batch-decode", action="store_true",
+                   help="--synthetic-7b: also time the session with its answers decoded as one batch")
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
                    help="--synthetic-7b's weights (default: bfloat16 on a GPU, float32 on the CPU)")
     p.add_argument("--save-model", type=Path, default=None, metavar="DIR",
@@ -253,7 +264,7 @@ def main(argv=None) -> int:
         if args.video_dir:
             args.video_dir.mkdir(parents=True, exist_ok=True)
         dtype = getattr(torch, args.dtype) if args.dtype else None
-        rows = synthetic_rows(args.synthetic_7b, args.max_new_tokens, args.arch, args.video_dir, dtype)
+        rows = synthetic_rows(args.synthetic_7b, args.max_new_tokens, args.arch, args.video_dir, dtype, args.batch_decode)
         used = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
         lines += [f"Qwen2-VL-7B's architecture ({args.arch}), random weights, {used}; 448x448 frames; three questions, "
                   f"{args.max_new_tokens} new tokens at most.", "",
@@ -264,6 +275,14 @@ def main(argv=None) -> int:
                   f"**{r['session_s'] / r['independent_s']:.2f}** | {r['prefix_prefill_s']:.3f} | {r['same']}/3 | "
                   f"{r['new_tokens_independent']:.1f} / {r['new_tokens_session']:.1f} | "
                   f"{r['peak_independent_gib']:.2f} | {r['peak_session_gib']:.2f} |" for r in rows]
+        if args.batch_decode:
+            lines += ["", ("The same sessions with the answers decoded as one batch over the shared prefix "
+                           "(`answer_many(..., batch_decode=True)`):"), "",
+                      ("| visual tokens | mode | independent s/q | batched session s/q | ratio | answers as the session's | "
+                       "peak GiB, batched session |"), "| --- | --- | --- | --- | --- | --- | --- |"]
+            lines += [f"| {r['visual_tokens']} | {r['mode']} | {r['independent_s']:.3f} | {r['batched_s']:.3f} | "
+                      f"**{r['batched_s'] / r['independent_s']:.2f}** | {r['same_batched']}/3 | {r['peak_batched_gib']:.2f} |"
+                      for r in rows]
     lines.append(f"\nCommand: `python benchmarks/sessions/bench_sessions.py {' '.join(argv or __import__('sys').argv[1:])}`")
     md = "\n".join(lines) + "\n"
     print(md)
