@@ -118,16 +118,10 @@ def _set_text_attention(model, name: str) -> None:
 
 
 def attention_modules(model) -> list:
-    """The language model's self-attention modules (those with a ``layer_idx`` and KV groups)."""
-    return [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")
-            and not _in_vision(model, m)]
-
-
-def _in_vision(model, module) -> bool:
-    from .pipeline import vision_tower
-
-    vision = vision_tower(model)
-    return vision is not None and any(module is m for m in vision.modules())
+    """The language model's self-attention modules: those holding its text config and a layer index."""
+    text = getattr(model.config, "text_config", None) or model.config
+    return [m for m in model.modules() if getattr(m, "config", None) is text and hasattr(m, "layer_idx")
+            and hasattr(m, "num_key_value_groups")]
 
 
 def padded_tail(suffixes: list[list[tuple[torch.Tensor, torch.Tensor]]]):

@@ -222,7 +222,11 @@ class VideoSession:
                 tail, valid, lengths = batch_decode.padded_tail([r["kv"] for r in live])
                 longest = max(lengths)
                 first = torch.stack([r["first"][-1:] for r in live])
-                ids = torch.cat([torch.zeros(len(live), longest, dtype=first.dtype, device=first.device), first], 1)
+                pad = int(loaded.processor.eos_token_ids[0])
+                # each row's own tokens, padded (only logits processors that read the history see them)
+                ids = torch.stack([torch.nn.functional.pad(r["prepared"].inputs["input_ids"][0, P:].to(first.device),
+                                                           (0, longest - r["suffix"]), value=pad) for r in live])
+                ids = torch.cat([ids, first], 1)
                 mask = torch.ones(len(live), longest + 1, dtype=torch.long, device=first.device)  # see batch_decode
                 # a row's positions are answer()'s: its first decoded token sits at P + suffix, here at `longest`
                 deltas = torch.cat([r["decode_deltas"].reshape(1, 1) + (P + r["suffix"] - longest) for r in live])
