@@ -24,6 +24,13 @@ LORA=(--lora-rank 16 --lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_pro
 STAGE1="--lm-dtype float32 --visual-scale-weight 0.1 --group-weights caption=0.15,single=0.4,video=0.15,needle=0.3"
 COMMON=(--steps 3000 --eval-every 300 --eval-examples 60 --checkpoint-every 300 --export-on-stop --log-every 20)
 
+# held_out NAME OUTPUT_DIR [ARGS]: the held-out suites on NAME's export (EVAL_TAG: output suffix), the table printed
+held_out() {
+    local name=$1 dir=$2; shift 2
+    python3 -m videoqa_training.evaluate --model "out/runs/$name/model" --device "${EVAL_DEVICE:-cuda}" \
+        --output "$dir/eval-$name${EVAL_TAG:-}" --quiet "$@" 2>&1 | grep -v Convert | tail -30
+}
+
 case "${1:-}" in
 setup)
     cat out/carry/smollm2.gguf.part0* > out/smollm2.gguf
@@ -139,8 +146,7 @@ from-export)
 evaluate)
     name=$2; shift 2
     # EVAL_TAG names a second evaluation of the same run (e.g. EVAL_TAG=-224 ... --size 224x224 --suites needle)
-    python3 -m videoqa_training.evaluate --model "out/runs/$name/model" --device "${EVAL_DEVICE:-cuda}" --output "$OUT/eval-$name${EVAL_TAG:-}" --quiet "$@" \
-        2>&1 | grep -v Convert | tail -30
+    held_out "$name" "$OUT" "$@"
     tar czf - -C "out/runs/$name" model | split -b 15M - "$OUT/$name-model.tgz.part" && ls -la "$OUT"
     ;;
 train-evaluate)
@@ -155,12 +161,11 @@ train-evaluate)
     tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model
     ev="out/runs/$name/evals"; mkdir -p "$ev"
     # shellcheck disable=SC2086
-    OUT="$ev" bash "$0" evaluate "$name" --suites ${EVAL_SUITES:-single needle clip still crowd where does} > "$ev/eval.log" 2>&1 &
+    held_out "$name" "$ev" --suites ${EVAL_SUITES:-single needle clip still crowd where does} > "$ev/eval.log" 2>&1 &
     if [ "${EVAL_224:-1}" != 0 ]; then
-        OUT="$ev" EVAL_TAG=-224x16 bash "$0" evaluate "$name" --size 224x224 --suites needle --per-cell 16 > "$ev/eval224.log" 2>&1 &
+        EVAL_TAG=-224x16 held_out "$name" "$ev" --size 224x224 --suites needle --per-cell 16 > "$ev/eval224.log" 2>&1 &
     fi
     wait
-    rm -f "$ev"/*-model.tgz*
     tar cf "$OUT/$name-evals.tar" -C "out/runs/$name" evals
     grep -hE '^\| [a-z]' "$ev"/eval*.log | grep -vE 'needle T=|^\| --' || { echo "no evaluation table:"; tail -5 "$ev"/eval*.log; status=1; }
     exit $status

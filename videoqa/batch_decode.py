@@ -80,48 +80,43 @@ def layer_kv(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cache.key_cache[layer], cache.value_cache[layer]
 
 
-def num_layers(cache) -> int:
+def own_tokens(cache, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, copies of the cache's keys and values for tokens ``start:end`` (a question's suffix)."""
     layers = getattr(cache, "layers", None)
-    return len(layers) if layers is not None else len(cache.key_cache)
+    count = len(layers) if layers is not None else len(cache.key_cache)
+    return [tuple(x[:, :, start:end].clone() for x in layer_kv(cache, i)) for i in range(count)]
 
 
 class SharedPrefix:
-    """While active, every attention module of ``modules`` (each with a ``layer_idx``) attends to its
+    """While active, every attention module of ``model``'s language model attends to its
     layer's prefix from ``cache`` (its first ``length`` tokens) besides the batch's own keys, of which
     ``valid`` ``[B, S]`` (bool) says which of the first S are real (the rest is padding), and the
     model's text attention is :data:`ATTENTION_NAME`; on exit both are restored."""
 
-    def __init__(self, model, modules, cache, length: int, valid: torch.Tensor | None = None):
-        self.model, self.modules, self.cache, self.length, self.valid = model, modules, cache, length, valid
+    def __init__(self, model, cache, length: int, valid: torch.Tensor | None = None):
+        from unisparse.integrations.transformers import text_attention_modules
+
+        self.model, self.cache, self.length, self.valid = model, cache, length, valid
+        self.modules = text_attention_modules(model)
 
     def __enter__(self):
+        from unisparse.integrations.transformers import set_text_attention
+
         register()
         text = getattr(self.model.config, "text_config", None) or self.model.config
         self.previous = text._attn_implementation
         for m in self.modules:
             k, v = layer_kv(self.cache, m.layer_idx)
             m.__dict__[_PREFIX_ATTR] = (k[:, :, :self.length], v[:, :, :self.length], self.valid)
-        _set_text_attention(self.model, ATTENTION_NAME)
+        set_text_attention(self.model, ATTENTION_NAME)
         return self
 
     def __exit__(self, *exc):
+        from unisparse.integrations.transformers import set_text_attention
+
         for m in self.modules:
             m.__dict__.pop(_PREFIX_ATTR, None)
-        _set_text_attention(self.model, self.previous)
-
-
-def _set_text_attention(model, name: str) -> None:
-    if getattr(model.config, "text_config", None) is not None:
-        model.set_attn_implementation({"text_config": name})
-    else:
-        model.set_attn_implementation(name)
-
-
-def attention_modules(model) -> list:
-    """The language model's self-attention modules: those holding its text config and a layer index."""
-    text = getattr(model.config, "text_config", None) or model.config
-    return [m for m in model.modules() if getattr(m, "config", None) is text and hasattr(m, "layer_idx")
-            and hasattr(m, "num_key_value_groups")]
+        set_text_attention(self.model, self.previous)
 
 
 def padded_tail(suffixes: list[list[tuple[torch.Tensor, torch.Tensor]]]):

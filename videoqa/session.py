@@ -120,31 +120,21 @@ class VideoSession:
     def ask(self, question: str, options: Sequence[str] | None = None, *, max_new_tokens: int = 64,
             generate_kwargs: dict | None = None) -> Answer:
         """Answer one question about the session's video (greedy), reusing its prefill. See the module docstring."""
-        from .models import set_sparsity
-
         if self._cache is None:
             raise RuntimeError("this VideoSession is closed")
         t_start = time.perf_counter()
         question, options = check_request(question, options, max_new_tokens)
         loaded, P = self.loaded, self.prefix_len
-        prepared, inputs = model_inputs(loaded, self.frames, question, options, self.system, pixels=self._pixels,
-                                        text_only=True)
-        ids = prepared.inputs["input_ids"]
-        if not torch.equal(ids[:, :P], self.prefix_ids):
-            raise RuntimeError("the question's prompt does not start with the session's prefix (the chat "
-                               "template puts something before the video that depends on the question)")
+        prepared, inputs = self._question_inputs(question, options)
         t_prepared = device_clock(loaded.device)
         first = FirstTokenClock(loaded.device)
         gen_args = greedy_args(loaded, max_new_tokens, generate_kwargs, first)
         model_ = loaded.model
-        cache_kw = "cache" if "cache" in inspect.signature(model_.forward).parameters else "past_key_values"
+        cache_kw = _cache_keyword(model_)
         self._say(f"question {self.questions + 1}: {prepared.num_tokens - P} new tokens over the video's "
                   f"{P} cached ones")
         with loaded.lock:
-            if self.sparse:  # the suffix runs dense over the cache either way; the switch keeps records honest
-                set_sparsity(loaded, True, **self._enable)
-            else:
-                set_sparsity(loaded, False)
+            self._route()
             suffix_deltas, decode_deltas = self._deltas(prepared.num_tokens)
             _set_rope_deltas(model_, suffix_deltas)
             if decode_deltas is not None:  # the tokens decoded after the suffix take answer()'s positions
@@ -172,7 +162,6 @@ class VideoSession:
         over the prefix kept once (:mod:`videoqa.batch_decode`). The same tokens as asking them one by
         one up to float rounding; each :class:`Answer`'s ``generate`` is its share of the batch's decode."""
         from . import batch_decode
-        from .models import set_sparsity
 
         if self._cache is None:
             raise RuntimeError("this VideoSession is closed")
@@ -183,20 +172,16 @@ class VideoSession:
         checked = [check_request(q, o, max_new_tokens) for q, o in zip(questions, options)]
         loaded, P = self.loaded, self.prefix_len
         model_ = loaded.model
-        cache_kw = "cache" if "cache" in inspect.signature(model_.forward).parameters else "past_key_values"
+        if not hasattr(_language_model(model_), "rope_deltas"):  # no per-row positions: one by one
+            return [self.ask(q, o, max_new_tokens=max_new_tokens, generate_kwargs=generate_kwargs) for q, o in checked]
+        cache_kw = _cache_keyword(model_)
         eos = loaded.processor.eos_token_ids
         rows = []
         with loaded.lock:
-            if self.sparse:
-                set_sparsity(loaded, True, **self._enable)
-            else:
-                set_sparsity(loaded, False)
+            self._route()
             for question, opts in checked:
                 t_start = time.perf_counter()
-                prepared, inputs = model_inputs(loaded, self.frames, question, opts, self.system, pixels=self._pixels,
-                                                text_only=True)
-                if not torch.equal(prepared.inputs["input_ids"][:, :P], self.prefix_ids):
-                    raise RuntimeError("the question's prompt does not start with the session's prefix")
+                prepared, inputs = self._question_inputs(question, opts)
                 t_prepared = device_clock(loaded.device)
                 suffix_deltas, decode_deltas = self._deltas(prepared.num_tokens)
                 _set_rope_deltas(model_, suffix_deltas)
@@ -208,15 +193,17 @@ class VideoSession:
                         out = model_.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                               **{cache_kw: self._cache}, **gen_args)
                         t1 = device_clock(loaded.device)
-                        own = [tuple(x[:, :, P:P + n].clone() for x in batch_decode.layer_kv(self._cache, layer))
-                               for layer in range(batch_decode.num_layers(self._cache))]
+                        own = batch_decode.own_tokens(self._cache, P, P + n)
                 finally:
                     _crop(self._cache, P)
+                deltas = suffix_deltas if decode_deltas is None else decode_deltas
+                first = out[0, prepared.num_tokens:]
                 rows.append({"question": question, "options": opts, "prepared": prepared, "kv": own,
-                             "first": out[0, prepared.num_tokens:], "suffix": n, "t_start": t_start,
-                             "decode_deltas": suffix_deltas if decode_deltas is None else decode_deltas,
+                             "first": first, "suffix": n,
+                             "decode_deltas": torch.zeros(1, 1, dtype=torch.long) if deltas is None else deltas,
+                             "live": max_new_tokens > 1 and int(first[-1]) not in eos,
                              "timings": {"preprocess": t_prepared - t_start, "prefill": t1 - t0}})
-            live = [r for r in rows if max_new_tokens > 1 and int(r["first"][-1]) not in eos]
+            live = [r for r in rows if r["live"]]
             decode_s = 0.0
             if live:
                 tail, valid, lengths = batch_decode.padded_tail([r["kv"] for r in live])
@@ -229,10 +216,10 @@ class VideoSession:
                 ids = torch.cat([ids, first], 1)
                 mask = torch.ones(len(live), longest + 1, dtype=torch.long, device=first.device)  # see batch_decode
                 # a row's positions are answer()'s: its first decoded token sits at P + suffix, here at `longest`
-                deltas = torch.cat([r["decode_deltas"].reshape(1, 1) + (P + r["suffix"] - longest) for r in live])
+                deltas = torch.cat([r["decode_deltas"].reshape(1, 1).to(first.device) + (P + r["suffix"] - longest)
+                                    for r in live])
                 gen_args = greedy_args(loaded, max_new_tokens - 1, generate_kwargs, FirstTokenClock(loaded.device))
-                modules = batch_decode.attention_modules(model_)
-                with torch.inference_mode(), batch_decode.SharedPrefix(model_, modules, self._cache, P, valid):
+                with torch.inference_mode(), batch_decode.SharedPrefix(model_, self._cache, P, valid):
                     _set_rope_deltas(model_, deltas)
                     t0 = device_clock(loaded.device)
                     out = model_.generate(input_ids=ids, attention_mask=mask, **{cache_kw: tail}, **gen_args)
@@ -242,13 +229,33 @@ class VideoSession:
         answers = []
         for r in rows:
             self.questions += 1
-            own = {**r["timings"], "generate": decode_s / len(live) if r in live else 0.0}
+            own = {**r["timings"], "generate": decode_s / len(live) if r["live"] else 0.0}
             own["total"] = own["preprocess"] + own["prefill"] + own["generate"]
             timings = {**{k: self.timings[k] for k in SHARED_TIMINGS}, **own}
             answers.append(make_answer(loaded, self.frames, r["prepared"], r["question"], r["options"], r["first"],
                                        timings, list(self.layers), self.sparse, self.used, self.keep_frames,
                                        reused=SHARED_TIMINGS, prefix_tokens=P))
         return answers
+
+    def _question_inputs(self, question: str, options):
+        """``(prepared, inputs)`` of the whole prompt for a question (the frames' pixels left out: the
+        cache holds them), refused when it does not start with the session's prefix."""
+        prepared, inputs = model_inputs(self.loaded, self.frames, question, options, self.system, pixels=self._pixels,
+                                        text_only=True)
+        if not torch.equal(prepared.inputs["input_ids"][:, :self.prefix_len], self.prefix_ids):
+            raise RuntimeError("the question's prompt does not start with the session's prefix (the chat "
+                               "template puts something before the video that depends on the question)")
+        return prepared, inputs
+
+    def _route(self) -> None:
+        """The session's attention for what follows: UniSparse when sparse (a suffix runs dense over the cache
+        either way; the switch keeps the records honest), dense otherwise."""
+        from .models import set_sparsity
+
+        if self.sparse:
+            set_sparsity(self.loaded, True, **self._enable)
+        else:
+            set_sparsity(self.loaded, False)
 
     def _deltas(self, num_tokens: int):
         """``(rope deltas for the question's suffix, for the tokens decoded after it or None)``: the
@@ -356,6 +363,11 @@ def _crop(cache, length: int) -> None:
     extra = cache.get_seq_length() - length
     if extra > 0:
         cache.crop(-extra)
+
+
+def _cache_keyword(model) -> str:
+    """The name ``generate`` takes a cache under: ``cache`` from transformers 5.25, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _cache_of(out):

@@ -110,32 +110,14 @@ def _cycling(kinds: tuple, n: int, split: str, first: int, **kw) -> list[Example
             for i in range(n)]
 
 
-def clip_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
-    """``n`` held-out clip examples cycling over :data:`~.synthetic.CLIP_KINDS`, half multiple choice.
+def suite_examples(name: str, n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
+    """``n`` held-out examples of a :data:`PER_KIND_SUITES` suite (clip, still, crowd, where, does), cycling
+    over its kinds, half multiple choice, for the evaluation during training.
 
-    Indices from ``first`` (1000): disjoint from the clip suite's, so a run picked on these is scored on others.
+    Indices from ``first`` (1000): disjoint from the suite's own, so a run picked on these is scored on others.
     """
-    return _cycling(CLIP_KINDS, n, split, first)
-
-
-def still_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
-    """``n`` held-out :data:`~.synthetic.STILL_KINDS` pictures, half multiple choice (indices from ``first``, as clips)."""
-    return _cycling(STILL_KINDS, n, split, first, num_frames=2)
-
-
-def crowd_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
-    """``n`` held-out :data:`~.synthetic.CROWD_KINDS` clips, half multiple choice (indices from ``first``, as clips)."""
-    return _cycling(CROWD_KINDS, n, split, first)
-
-
-def where_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
-    """``n`` held-out :data:`~.synthetic.PLACE_KINDS` pictures, half multiple choice (indices from ``first``, as clips)."""
-    return _cycling(PLACE_KINDS, n, split, first)
-
-
-def does_examples(n: int, *, split: str = "heldout", first: int = 1000) -> list[Example]:
-    """``n`` held-out :data:`~.synthetic.ACTION_KINDS` clips, half multiple choice (indices from ``first``, as clips)."""
-    return _cycling(ACTION_KINDS, n, split, first)
+    kinds, frames_kw = PER_KIND_SUITES[name]
+    return _cycling(kinds, n, split, first, **frames_kw)
 
 
 def mixed_examples(n: int, *, split: str = "heldout", max_frames: int = 64) -> list[Example]:

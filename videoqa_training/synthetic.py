@@ -737,9 +737,9 @@ def default_num_frames(rng, kind) -> int:
     if kind == "scene_seq":
         return 2 * int(rng.integers(8, 65))  # 16-128
     if kind in CROWD_KINDS:
-        return 2 * int(rng.integers(7, 13))
+        return 2 * int(rng.integers(7, 13))  # 14-24: where the sample clip's answer went astray
     if kind in PLACE_KINDS:
-        return 2 * int(rng.integers(1, 9))  # 2-16  # 14-24: where the sample clip's answer went astray
+        return 2 * int(rng.integers(1, 9))  # 2-16
     if kind in ("scene", "scene_change"):
         return 2 * int(rng.integers(4, 17))  # 8-32
     return 2 * int(rng.integers(8, 129))  # needles: 16-256
@@ -790,7 +790,7 @@ def make_example(split: str, index: int, *, kind: str | None = None, num_frames:
         if t < 6:
             raise ValueError("scenes need at least 6 frames")
         frames, q, answer, pool, hint, meta = _scene(rng, kind, h, w, t)
-    elif kind == "where":
+    elif kind in PLACE_KINDS:
         frames, q, answer, pool, hint, meta = _where(rng, h, w, t)
     elif kind in ACTION_KINDS:
         if t < 4:

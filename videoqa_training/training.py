@@ -37,20 +37,22 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .synthetic import (ACTION_KINDS, ALL_KINDS, CAPTION_KIND, CLIP_KINDS, CROWD_KINDS, KINDS, NEEDLE_KINDS, NEEDLE_SIZES,
+from .synthetic import (ACTION_KINDS, ALL_KINDS, CAPTION_KIND, CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, NEEDLE_SIZES,
                         PLACE_KINDS, SIZES, STATIC_KINDS, STILL_KINDS, VIDEO_KINDS, Example, default_num_frames,
                         make_example)
 
 # "clip": the sample videos' kinds of question (what moves, what appears, digits in sequence); "still": digits drawn
 # as needles draw them (a palette background, the haystack's dot); "crowd": the sample clips' layouts (a small
 # mover among large or late distractors, many background colours); "count": the single-frame counting questions
-# alone, the kind run D lost (5 of 8 after 650 steps with single at 15%). All four weight 0 unless asked.
-# Any kind's name also works as a group of that kind alone (e.g. travel=0.1: the clip question D answered 3 of 8),
-# and "where" is the one kind that asks where a thing sits in the picture.
+# alone, the kind run D lost (5 of 8 after 650 steps with single at 15%); "where": which side of the picture a
+# thing is on; "does": what a moving thing does, from 4 frames. All weight 0 unless asked. Any kind's name also
+# works as a group of that kind alone (e.g. travel=0.1: the clip question D answered 3 of 8).
 GROUPS = {"single": STATIC_KINDS, "video": VIDEO_KINDS, "needle": NEEDLE_KINDS,
           "caption": (CAPTION_KIND,), "clip": CLIP_KINDS, "still": STILL_KINDS, "crowd": CROWD_KINDS,
           "count": ("count",), "where": PLACE_KINDS, "does": ACTION_KINDS}
 MULTI_FRAME_KINDS = VIDEO_KINDS + CLIP_KINDS + CROWD_KINDS  # one T serves a batch: these need >= 8 frames
+DEFAULT_GROUP_WEIGHTS = {"caption": 0.2, "single": 0.35, "video": 0.2, "needle": 0.25}
+TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 
 
 def group_kinds(group: str) -> tuple:
@@ -61,8 +63,6 @@ def group_kinds(group: str) -> tuple:
         return (group,)
     raise ValueError(f"--group-weights: unknown group {group!r} (groups: {', '.join(GROUPS)}, or a kind: "
                      f"{', '.join(k for k in ALL_KINDS if k not in GROUPS)})")
-DEFAULT_GROUP_WEIGHTS = {"caption": 0.2, "single": 0.35, "video": 0.2, "needle": 0.25}
-TINY_VISION = {"depth": 1, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
 
 
 @dataclasses.dataclass
@@ -493,18 +493,15 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> dic
 
     def evaluate():
         nonlocal eval_set
-        from .evaluate import (accuracy, clip_examples, crowd_examples, does_examples, mixed_examples, static_examples,
-                               still_examples, where_examples)
+        from .evaluate import accuracy, mixed_examples, static_examples, suite_examples
 
         if eval_set is None:
             eval_set = (static_examples(cfg.eval_examples) if cfg.text_only
                         else mixed_examples(cfg.eval_examples, max_frames=min(64, cfg.max_frames)))
             # each optional group that trains adds its own questions, so the mixed part stays comparable
-            for group, examples, share in (("clip", clip_examples, 2), ("still", still_examples, 4),
-                                           ("crowd", crowd_examples, 4), ("where", where_examples, 4),
-                                           ("does", does_examples, 4)):
+            for group, share in (("clip", 2), ("still", 4), ("crowd", 4), ("where", 4), ("does", 4)):
                 if not cfg.text_only and cfg.group_weights.get(group, 0) > 0:
-                    eval_set = eval_set + examples(cfg.eval_examples // share)
+                    eval_set = eval_set + suite_examples(group, cfg.eval_examples // share)
         model.eval()
         t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):

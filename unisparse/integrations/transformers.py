@@ -189,7 +189,7 @@ def _text_config(model):
     return getattr(config, "text_config", None) or config
 
 
-def _attention_modules(model) -> list[torch.nn.Module]:
+def text_attention_modules(model) -> list[torch.nn.Module]:
     """The language model's self-attention modules: they hold its config and a layer index."""
     text_config = _text_config(model)
     found = [m for m in model.modules()
@@ -232,7 +232,7 @@ def enable(
             f"selector block_size {selector.block_size} differs from config.block_size {config.block_size}"
         )
     register()
-    modules = _attention_modules(model)
+    modules = text_attention_modules(model)
     dense_layers = set(dense_layers)
     for module in modules:
         module.__dict__[_PLAN_ATTR] = LayerPlan(
@@ -240,7 +240,7 @@ def enable(
     text_config = _text_config(model)
     if _PREVIOUS_ATTR not in model.__dict__:
         model.__dict__[_PREVIOUS_ATTR] = text_config._attn_implementation
-    _set_text_attention(model, ATTENTION_NAME)
+    set_text_attention(model, ATTENTION_NAME)
     return model
 
 
@@ -252,7 +252,7 @@ def routing(model) -> list[dict]:
     are routed but every call runs stock attention (``record()`` says ``unsupported_variant``);
     ``dense_layers`` always run dense. Vision towers are never routed."""
     text = _text_config(model)
-    routed = {m.layer_idx: m.__dict__.get(_PLAN_ATTR) for m in _attention_modules(model)}
+    routed = {m.layer_idx: m.__dict__.get(_PLAN_ATTR) for m in text_attention_modules(model)}
     kinds = list(getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers)
     out = []
     for i, kind in enumerate(kinds):
@@ -279,7 +279,7 @@ def disable(model):
         module.__dict__.pop(_PLAN_ATTR, None)
     previous = model.__dict__.pop(_PREVIOUS_ATTR, None)
     if previous is not None:
-        _set_text_attention(model, previous)
+        set_text_attention(model, previous)
     return model
 
 
@@ -287,7 +287,7 @@ def is_enabled(model) -> bool:
     return _PREVIOUS_ATTR in model.__dict__
 
 
-def _set_text_attention(model, name: str) -> None:
+def set_text_attention(model, name: str) -> None:
     if getattr(model.config, "text_config", None) is not None:
         model.set_attn_implementation({"text_config": name})
     else:
