@@ -35,7 +35,8 @@ def desc_sig(dt, rows, d):
     return f"tensordesc<{'bf16' if dt == gl.bfloat16 else 'fp16'}[{', '.join(map(str, block))}],{lay!r}>"
 
 
-def compile_gluon(block_m, block_n, d, warps, stages, overlap, block_size=128, dt=gl.bfloat16, ws=None, pers=False):
+def compile_gluon(block_m, block_n, d, warps, stages, overlap, block_size=128, dt=gl.bfloat16, ws=None, pers=False,
+                  ordered=False):
     rows = block_m // 2 if ws is not None else block_m
     sig = {"q_desc": desc_sig(dt, rows, d), "k_desc": desc_sig(dt, block_n, d),
            "v_desc": desc_sig(dt, block_n, d), "o_desc": desc_sig(dt, rows, d),
@@ -50,8 +51,9 @@ def compile_gluon(block_m, block_n, d, warps, stages, overlap, block_size=128, d
         sig.update({k: "constexpr" for k in const})
         src = GluonASTSource(G._gluon_pws_kernel, sig, constexprs=const)
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": 168})
-    if ws is not None:  # ws = pingpong flag
-        const = {"BLOCK_SIZE": block_size, "NUM_STAGES": stages, "PINGPONG": ws, "num_warps": 4}
+    if ws is not None:  # ws = pingpong flag; ordered: video-aware selection's reordered mode
+        sig.update({"pos_ptr": "*i32", "stride_pb": "i32", "stride_ph": "i32"})
+        const = {"BLOCK_SIZE": block_size, "NUM_STAGES": stages, "PINGPONG": ws, "ORDERED": ordered, "num_warps": 4}
         sig.update({k: "constexpr" for k in const})
         src = GluonASTSource(G._gluon_ws_kernel, sig, constexprs=const)
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": 168})
@@ -72,7 +74,9 @@ def resources(kernel):
     return int(regs.group(1)), int(stack.group(1)), int(local.group(1))
 
 
-VARIANTS = [  # block_m, block_n, head_dim, warps, stages, overlap[, ws pingpong[, persistent]]
+VARIANTS = [  # block_m, block_n, head_dim, warps, stages, overlap[, ws pingpong[, persistent[, ordered]]]
+    (128, 128, 128, 12, 2, True, False, False, True),
+    (128, 128, 64, 12, 2, True, False, False, True),
     (128, 128, 128, 12, 2, True, True, True),
     (128, 128, 128, 12, 2, True, False, True),
     (128, 128, 64, 12, 3, True, True, True),
@@ -100,14 +104,15 @@ def main():
     print("|" + " --- |" * 12)
     for bm, bn, d, w, s, ov, *ws in VARIANTS:
         try:
-            k = compile_gluon(bm, bn, d, w, s, ov, ws=ws[0] if ws else None, pers=len(ws) > 1 and ws[1])
+            k = compile_gluon(bm, bn, d, w, s, ov, ws=ws[0] if ws else None, pers=len(ws) > 1 and ws[1],
+                              ordered=len(ws) > 2 and ws[2])
             regs, stack, _ = resources(k)
             ptx = k.asm["ptx"]
             row = [regs, stack, f"{k.metadata.shared / 1024:.1f}", len(re.findall(r"wgmma.mma_async", ptx)),
                    len(re.findall(r"bar.sync|barrier.sync", ptx)), ""]
             if args.dump:
                 args.dump.mkdir(parents=True, exist_ok=True)
-                stem = f"g_{bm}x{bn}_d{d}_w{w}_s{s}_{'ov' if ov else 'plain'}{'_ws' if ws else ''}{'pp' if ws and ws[0] else ''}{'_pers' if len(ws) > 1 else ''}"
+                stem = f"g_{bm}x{bn}_d{d}_w{w}_s{s}_{'ov' if ov else 'plain'}{'_ws' if ws else ''}{'pp' if ws and ws[0] else ''}{'_pers' if len(ws) > 1 and ws[1] else ''}{'_ord' if len(ws) > 2 and ws[2] else ''}"
                 (args.dump / f"{stem}.ttgir").write_text(k.asm["ttgir"])
                 (args.dump / f"{stem}.ptx").write_text(ptx)
         except Exception as err:  # report, go on

@@ -82,6 +82,18 @@ def _softmax_step(s, m_i, l_i, qk_scale, it, n_full, last_start, offs_n, limit, 
 
 
 @gluon.jit
+def _mask_by_positions(s, pos_base, row_idx, it, q_pos, offs_n, seq_len,
+                       SUBS: gl.constexpr, BLOCK_SIZE: gl.constexpr, BLOCK_N: gl.constexpr):
+    """The reordered kernel's visibility (``ORDERED``): key ``j`` of sub-tile ``it`` is visible to
+    row ``i`` iff its original position (``pos_base[j]``) is not after the row's (``q_pos[i]``);
+    keys past the end are never visible."""
+    start_n = gl.load(row_idx + it // SUBS) * BLOCK_SIZE + (it % SUBS) * BLOCK_N
+    keys = start_n + offs_n
+    k_pos = gl.load(pos_base + keys, mask=keys < seq_len, other=2**30)
+    return gl.where(k_pos[None, :] <= q_pos[:, None], s, float("-inf"))
+
+
+@gluon.jit
 def _gluon_fwd_kernel(
     q_desc, k_desc, v_desc, o_desc, idx_ptr, cnt_ptr,
     stride_ib, stride_ih, stride_im, stride_cb, stride_ch,
@@ -258,11 +270,14 @@ def _ws_loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v
 @gluon.jit
 def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
                  turn, o_desc, n_iters, n_full, last_start, last_blk, q_block, b, h, q_start, seq_len, qk_scale,
-                 WG: gl.constexpr, WG_ROWS: gl.constexpr, PINGPONG: gl.constexpr):
+                 row_idx, pos_base, WG: gl.constexpr, WG_ROWS: gl.constexpr, PINGPONG: gl.constexpr,
+                 SUBS: gl.constexpr, BLOCK_SIZE: gl.constexpr, ORDERED: gl.constexpr):
     """One consumer warpgroup: ``WG_ROWS`` query rows against every kept key sub-tile, with the
     scores of sub-tile j issued before the PV product of j - 1 (FlashAttention-3's intra-warpgroup
     overlap). With ``PINGPONG`` the two consumers take turns issuing their products (two
-    mbarriers), so that one's softmax runs while the other's products occupy the tensor cores."""
+    mbarriers), so that one's softmax runs while the other's products occupy the tensor cores.
+    ``ORDERED``: tokens in another order, every sub-tile masked by original positions
+    (:func:`_mask_by_positions`; ``n_full == n_iters``, so the causal mask never applies)."""
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
@@ -284,6 +299,9 @@ def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
     p = gl.zeros([WG_ROWS, BLOCK_N], dtype, P_L)
     q_buf = q_smem.index(WG)
     q2 = q_buf.reshape([WG_ROWS, HEAD_DIM])
+    q_pos = offs_m
+    if ORDERED:  # rows past the end see nothing
+        q_pos = gl.load(pos_base + offs_m, mask=offs_m < seq_len, other=-1)
     mbarrier.wait(q_bar.index(WG), 0)
 
     if n_iters > 0:
@@ -297,6 +315,8 @@ def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
         s = warpgroup_mma_wait(0, deps=(s, ))
         gl.thread_barrier()
         mbarrier.arrive(k_empty.index(0), count=1)
+        if ORDERED:
+            s = _mask_by_positions(s, pos_base, row_idx, 0, q_pos, offs_n, seq_len, SUBS, BLOCK_SIZE, BLOCK_N)
         pf, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, qk_scale, 0, n_full, last_start, offs_n, limit, BLOCK_N)
         p = gl.convert_layout(pf.to(dtype), P_L)
         for it in range(1, n_iters):
@@ -313,6 +333,8 @@ def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
             if PINGPONG:
                 mbarrier.arrive(turn.index(1 - WG), count=1)
             s = warpgroup_mma_wait(1, deps=(s, ))
+            if ORDERED:
+                s = _mask_by_positions(s, pos_base, row_idx, it, q_pos, offs_n, seq_len, SUBS, BLOCK_SIZE, BLOCK_N)
             pf, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, qk_scale, it, n_full, last_start, offs_n, limit,
                                                 BLOCK_N)
             acc, p = warpgroup_mma_wait(0, deps=(acc, p))
@@ -340,11 +362,17 @@ def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
 def _gluon_ws_kernel(
     q_desc, k_desc, v_desc, o_desc, idx_ptr, cnt_ptr,
     stride_ib, stride_ih, stride_im, stride_cb, stride_ch,
-    seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale,
-    BLOCK_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr,
+    seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale, pos_ptr, stride_pb, stride_ph,
+    BLOCK_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr, PINGPONG: gl.constexpr, ORDERED: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     """Warp-specialized variant: a one-warp TMA producer and two consumer warpgroups of
-    ``WG_ROWS`` rows each (the descriptors' tile rows), as FlashAttention-3 splits a 128-row tile."""
+    ``WG_ROWS`` rows each (the descriptors' tile rows), as FlashAttention-3 splits a 128-row tile.
+
+    ``ORDERED`` (video-aware selection, :mod:`.block_sparse_ordered`): q, k and v are gathered
+    into a token order and ``pos_ptr [B, Hkv, L]`` (int32) holds each token's original position;
+    kept blocks may lie anywhere (above the block diagonal too), every one of their sub-tiles is
+    visited and masked by original positions. ``pos_ptr`` is unused otherwise."""
     WG_ROWS: gl.constexpr = q_desc.block_type.shape[2]
     BLOCK_M: gl.constexpr = 2 * WG_ROWS
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
@@ -364,9 +392,14 @@ def _gluon_ws_kernel(
     last_blk = gl.load(row_idx + gl.maximum(n_kept - 1, 0))
     last_start = last_blk * BLOCK_SIZE
     last_row = gl.minimum(q_start + BLOCK_M, seq_len) - 1
-    n_full = gl.maximum(n_kept - 1, 0) * SUBS
-    n_last = gl.minimum((last_row - last_start) // BLOCK_N + 1, SUBS)
-    n_iters = gl.where(n_kept > 0, n_full + n_last, 0)
+    if ORDERED:
+        n_full = n_kept * SUBS
+        n_iters = n_full
+    else:
+        n_full = gl.maximum(n_kept - 1, 0) * SUBS
+        n_last = gl.minimum((last_row - last_start) // BLOCK_N + 1, SUBS)
+        n_iters = gl.where(n_kept > 0, n_full + n_last, 0)
+    pos_base = pos_ptr + b * stride_pb + kv_h * stride_ph
 
     q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k_desc.block_type.shape, k_desc.layout)
@@ -390,10 +423,10 @@ def _gluon_ws_kernel(
     gl.warp_specialize([
         (_ws_consumer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
                         turn, o_desc, n_iters, n_full, last_start, last_blk, q_block, b, h, q_start, seq_len,
-                        qk_scale, 0, WG_ROWS, PINGPONG)),
+                        qk_scale, row_idx, pos_base, 0, WG_ROWS, PINGPONG, SUBS, BLOCK_SIZE, ORDERED)),
         (_ws_consumer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
                         turn, o_desc, n_iters, n_full, last_start, last_blk, q_block, b, h, q_start, seq_len,
-                        qk_scale, 1, WG_ROWS, PINGPONG)),
+                        qk_scale, row_idx, pos_base, 1, WG_ROWS, PINGPONG, SUBS, BLOCK_SIZE, ORDERED)),
         (_ws_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
                       row_idx, n_iters, b, h, kv_h, q_start, SUBS, BLOCK_SIZE, WG_ROWS, PINGPONG)),
     ], [4, 1], [240, 24])
@@ -664,16 +697,18 @@ def descriptor(t: torch.Tensor, block_rows: int) -> TensorDescriptor:
 
 def launch(q, k, v, out, idx, cnt, seq_len, heads, q_per_kv, q_per_mask, qk_scale, block_size,
            block_m, block_n, num_warps, num_stages, overlap=True, warp_specialize=False, pingpong=False,
-           persistent=None):
+           persistent=None, positions=None):
     """Launch a Gluon kernel (arguments checked by the caller, see ``supports``).
 
     ``warp_specialize``: the producer/consumer kernel; ``block_m`` is then the whole tile (two
     consumer warpgroups of ``block_m // 2`` rows; ``num_warps`` is ignored). ``persistent`` (not
-    None): the ordered-tile kernel, one program per multiprocessor (True) or per tile (False)."""
+    None): the ordered-tile kernel, one program per multiprocessor (True) or per tile (False).
+    ``positions`` (int32 ``[B, Hkv, L]``, contiguous): q, k, v are in a token order and these
+    are the original positions (the warp-specialized kernel's ``ORDERED`` mode)."""
     b = q.shape[0]
     batch_stride = lambda t: t.stride(0) if t.shape[0] > 1 else 0  # (mask batch may broadcast)
     grid = (triton.cdiv(seq_len, block_m), b * heads)
-    rows = block_m // 2 if warp_specialize or persistent is not None else block_m
+    rows = block_m // 2 if warp_specialize or persistent is not None or positions is not None else block_m
     args = (descriptor(q, rows), descriptor(k, block_n), descriptor(v, block_n), descriptor(out, rows),
             idx, cnt, batch_stride(idx), idx.stride(1), idx.stride(2), batch_stride(cnt), cnt.stride(1),
             seq_len, heads, q_per_kv, q_per_mask, qk_scale)
@@ -683,11 +718,12 @@ def launch(q, k, v, out, idx, cnt, seq_len, heads, q_per_kv, q_per_mask, qk_scal
         n_prog = min(n_tiles, _sm_count(q.device)) if persistent else n_tiles
         _gluon_pws_kernel[(n_prog, )](*args, n_m, n_tiles, BLOCK_SIZE=block_size, NUM_STAGES=num_stages,
                                       PINGPONG=pingpong, num_warps=4, maxnreg=168)
-    elif warp_specialize:
+    elif warp_specialize or positions is not None:
         # 4 + 4 + 1 warps, allocated as 3 warpgroups: 168 registers a thread on average, moved to
         # 240 for each consumer and 24 for the producer (setmaxnreg).
-        _gluon_ws_kernel[grid](*args, BLOCK_SIZE=block_size, NUM_STAGES=num_stages, PINGPONG=pingpong,
-                               num_warps=4, maxnreg=168)
+        pos = (positions, positions.stride(0), positions.stride(1)) if positions is not None else (idx, 0, 0)
+        _gluon_ws_kernel[grid](*args, *pos, BLOCK_SIZE=block_size, NUM_STAGES=num_stages, PINGPONG=pingpong,
+                               ORDERED=positions is not None, num_warps=4, maxnreg=168)
     else:
         _gluon_fwd_kernel[grid](*args, BLOCK_SIZE=block_size, NUM_STAGES=num_stages, OVERLAP=overlap,
                                 num_warps=num_warps)

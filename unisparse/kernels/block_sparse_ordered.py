@@ -8,21 +8,29 @@ there). A block whose keys all come no later than the tile's earliest query is w
 runs without an element mask; any other block is masked by original positions (a key is visible
 iff its original position is not after the query's). Rows that see nothing come out as zeros.
 The output is in the order; :func:`ordered_attention` scatters it back.
+
+On Hopper the same work runs on the warp-specialized Gluon kernel in its ``ORDERED`` mode
+(:mod:`.block_sparse_gluon`: TMA copies of the gathered K and V, every sub-tile masked by original
+positions), where :func:`.block_sparse.kernel_for`'s conditions hold; this Triton kernel runs
+everywhere else (other GPUs, float32, the interpreter) and where a tile shape is asked for.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 import triton
 import triton.language as tl
 
+from . import block_sparse
 from .block_sparse import _load_kv, _online_softmax_step, kept_lists
 from .common import dot_precision, needs_upcast
 
 LOG2E = 1.4426950408889634
+_gluon_broken: list[str] = []  # set once the ordered Gluon kernel failed in this process
 FAR = tl.constexpr(2**30)  # the "position" of a key past the end: after every query
 
 
@@ -102,13 +110,16 @@ def ordered_tile(head_dim: int, dtype: torch.dtype, block_size: int = 128) -> tu
 def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                       head_orders: torch.Tensor, orders: torch.Tensor, block_size: int = 128,
                       scale: float | None = None, out: torch.Tensor | None = None,
-                      work: torch.Tensor | None = None, tile: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                      work: torch.Tensor | None = None, tile: tuple[int, int, int, int] | None = None,
+                      kernel: str = "auto") -> torch.Tensor:
     """Attention of :func:`unisparse.reordered.attention` on Triton: ``[B, Hq, L, D]`` in the original order.
 
     ``mask``: bool ``[B, Hq, nb, nb]`` in each head's order; ``head_orders``: int64 ``[B, Hq]``
     indices into ``orders`` (int64 ``[O, L]``), equal within a KV head's query heads; ``out``: an
     optional ``[B, Hq, L, D]`` buffer for the result; ``work``: one for the kernel's output in the
     order, before it is scattered back (tests poison both, so unwritten elements show).
+    ``kernel``: ``"auto"`` (the Gluon kernel where it applies, see :func:`ordered_kernel_for`),
+    ``"gluon"`` or ``"triton"``; a ``tile`` (or ``UNISPARSE_ORDERED_TILE``) means the Triton kernel.
     """
     b, hq, seq_len, d = q.shape
     hkv = k.shape[1]
@@ -129,6 +140,12 @@ def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
                              or work.dtype != q.dtype):
         raise ValueError(f"work must be a contiguous {q.dtype} tensor of shape {(b, hq, seq_len, d)}")
     ordered = torch.empty(b, hq, seq_len, d, dtype=q.dtype, device=q.device) if work is None else work
+    if tile is None and kernel != "triton" and ordered_kernel_for(qo, ko, vo, ordered, block_size) == "gluon":
+        if _ordered_on_gluon(qo, ko, vo, ordered, idx, cnt, pos32, group, scale, block_size):
+            return _scatter_back(ordered, q_pos, out, q)
+    elif kernel == "gluon":
+        raise ValueError("the Gluon kernel does not apply to these inputs (Hopper, half types, head dim 64 or 128, "
+                         "block_size a multiple of 128, aligned tensors)")
     grid = (triton.cdiv(seq_len, block_m), b * hq)
     _ordered_fwd_kernel[grid](
         qo, ko, vo, ordered, pos32, idx, cnt,
@@ -141,7 +158,37 @@ def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
         UPCAST=needs_upcast(q.dtype), DOT_PRECISION=dot_precision(q.dtype),
         num_warps=warps, num_stages=stages,
     )
+    return _scatter_back(ordered, q_pos, out, q)
+
+
+def _scatter_back(ordered: torch.Tensor, q_pos: torch.Tensor, out: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
+    """The kernel's output, in each head's order, back to the original positions."""
     if out is None:
         out = torch.empty_like(q)
-    out.scatter_(2, q_pos[..., None].expand(-1, -1, -1, d), ordered)
+    out.scatter_(2, q_pos[..., None].expand(-1, -1, -1, q.shape[-1]), ordered)
     return out
+
+
+def ordered_kernel_for(qo, ko, vo, work, block_size: int = 128) -> str:
+    """``"gluon"`` where the warp-specialized Gluon kernel takes these (gathered) tensors, else ``"triton"``."""
+    tile = block_sparse.default_tile(qo.shape[-1], qo.dtype)
+    usable = not _gluon_broken and block_sparse._gluon_ok(tile, qo, ko, vo, work, block_size)
+    return "gluon" if usable else "triton"
+
+
+def _ordered_on_gluon(qo, ko, vo, work, idx, cnt, pos32, group: int, scale: float, block_size: int) -> bool:
+    """The Gluon kernel's ``ORDERED`` mode into ``work``; False (with a warning, once) where it failed
+    to compile or launch, and the Triton kernel then runs (exact too)."""
+    from . import block_sparse_gluon as G
+
+    b, hq, seq_len, _ = qo.shape
+    tile = block_sparse.default_tile(qo.shape[-1], qo.dtype)
+    try:
+        G.launch(qo, ko, vo, work, idx, cnt, seq_len, hq, group, 1, scale * LOG2E, block_size,
+                 tile.block_m, tile.block_n, tile.num_warps, tile.num_stages, positions=pos32)
+        return True
+    except Exception as err:  # noqa: BLE001 (a compile or launch failure)
+        _gluon_broken.append(f"{type(err).__name__}: {err}")
+        warnings.warn(f"unisparse: the ordered Gluon kernel failed ({_gluon_broken[-1][:300]}); "
+                      "using the Triton kernel from now on", RuntimeWarning, stacklevel=3)
+        return False
