@@ -106,3 +106,65 @@ def test_sparse_attention_matches_flex_attention_with_same_mask(seed):
     block_mask = create_block_mask(mask_mod, 1, 28, 8192, 8192, device="cuda")
     ref = flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
     assert rel_err(out, ref) < TOLERANCE[torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype,head_dim,seq_len", [(torch.bfloat16, 128, 2000), (torch.float16, 64, 1664),
+                                                    (torch.bfloat16, 128, 8192)])
+def test_ordered_gluon_kernel_matches_the_reference(seed, dtype, head_dim, seq_len):
+    """The warp-specialized Gluon kernel's ORDERED mode (Hopper): heads in the spatial order, kept
+    blocks anywhere (above the diagonal too), a row that keeps nothing, a partial last block;
+    against masked attention over original positions (reordered.attention in float32)."""
+    from unisparse import reordered
+    from unisparse.kernels import block_sparse_ordered as O
+    from unisparse.layout import VideoLayout, VideoSpan, token_order
+    from unisparse.testing import video_qkv
+
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the Gluon kernels are for Hopper")
+    q, k, v, info = video_qkv(1, 8, 2, seq_len, head_dim, frame_tokens=64, seed=seed, return_layout=True)
+    q, k, v = (t.to("cuda", dtype) for t in (q, k, v))
+    layout = VideoLayout((VideoSpan.contiguous(info["video_start"], info["frames"], 8, 8),))
+    orders = torch.stack([token_order(seq_len, layout, n, "cuda") for n in ("frame", "spatial")])
+    nb = -(-seq_len // 128)
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    mask = torch.rand(1, 8, nb, nb, device="cuda", generator=gen) < 0.4
+    mask[0, 3, 1] = False  # a row that keeps nothing gets zeros
+    sel = reordered.Selection(mask, torch.tensor([[1, 1]], device="cuda"), orders, ("frame", "spatial"),
+                              torch.zeros(1, 2, 2, dtype=torch.long))
+    heads = sel.order_of_heads()
+    work = poisoned_like(q.shape, dtype, "cuda")
+    qo = torch.gather(q, 2, orders[heads][..., None].expand(-1, -1, -1, head_dim)).contiguous()
+    assert O.ordered_kernel_for(qo, qo[:, :2], qo[:, :2], work) == "gluon"
+    out = O.ordered_attention(q, k, v, mask, heads, orders, 128, out=poisoned_like(q.shape, dtype, "cuda"),
+                              work=work, kernel="gluon")
+    ref = reordered.attention(q.float(), k.float(), v.float(), sel, 128)
+    err = rel_err(out, ref)
+    assert err < TOLERANCE[dtype], err
+    tri = O.ordered_attention(q, k, v, mask, heads, orders, 128, kernel="triton")
+    assert rel_err(out, tri) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("nb", [256, 1024])
+def test_one_launch_top_p_matches_the_definition(seed, nb):
+    """unisparse.kernels.top_p against unisparse.masks.top_p_mask on wide rows: the same blocks up
+    to float32 summation order (a block whose preceding mass is at the threshold may flip), causal
+    rows, and rows with given visibility (any block, above the diagonal too) for some query blocks."""
+    from unisparse import masks
+    from unisparse.kernels import top_p as K
+
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    scores = torch.rand(1, 8, nb, nb, device="cuda", generator=gen) ** 4
+    cfg = UniSparseConfig(top_p=0.9)
+    got = K.top_p_mask(scores, 0.9, sink_blocks=1, local_blocks=2)
+    want = masks.top_p_mask(scores, 0.9, sink_blocks=1, local_blocks=2)
+    floor = 1e-5 * scores.double().sum(-1, keepdim=True)
+    assert top_p_violations(got, [scores], cfg, floor, floor) == 0
+    assert (got != want).any(-1).float().mean().item() < 0.01
+    rows = torch.arange(0, nb, 7, device="cuda")
+    visible = torch.rand(rows.numel(), nb, device="cuda", generator=gen) < 0.6
+    some = scores[..., rows, :]
+    got = K.top_p_mask(some, 0.8, sink_blocks=1, local_blocks=2, visible=visible, rows=rows)
+    want = masks.top_p_mask(some, 0.8, sink_blocks=1, local_blocks=2, visible=visible, rows=rows)
+    differs = (got != want).sum(-1)
+    assert differs.max().item() <= 1 and (differs > 0).float().mean().item() < 0.01
+    assert not (got & ~visible).any()

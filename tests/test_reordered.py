@@ -190,6 +190,30 @@ def test_query_heads_of_a_kv_head_share_its_order(seed, probe):
         assert torch.equal(sel.mask[0, 4 * g:4 * g + 4], per_order[int(sel.choice[0, g])][0, 4 * g:4 * g + 4])
 
 
+def test_each_kv_head_is_scored_in_full_in_its_chosen_order_only(monkeypatch, seed):
+    # KV head 0 carries grid heads (moves), KV head 1 local ones (stays): the full frame-order
+    # selection runs for KV head 1's query heads alone, the full spatial scoring for KV head 0's
+    q, k, _, info = video_qkv(1, 4, 2, 2112, 32, frame_tokens=64, head_mix={"grid": 1}, seed=seed, return_layout=True)
+    q2, k2, _ = video_qkv(1, 4, 2, 2112, 32, frame_tokens=64, head_mix={"local": 1}, seed=seed)
+    q[:, 2:], k[:, 1:] = q2[:, 2:], k2[:, 1:]
+    cfg = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0, order_cost=1.0, order_probe=4)
+    full_rows = []
+    real = reordered.order_mask
+
+    def counting(qs, ks, config, order, scale=None, scores=None, rows=None, rule=None):
+        if rows is None:
+            full_rows.append((qs.shape[1], bool(reordered.is_identity(order))))
+        return real(qs, ks, config, order, scale, scores, rows=rows, rule=rule)
+
+    monkeypatch.setattr(reordered, "order_mask", counting)
+    sel = reordered.select(q, k, cfg, layout_of(info))
+    assert sel.choice.tolist() == [[1, 0]]
+    assert sorted(full_rows) == [(2, False), (2, True)]  # two query heads each, one pass per order
+    monkeypatch.undo()
+    exact = reordered.select(q, k, cfg.replace(order_probe=1), layout_of(info))
+    assert torch.equal(exact.choice, sel.choice) and torch.equal(exact.mask, sel.mask)
+
+
 def test_scoring_some_query_blocks_gives_those_rows_of_the_full_scores(seed):
     q, k, _, info = video_qkv(1, 4, 2, 610, 32, frame_tokens=64, seed=seed, return_layout=True)
     cfg = UniSparseConfig(block_size=64, min_seq_len=0)

@@ -80,12 +80,12 @@ def select_blocks_in_layout(
     """Video-aware UniSparse selection: per KV head, the token order (the prompt's own ``"frame"``
     order, or ``"spatial"``: each video span spatial-position-major) whose Top-P keeps fewer blocks.
 
-    The frame-order mask is :func:`select_blocks`'s; the spatial order is scored by the compressed
-    scoring over the tokens gathered into it, with visibility by original positions (the fused
-    Triton scoring kernel on CUDA, :func:`unisparse.reordered.block_scores` elsewhere): first on
-    every ``config.order_probe``-th query block, then in full for the KV heads that move
-    (:func:`unisparse.reordered.probe_and_choose`). Without a layout that reorders anything, every head keeps the frame order and nothing
-    more is scored. Returns a :class:`unisparse.reordered.Selection` (``mask``: each head's blocks
+    Both orders are first scored on every ``config.order_probe``-th query block, by the compressed
+    scoring over the tokens gathered into the order, with visibility by original positions (the
+    fused Triton scoring kernel on CUDA, :func:`unisparse.reordered.block_scores` elsewhere); each
+    KV head is then scored in full in the order it chose only, the frame order by
+    :func:`select_blocks` (:func:`unisparse.reordered.probe_and_choose`). Without a layout that
+    reorders anything, every head keeps the frame order and nothing more is scored. Returns a :class:`unisparse.reordered.Selection` (``mask``: each head's blocks
     in its own order; ``choice``: the order of each KV head).
     """
     config = check_config(config)
@@ -95,17 +95,21 @@ def select_blocks_in_layout(
     seq_len = q.shape[2]
     if layout is not None:
         layout.check(seq_len)
-    frame = select_blocks(q, k, config, scale=scale, backend=backend)
+
+    def frame_select(qs, ks):
+        return select_blocks(qs, ks, config, scale=scale, backend=backend)
+
     if layout is None or not layout.reorders:
         orders = token_order(seq_len, None, "frame", q.device)[None]
-        return reordered.choose([frame], orders, ("frame",), k.shape[1])
+        return reordered.choose([frame_select(q, k)], orders, ("frame",), k.shape[1])
     if config.variance_correction > 0:
         raise ValueError("video-aware selection does not take variance_correction > 0; use layout=None")
     orders = token_orders(seq_len, layout, q.device)
-    scores = None
+    scores = rule = None
     if _backend_for(q, backend) == "triton":
         from .kernels.selection import ordered_block_scores as scores
-    return reordered.probe_and_choose(q, k, config, orders, frame, scale, scores=scores)
+        from .kernels.top_p import top_p_mask as rule
+    return reordered.probe_and_choose(q, k, config, orders, frame_select, scale, scores=scores, rule=rule)
 
 
 def ordered_block_sparse_attention(

@@ -80,6 +80,12 @@ def int32_positions(positions: torch.Tensor) -> torch.Tensor:
     return positions.to(torch.int32).contiguous()
 
 
+@_per_order
+def is_identity(order: torch.Tensor) -> bool:
+    """Whether ``order`` is the prompt's own (scoring may then skip the keys after a tile's last query)."""
+    return bool(torch.equal(order, torch.arange(order.numel(), device=order.device)))
+
+
 @functools.lru_cache(maxsize=16)
 def _probe_blocks(nb: int, stride: int, device: str) -> torch.Tensor:
     return torch.arange(0, nb, stride, device=device)
@@ -136,13 +142,15 @@ def block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orde
 
 
 def top_p_mask(scores: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
-               rows: torch.Tensor | None = None) -> torch.Tensor:
+               rows: torch.Tensor | None = None, rule=None) -> torch.Tensor:
     """Top-P over the visible blocks of the order (bool ``[..., nb, nb]``; ``[..., len(rows), nb]``
-    for the query blocks ``rows``)."""
+    for the query blocks ``rows``). ``rule``: the Top-P function (default the definition,
+    :func:`unisparse.masks.top_p_mask`; on CUDA, :func:`unisparse.kernels.top_p.top_p_mask`)."""
     visible = visible_blocks(order, config.block_size)
     if rows is not None:
         visible = visible[rows.to(visible.device)]
-    return masks.top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks,
+    rule = masks.top_p_mask if rule is None else rule
+    return rule(scores, config.top_p, sink_blocks=config.sink_blocks,
                             local_blocks=config.local_blocks, visible=visible, rows=rows)
 
 
@@ -201,12 +209,13 @@ def frame_coverage(mask: torch.Tensor, head_orders: torch.Tensor, orders: torch.
 
 
 def order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
-               scale: float | None = None, scores=None, rows: torch.Tensor | None = None) -> torch.Tensor:
+               scale: float | None = None, scores=None, rows: torch.Tensor | None = None, rule=None) -> torch.Tensor:
     """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]`` (``rows``: only
     those query blocks, ``[B, Hq, len(rows), nb]``). ``scores``: the block-score function (default
-    :func:`block_scores`; the Triton one is :func:`unisparse.kernels.selection.ordered_block_scores`)."""
+    :func:`block_scores`; the Triton one is :func:`unisparse.kernels.selection.ordered_block_scores`);
+    ``rule``: the Top-P function, as in :func:`top_p_mask`."""
     scores = block_scores if scores is None else scores
-    return expand_heads(top_p_mask(scores(q, k, config, order, scale, rows=rows), config, order, rows),
+    return expand_heads(top_p_mask(scores(q, k, config, order, scale, rows=rows), config, order, rows, rule),
                         config.head_pool)
 
 
@@ -235,41 +244,50 @@ def select(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, layout: Vi
         orders = token_orders(seq_len, layout, q.device)
     else:
         orders = torch.stack([token_order(seq_len, layout, n, q.device) for n in names])
-    first = order_mask(q, k, config, orders[0], scale)
     if tuple(names) == ORDERS:
-        return probe_and_choose(q, k, config, orders, first, scale)
+        frame = order_row(orders, 0)
+        return probe_and_choose(q, k, config, orders, lambda qs, ks: order_mask(qs, ks, config, frame, scale), scale)
+    first = order_mask(q, k, config, orders[0], scale)
     return choose([first] + [order_mask(q, k, config, order, scale) for order in orders[1:]], orders, names, k.shape[1],
                   config.order_cost)
 
 
 def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orders: torch.Tensor,
-                     frame_mask: torch.Tensor, scale: float | None = None, scores=None) -> Selection:
-    """The video-aware choice between the prompt's order (``frame_mask``, already selected) and the
-    spatial order ``orders[1]``: the spatial order is scored on every ``config.order_probe``-th query
-    block; a KV head moves to it where, on those rows, its kept blocks times ``config.order_cost``
+                     frame_select, scale: float | None = None, scores=None, rule=None) -> Selection:
+    """The video-aware choice between the prompt's order ``orders[0]`` and the spatial order
+    ``orders[1]``: both orders are scored on every ``config.order_probe``-th query block; a KV head
+    moves to the spatial order where, on those rows, its kept blocks times ``config.order_cost``
     (the reordered kernel's cost per block against the plain one's) are fewer than in the frame
-    order (ties: frame); only the KV heads that move are then scored in full. ``order_probe=1`` (or fewer blocks than that) scores
-    every row, which is the exact choice. ``scores``: as in :func:`order_mask`."""
-    nb = frame_mask.shape[-1]
+    order (ties: frame). Then each KV head is scored in full in its chosen order only:
+    ``frame_select(q_heads, k_heads)`` gives the frame-order mask ``[B, Hq', nb, nb]`` of a subset
+    of heads (whole KV heads), the spatial one comes from :func:`order_mask`. ``order_probe=1`` (or
+    fewer blocks than that) scores every row of both orders, which is the exact choice.
+    ``scores`` and ``rule``: as in :func:`order_mask`."""
     b, hq = q.shape[:2]
     hkv = k.shape[1]
+    group = hq // hkv
+    nb = num_blocks(q.shape[2], config.block_size)
     spatial = order_row(orders, 1)
     if config.order_probe == 1 or nb <= config.order_probe:
-        return choose([frame_mask, order_mask(q, k, config, spatial, scale, scores)], orders, ORDERS, hkv,
+        return choose([frame_select(q, k), order_mask(q, k, config, spatial, scale, scores, rule=rule)], orders, ORDERS, hkv,
                       config.order_cost)
     rows = probe_blocks(nb, config.order_probe, q.device)
-    probe = order_mask(q, k, config, spatial, scale, scores, rows=rows)
-    picked = choose([frame_mask.expand(b, hq, nb, nb)[..., rows, :], probe], orders, ORDERS, hkv, config.order_cost)
-    mask = frame_mask.expand(b, hq, nb, nb).clone()
-    moved = picked.choice.eq(1).any(0).nonzero().flatten()  # KV heads that move in some batch row
-    if moved.numel():
-        group = hq // hkv
+    probes = [order_mask(q, k, config, order_row(orders, i), scale, scores, rows=rows, rule=rule) for i in range(2)]
+    picked = choose(probes, orders, ORDERS, hkv, config.order_cost)
+    takes = picked.choice.eq(1)  # [B, Hkv]
+    mask = torch.zeros(b, hq, nb, nb, dtype=torch.bool, device=q.device)
+    for order, wanted in ((0, (~takes).any(0)), (1, takes.any(0))):  # KV heads that take the order in some batch row
+        kv = wanted.nonzero().flatten()
+        if not kv.numel():
+            continue
         if config.head_pool > group:  # composite heads span KV heads: score them all
-            moved = torch.arange(hkv, device=q.device)
-        qh = (moved[:, None] * group + torch.arange(group, device=q.device)).flatten()
-        full = order_mask(q[:, qh], k[:, moved], config, spatial, scale, scores)
-        takes = (picked.order_of_heads(hq)[:, qh] == 1)[..., None, None]
-        mask[:, qh] = torch.where(takes, full, mask[:, qh])
+            kv = torch.arange(hkv, device=q.device)
+        qh = (kv[:, None] * group + torch.arange(group, device=q.device)).flatten()
+        whole = kv.numel() == hkv
+        qs, ks = (q, k) if whole else (q[:, qh], k[:, kv])
+        full = frame_select(qs, ks) if order == 0 else order_mask(qs, ks, config, spatial, scale, scores, rule=rule)
+        chosen = (picked.order_of_heads(hq)[:, qh] == order)[..., None, None]
+        mask[:, qh] = torch.where(chosen, full, mask[:, qh])
     return Selection(mask, picked.choice, orders, ORDERS, picked.kept)
 
 

@@ -16,9 +16,10 @@ import triton
 import triton.language as tl
 
 from ..config import UniSparseConfig
-from ..reference import expand_heads, top_p_mask, variance_features
+from ..reference import expand_heads, variance_features
 from .common import dot_precision, needs_upcast
 from .pooling import pool_tokens
+from .top_p import top_p_mask
 
 LOG2E = 1.4426950408889634
 
@@ -71,7 +72,7 @@ def _block_score_kernel(
     ROWS_PER_BLOCK: tl.constexpr, COLS_PER_BLOCK: tl.constexpr,
     Q_BLOCKS: tl.constexpr, K_BLOCKS: tl.constexpr,
     HEAD_DIM: tl.constexpr, D_CHUNK: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ORDERED: tl.constexpr,
+    ORDERED: tl.constexpr, KEYS_IN_ORDER: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = Q_BLOCKS * ROWS_PER_BLOCK
     BLOCK_N: tl.constexpr = K_BLOCKS * COLS_PER_BLOCK
@@ -94,6 +95,9 @@ def _block_score_kernel(
     if ORDERED:  # original positions: any composite key may be visible (above the diagonal too)
         last_q_token = tl.load(q_last_ptr + offs_m, mask=offs_m < n_q, other=2**30)  # pad rows: finite, weight 0
         k_end = n_k
+        if KEYS_IN_ORDER:  # the prompt's own order (some query blocks only): no key after the tile's last query
+            tile_last = tl.max(tl.where(offs_m < n_q, last_q_token, 0), 0)
+            k_end = tl.minimum(tile_last // K_POOL + 1, n_k)
     else:
         last_q_token = tl.minimum((offs_m + 1) * Q_POOL - 1, seq_len - 1)
         # Composite keys any row of this tile can see.
@@ -166,6 +170,7 @@ def compressed_block_scores(
     qc: torch.Tensor, kc: torch.Tensor, seq_len: int, block_size: int, q_pool: int, k_pool: int,
     scale: float, out: torch.Tensor | None = None, d_chunk: int | None = None,
     q_last: torch.Tensor | None = None, k_first: torch.Tensor | None = None, n_row_blocks: int | None = None,
+    keys_in_order: bool = False,
 ) -> torch.Tensor:
     """Softmax(qc kc^T * scale), causal in token space, summed per ``block_size`` tile, fused.
 
@@ -175,7 +180,8 @@ def compressed_block_scores(
     reordered sequence, ``q_last`` (int32 ``[Nq]``: each composite query's latest original
     position) and ``k_first`` (int32 ``[Nk]``: each composite key's earliest) decide visibility;
     there the queries may also be some query blocks only (``n_row_blocks`` of them, output
-    ``[B, H, n_row_blocks, nb]``).
+    ``[B, H, n_row_blocks, nb]``). ``keys_in_order``: the keys are in the prompt's order (composite key
+    ``j`` starts at token ``j * k_pool``), so a tile stops at its last query's key.
     """
     b, heads, n_q, feat = qc.shape
     q_per_k_head = heads // kc.shape[1]
@@ -198,7 +204,7 @@ def compressed_block_scores(
         Q_POOL=q_pool, K_POOL=k_pool,
         ROWS_PER_BLOCK=rows, COLS_PER_BLOCK=cols, Q_BLOCKS=q_blocks, K_BLOCKS=k_blocks,
         HEAD_DIM=feat, D_CHUNK=d_chunk, UPCAST=needs_upcast(qc.dtype),
-        DOT_PRECISION=dot_precision(qc.dtype), ORDERED=ordered,
+        DOT_PRECISION=dot_precision(qc.dtype), ORDERED=ordered, KEYS_IN_ORDER=ordered and keys_in_order,
         num_warps=4, num_stages=2,
     )
     return out
@@ -210,7 +216,7 @@ def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConf
     """Triton twin of :func:`unisparse.reordered.block_scores`: the tokens gathered into ``order``,
     pooled, and scored with visibility by original positions. float32 ``[B, Hs, nb, nb]``, or
     ``[B, Hs, len(rows), nb]`` for the query blocks ``rows`` alone (only their queries are gathered)."""
-    from ..reordered import group_bounds, int32_positions, rows_order
+    from ..reordered import group_bounds, int32_positions, is_identity, rows_order
 
     if config.variance_correction > 0:
         raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
@@ -228,16 +234,21 @@ def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConf
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     return compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale, out=out,
                                    q_last=q_last, k_first=k_first,
-                                   n_row_blocks=None if rows is None else rows.numel())
+                                   n_row_blocks=None if rows is None else rows.numel(), keys_in_order=is_identity(order))
 
 
 def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:
-    """Triton block scores, then the shared Top-P rule: bool ``[B, Hq, nb, nb]``.
+    """Triton block scores, then the shared Top-P rule in one launch (:mod:`unisparse.kernels.top_p`):
+    bool ``[B, Hq, nb, nb]``.
 
     With ``config.variance_correction > 0``: the union of Top-P on the plain and on the corrected
     scores, as in :func:`unisparse.reference.select_blocks` (two scoring passes).
     """
-    mask = top_p_mask(block_scores(q, k, config, scale), config)
+    mask = _top_p(block_scores(q, k, config, scale), config)
     if config.variance_correction > 0:
-        mask = mask | top_p_mask(block_scores(q, k, config.replace(variance_correction=0.0), scale), config)
+        mask = mask | _top_p(block_scores(q, k, config.replace(variance_correction=0.0), scale), config)
     return expand_heads(mask, config.head_pool)
+
+
+def _top_p(scores: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
+    return top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
