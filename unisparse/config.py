@@ -75,10 +75,12 @@ class UniSparseConfig:
             Top-P on either estimate are kept. 0 (the default) turns it off.
         video_aware: with a video layout, choose per KV head between the prompt's order and a
             spatial-major order of the video (see the module docstring).
-        order_probe: the spatial order is first scored on every ``order_probe``-th query block
-            only, and a KV head moves to it when there it keeps fewer blocks than the prompt's
-            order on the same rows; only the heads that move are then scored in full. 1 scores
-            every row of both orders (the exact choice, twice the selection cost).
+        order_probe: both orders are first scored on every ``order_probe``-th query block only,
+            and a KV head moves to the spatial order when there it keeps fewer blocks than in the
+            prompt's order on the same rows; each head is then scored in full in its chosen order
+            only. 1 scores every row of both orders (the exact choice, about three times the
+            selection cost of the frame order alone: the spatial scoring sees keys on both sides
+            of the diagonal). At 8 the probes cost 3/8 of one frame-order scoring.
         video_aware_min_len: in a model or :func:`unisparse.sparse_attention`, sequences shorter
             than this keep the prompt's order without scoring another (measured on an H200: at 32K
             tokens the second scoring costs more than it saves unless grid heads dominate; at 128K it
@@ -86,7 +88,9 @@ class UniSparseConfig:
         order_cost: a block in the spatial order counts as this many in the prompt's order when
             the orders are compared: the reordered kernel's time per kept block against the plain
             kernel's (every block there needs the element mask of original positions, and the plain
-            kernel is the faster one). 1 compares blocks alone.
+            kernel is the faster one): 1.4 is the Gluon reordered kernel's on an H200 (1.38x the plain
+            Gluon kernel's time on the same blocks, ``benchmarks/kernel/ordered_tiles.md``; the
+            Triton one's is 1.6-2.2x). 1 compares blocks alone.
     """
 
     block_size: int = 128
@@ -100,8 +104,8 @@ class UniSparseConfig:
     variance_correction: float = 0.0
     max_density: float | None = None
     video_aware: bool = True
-    order_probe: int = 4
-    order_cost: float = 2.0
+    order_probe: int = 8
+    order_cost: float = 1.4
     video_aware_min_len: int = 65536
 
     def __post_init__(self) -> None:
