@@ -32,7 +32,7 @@ def clock() -> float:
     return time.perf_counter()
 
 
-def videomme_rows(dataset: Path, model, max_new_tokens: int, limit_videos: int | None):
+def videomme_rows(dataset: Path, model, max_new_tokens: int, limit_videos: int | None, batch_decode: bool = False):
     from unisparse import UniSparseConfig
     from videoqa import answer, answer_many
     from videoqa.eval.videomme.dataset import Dataset
@@ -55,9 +55,16 @@ def videomme_rows(dataset: Path, model, max_new_tokens: int, limit_videos: int |
             many = answer_many(video, [q.question for q in qs], [list(q.options) for q in qs], model=model,
                                sparse=sparse, config=cfg, max_new_tokens=max_new_tokens)
             t2 = clock()
+            batched = {}
+            if batch_decode:  # the same session, its answers decoded as one batch over the shared prefix
+                rows_b = answer_many(video, [q.question for q in qs], [list(q.options) for q in qs], model=model,
+                                     sparse=sparse, config=cfg, max_new_tokens=max_new_tokens, batch_decode=True)
+                batched = {"batched_s": (clock() - t2) / len(qs),
+                           "same_batched": sum(a.text == b.text for a, b in zip(ind, rows_b))}
             rows.append({"video": vid, "questions": len(qs), "mode": "UniSparse" if sparse else "dense",
                          "tokens": ind[0].total_tokens, "independent_s": (t1 - t0) / len(qs),
-                         "session_s": (t2 - t1) / len(qs), "same": sum(a.text == b.text for a, b in zip(ind, many))})
+                         "session_s": (t2 - t1) / len(qs), "same": sum(a.text == b.text for a, b in zip(ind, many)),
+                         **batched})
             print(rows[-1], flush=True)
     return rows
 
@@ -224,7 +231,7 @@ def main(argv=None) -> int:
     p.add_argument("--video-dir", type=Path, default=None,
                    help="--synthetic-7b's videos: v<N>.mp4 read from here when present, else written there")
     p.add_argument("--batch-decode", action="store_true",
-                   help="--synthetic-7b: also time the session with its answers decoded as one batch")
+                   help="also time the session with its answers decoded as one batch")
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
                    help="--synthetic-7b's weights (default: bfloat16 on a GPU, float32 on the CPU)")
     p.add_argument("--save-model", type=Path, default=None, metavar="DIR",
@@ -245,20 +252,31 @@ def main(argv=None) -> int:
         from videoqa.models import load_model
 
         model = load_model(args.model)
-        rows = videomme_rows(args.videomme, model, args.max_new_tokens, args.limit_videos)
-        lines += [f"{args.videomme}, model `{model.name}`, {args.max_new_tokens} new tokens at most; seconds per question.", "",
-                  "| video | questions | mode | tokens | independent s/q | session s/q | session / independent | same answers |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        rows = videomme_rows(args.videomme, model, args.max_new_tokens, args.limit_videos, args.batch_decode)
+        bd = args.batch_decode
+        lines += [f"{args.videomme}, model `{model.name}`, {args.max_new_tokens} new tokens at most; seconds per question."
+                  + (" Batched: the session with its answers decoded as one batch (`batch_decode=True`); its answers "
+                     "are compared with the independent ones." if bd else ""), "",
+                  "| video | questions | mode | tokens | independent s/q | session s/q | session / independent | same answers |"
+                  + (" batched s/q | batched / independent | batched same answers |" if bd else ""),
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if bd else "")]
         lines += [f"| {r['video']} | {r['questions']} | {r['mode']} | {r['tokens']} | {r['independent_s']:.2f} | "
                   f"{r['session_s']:.2f} | {r['session_s'] / r['independent_s']:.2f} | {r['same']}/{r['questions']} |"
+                  + (f" {r['batched_s']:.2f} | {r['batched_s'] / r['independent_s']:.2f} | "
+                     f"{r['same_batched']}/{r['questions']} |" if bd else "")
                   for r in rows]
         for mode in ("dense", "UniSparse"):
             sel = [r for r in rows if r["mode"] == mode]
             if sel:
+                n = sum(r["questions"] for r in sel)
                 ind = sum(r["independent_s"] * r["questions"] for r in sel)
                 ses = sum(r["session_s"] * r["questions"] for r in sel)
-                lines.append(f"| all | {sum(r['questions'] for r in sel)} | {mode} | | {ind:.1f} s | {ses:.1f} s | "
-                             f"**{ses / ind:.2f}** | {sum(r['same'] for r in sel)}/{sum(r['questions'] for r in sel)} |")
+                line = (f"| all | {n} | {mode} | | {ind:.1f} s | {ses:.1f} s | "
+                        f"**{ses / ind:.2f}** | {sum(r['same'] for r in sel)}/{n} |")
+                if bd:
+                    bat = sum(r["batched_s"] * r["questions"] for r in sel)
+                    line += f" {bat:.1f} s | **{bat / ind:.2f}** | {sum(r['same_batched'] for r in sel)}/{n} |"
+                lines.append(line)
         lines.append("")
     if args.synthetic_7b:
         if args.video_dir:
