@@ -85,8 +85,9 @@ def select_blocks_in_layout(
     fused Triton scoring kernel on CUDA, :func:`unisparse.reordered.block_scores` elsewhere); each
     KV head is then scored in full in the order it chose only, the frame order by
     :func:`select_blocks` (:func:`unisparse.reordered.probe_and_choose`). Without a layout that
-    reorders anything, every head keeps the frame order and nothing more is scored. Returns a :class:`unisparse.reordered.Selection` (``mask``: each head's blocks
-    in its own order; ``choice``: the order of each KV head).
+    reorders anything, every head keeps the frame order and nothing more is scored. Returns a
+    :class:`unisparse.reordered.Selection` (``mask``: each head's blocks in its own order;
+    ``choice``: the order of each KV head).
     """
     config = check_config(config)
     scale = check_scale(scale)

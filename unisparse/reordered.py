@@ -150,8 +150,8 @@ def top_p_mask(scores: torch.Tensor, config: UniSparseConfig, order: torch.Tenso
     if rows is not None:
         visible = visible[rows.to(visible.device)]
     rule = masks.top_p_mask if rule is None else rule
-    return rule(scores, config.top_p, sink_blocks=config.sink_blocks,
-                            local_blocks=config.local_blocks, visible=visible, rows=rows)
+    return rule(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks,
+                visible=visible, rows=rows)
 
 
 @dataclass
