@@ -38,8 +38,15 @@ def test_the_copy_is_the_gguf_model_and_is_read_instead_of_it(folder, tmp_path, 
     original = AutoModelForCausalLM.from_pretrained.__func__
 
     def spy(cls, path, *args, **kwargs):
+        from transformers.utils import logging as hf_logging
+
         reads.append("gguf" if kwargs.get("gguf_file") else "copy")
+        bars.append(hf_logging.is_progress_bar_enabled())
         return original(cls, path, *args, **kwargs)
+
+    from transformers.utils import logging as hf_logging
+
+    bars, before = [], hf_logging.is_progress_bar_enabled()
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
     first = C.load_gguf_causal_lm(folder, GGUF_FILE)
@@ -47,6 +54,8 @@ def test_the_copy_is_the_gguf_model_and_is_read_instead_of_it(folder, tmp_path, 
     assert (copy / "complete").is_file() and not any(p.name.startswith(copy.name + ".tmp") for p in tmp_path.iterdir())
     second = C.load_gguf_causal_lm(folder, GGUF_FILE)
     assert reads == ["gguf", "copy"]  # the second load does not dequantise
+    # the copy loads without a progress bar (it takes no time); the bars are back on afterwards
+    assert bars == [before, False] and hf_logging.is_progress_bar_enabled() == before
     _same(first, second)
 
     # a damaged copy is dropped with a warning, and the model still comes back right

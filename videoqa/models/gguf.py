@@ -13,6 +13,7 @@ place only once complete).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import warnings
@@ -41,6 +42,20 @@ def cache_path(gguf: Path, dtype: torch.dtype) -> Path | None:
     return root / f"{gguf.stem}-{st.st_size}-{st.st_mtime_ns}-{str(dtype).removeprefix('torch.')}"
 
 
+@contextlib.contextmanager
+def _quiet_progress():
+    """transformers' progress bars off for the duration (restored as they were)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_gguf_causal_lm(folder, gguf_file: str, dtype: torch.dtype = torch.float32):
     """``(model, tokenizer)`` for ``folder/gguf_file``, on the CPU in ``dtype``, from the plain copy when there is one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,7 +63,8 @@ def load_gguf_causal_lm(folder, gguf_file: str, dtype: torch.dtype = torch.float
     cached = cache_path(Path(folder) / gguf_file, dtype)
     if cached is not None and (cached / _DONE).is_file():
         try:
-            model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype).eval()
+            with _quiet_progress():  # a plain copy of 135M loads in a blink: no bar for it
+                model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype).eval()
             return model, AutoTokenizer.from_pretrained(cached)
         except Exception as e:  # noqa: BLE001 -- a damaged copy, whatever the reader raises: load the GGUF, write a fresh one
             warnings.warn(f"ignoring the damaged cached copy {cached}: {e}")
