@@ -161,7 +161,7 @@ train-evaluate)
     tar czf "$OUT/$name-model.tgz" -C "out/runs/$name" model
     ev="out/runs/$name/evals"; mkdir -p "$ev"
     # shellcheck disable=SC2086
-    held_out "$name" "$ev" --suites ${EVAL_SUITES:-single needle clip still crowd where does} > "$ev/eval.log" 2>&1 &
+    held_out "$name" "$ev" --suites ${EVAL_SUITES:-single needle clip still crowd where does video} > "$ev/eval.log" 2>&1 &
     if [ "${EVAL_224:-1}" != 0 ]; then
         EVAL_TAG=-224x16 held_out "$name" "$ev" --size 224x224 --suites needle --per-cell 16 > "$ev/eval224.log" 2>&1 &
     fi

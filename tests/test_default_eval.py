@@ -36,6 +36,9 @@ def test_suites_have_the_asked_layout():
     crowd = build_suite("crowd", per_kind=2)
     assert [e.kind for _, e in crowd] == [k for k in ("crowd_mover", "crowd_color", "scene_seq") for _ in (0, 1)]
     assert [e.options is not None for _, e in crowd[:2]] == [False, True]
+    video = build_suite("video", per_kind=2)
+    assert [e.kind for _, e in video] == [k for k in ("motion", "scene", "scene_change") for _ in (0, 1)]
+    assert all(6 <= e.num_frames <= 32 for _, e in video) and [e.options is not None for _, e in video[:2]] == [False, True]
     with pytest.raises(ValueError, match="unknown suite"):
         build_suite("clips")
 

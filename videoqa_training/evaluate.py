@@ -6,7 +6,7 @@ pipeline's own (:func:`videoqa.prompt.build_inputs`), decoding is greedy, and th
 scored by :func:`videoqa_training.synthetic.is_correct`, so accuracy here is what a user of the
 pipeline would see on the same frames.
 
-Five suites (:func:`build_suite`):
+The suites (:func:`build_suite`):
 
 * ``single``: single-frame questions (2 identical frames = one temporal patch): colour, shape,
   digit, count, alternating free-form and multiple choice;
@@ -21,7 +21,11 @@ Five suites (:func:`build_suite`):
   find or hard to read;
 * ``crowd``: the sample clips' layouts (:data:`~.synthetic.CROWD_KINDS`: what moves and the
   colour of a small shape among distractors up to three times its size, one possibly appearing
-  late, and the first or last of many background colours or how often it changes).
+  late, and the first or last of many background colours or how often it changes);
+* ``where``, ``does``: where a shape sits or ends up, what an object does;
+* ``video``: the first video kinds the model was trained on (:data:`~.synthetic.VIDEO_KINDS`: in
+  which direction a shape moves, what the scene shows, whether and how it changes), 6-32 frames;
+  the sample clips ask these (``shapes.mp4``'s circle direction).
 
 :func:`run` answers each example dense and sparse (UniSparse's default config with
 ``min_seq_len=0`` unless told: these prompts are far below the library's 32,768-token threshold,
@@ -39,12 +43,13 @@ from typing import Callable, Iterable
 
 import torch
 
-from .synthetic import (ACTION_KINDS, CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, PLACE_KINDS, STATIC_KINDS, STILL_KINDS, Example, is_correct,
-                        make_example)
+from .synthetic import (ACTION_KINDS, CLIP_KINDS, CROWD_KINDS, NEEDLE_KINDS, PLACE_KINDS, STATIC_KINDS, STILL_KINDS,
+                        VIDEO_KINDS, Example, is_correct, make_example)
 
 # suites of --per-kind examples per kind: (kinds, frame count: the kind's default unless given)
 PER_KIND_SUITES = {"clip": (CLIP_KINDS, {}), "still": (STILL_KINDS, {"num_frames": 2}), "crowd": (CROWD_KINDS, {}),
-                   "where": (PLACE_KINDS, {}), "does": (ACTION_KINDS, {})}
+                   "where": (PLACE_KINDS, {}), "does": (ACTION_KINDS, {}), "video": (VIDEO_KINDS, {})}
+BY_KIND = ("clip", "video")  # suites whose summary also has a row per kind
 NEEDLE_DEPTHS = (0.1, 0.5, 0.9)
 NEEDLE_FRAMES = (64, 128, 256)
 NEEDLE_SIZE = (112, 112)
@@ -73,7 +78,7 @@ class Result:
 def build_suite(name: str, *, per_kind: int = 4, depths: Iterable[float] = NEEDLE_DEPTHS,
                 frames: Iterable[int] = NEEDLE_FRAMES, per_cell: int = 2, split: str = "heldout",
                 size: tuple[int, int] | None = None) -> list[tuple[str, Example]]:
-    """``[(suite, example), ...]`` for ``name`` in ("single", "needle", "clip", "still", "crowd", "where")."""
+    """``[(suite, example), ...]`` for ``name``: "single", "needle" or one of :data:`PER_KIND_SUITES`."""
     out = []
     if name == "single":
         for kind in STATIC_KINDS:
@@ -239,17 +244,18 @@ def run(model, processor, suite: list[tuple[str, Example]], *, modes=("dense", "
 def _group_key(r: Result) -> str:
     if r.suite == "needle":
         return f"needle T={r.num_frames} depth={r.depth:.0%}"
-    if r.suite == "clip":
-        return f"clip {r.kind}"
+    if r.suite in BY_KIND:
+        return f"{r.suite} {r.kind}"
     return r.suite
 
 
 def summarise(results: list[Result]) -> list[dict]:
-    """Per group (suite; needles by frames x depth, clips by kind) plus per suite: accuracies, ratio, density."""
+    """Per group (suite; needles by frames x depth, the :data:`BY_KIND` suites by kind) plus per suite: accuracies,
+    ratio, density."""
     groups: dict[str, list[Result]] = {}
     for r in results:
         groups.setdefault(_group_key(r), []).append(r)
-        if r.suite in ("needle", "clip"):
+        if r.suite == "needle" or r.suite in BY_KIND:
             groups.setdefault(f"{r.suite} (all)", []).append(r)
     groups["all"] = list(results)
     rows = []
@@ -306,7 +312,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default=None)
     p.add_argument("--suites", nargs="+", default=["single", "needle"], choices=["single", "needle", *PER_KIND_SUITES],
                    help="single-frame, needle, the sample videos' kinds of question (clip), digits drawn as needles "
-                        "are (still), the sample clips' layouts (crowd); --per-kind each for all but needle")
+                        "are (still), the sample clips' layouts (crowd), where, does, the first video kinds: "
+                        "direction, scene, scene change (video); --per-kind each for all but needle")
     p.add_argument("--per-kind", type=int, default=8, help="single-frame (clip, still, crowd) questions per kind")
     p.add_argument("--needle-frames", type=int, nargs="+", default=list(NEEDLE_FRAMES))
     p.add_argument("--depths", type=float, nargs="+", default=list(NEEDLE_DEPTHS))
