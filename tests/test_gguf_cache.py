@@ -38,8 +38,6 @@ def test_the_copy_is_the_gguf_model_and_is_read_instead_of_it(folder, tmp_path, 
     original = AutoModelForCausalLM.from_pretrained.__func__
 
     def spy(cls, path, *args, **kwargs):
-        from transformers.utils import logging as hf_logging
-
         reads.append("gguf" if kwargs.get("gguf_file") else "copy")
         bars.append(hf_logging.is_progress_bar_enabled())
         return original(cls, path, *args, **kwargs)

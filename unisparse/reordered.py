@@ -275,6 +275,7 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
     probes = [order_mask(q, k, config, order_row(orders, i), scale, scores, rows=rows, rule=rule) for i in range(2)]
     picked = choose(probes, orders, ORDERS, hkv, config.order_cost)
     takes = picked.choice.eq(1)  # [B, Hkv]
+    head_orders = picked.order_of_heads(hq)  # [B, Hq]
     mask = torch.zeros(b, hq, nb, nb, dtype=torch.bool, device=q.device)
     for order, wanted in ((0, (~takes).any(0)), (1, takes.any(0))):  # KV heads that take the order in some batch row
         kv = wanted.nonzero().flatten()
@@ -286,7 +287,7 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
         whole = kv.numel() == hkv
         qs, ks = (q, k) if whole else (q[:, qh], k[:, kv])
         full = frame_select(qs, ks) if order == 0 else order_mask(qs, ks, config, spatial, scale, scores, rule=rule)
-        chosen = (picked.order_of_heads(hq)[:, qh] == order)[..., None, None]
+        chosen = (head_orders[:, qh] == order)[..., None, None]
         mask[:, qh] = torch.where(chosen, full, mask[:, qh])
     return Selection(mask, picked.choice, orders, ORDERS, picked.kept)
 
