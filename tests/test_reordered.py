@@ -244,8 +244,10 @@ def test_frame_coverage_maps_a_spatial_mask_back_to_frame_blocks():
 # ----------------------------------------------------------------------------- the public API and the kernel
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_ordered_kernel_matches_the_reference(seed, dtype):
+@pytest.mark.parametrize("dtype,choice", [(torch.float32, [[1, 0]]), (torch.float16, [[1, 0]]),
+                                          (torch.float32, [[1, 1]]), (torch.float16, [[0, 0]])])
+def test_ordered_kernel_matches_the_reference(seed, dtype, choice):
+    # KV heads in different orders (gathered per element), or all in one (whole rows by one index)
     from unisparse.kernels.block_sparse_ordered import ordered_attention
 
     q, k, v, info = video_qkv(1, 4, 2, 450, 32, frame_tokens=64, seed=seed, return_layout=True)
@@ -254,7 +256,7 @@ def test_ordered_kernel_matches_the_reference(seed, dtype):
     orders = torch.stack([token_order(450, layout, n, DEVICE) for n in ("frame", "spatial")])
     mask = torch.rand(1, 4, 8, 8, device=DEVICE) < 0.6
     mask[0, 1, 2] = False  # a row that keeps nothing gets zeros
-    sel = reordered.Selection(mask, torch.tensor([[1, 0]], device=DEVICE), orders, ("frame", "spatial"),
+    sel = reordered.Selection(mask, torch.tensor(choice, device=DEVICE), orders, ("frame", "spatial"),
                               torch.zeros(1, 2, 2, dtype=torch.long))
     out = ordered_attention(q, k, v, mask, sel.order_of_heads(), orders, 64,
                             out=poisoned_like(q.shape, dtype, DEVICE), work=poisoned_like(q.shape, dtype, DEVICE))
@@ -262,15 +264,17 @@ def test_ordered_kernel_matches_the_reference(seed, dtype):
     assert rel_err(out, ref) < TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_mixed_orders_split_between_the_plain_and_the_reordered_kernel(seed, dtype):
+@pytest.mark.parametrize("dtype,choice", [(torch.float32, [[0, 1], [1, 0]]), (torch.float16, [[0, 1], [1, 0]]),
+                                          (torch.float16, [[1, 1], [1, 1]])])
+def test_mixed_orders_split_between_the_plain_and_the_reordered_kernel(seed, dtype, choice):
     # KV head 0 keeps the frame order (the block-sparse kernel), KV head 1 moves (the reordered kernel);
     # two batch rows choose differently, and the output equals the reference for every head
+    # (and where every head moved, the reordered kernel alone runs over all of them)
     q, k, v, info = video_qkv(2, 4, 2, 450, 32, frame_tokens=64, seed=seed, return_layout=True)
     q, k, v = (t.to(DEVICE, dtype) for t in (q, k, v))
     orders = torch.stack([token_order(450, layout_of(info), n, DEVICE) for n in ("frame", "spatial")])
     mask = torch.rand(2, 4, 8, 8, device=DEVICE) < 0.6
-    choice = torch.tensor([[0, 1], [1, 0]], device=DEVICE)
+    choice = torch.tensor(choice, device=DEVICE)
     heads = choice.repeat_interleave(2, dim=1)
     mask |= (heads == 0)[..., None, None] & torch.eye(8, dtype=torch.bool, device=DEVICE)  # frame heads: diagonal kept
     mask &= ~((heads == 0)[..., None, None] & ~torch.ones(8, 8, dtype=torch.bool, device=DEVICE).tril())
@@ -279,6 +283,7 @@ def test_mixed_orders_split_between_the_plain_and_the_reordered_kernel(seed, dty
     ref = naive_attention(q, k, v, token_mask_in_original_positions(sel, 64))
     assert out.shape == q.shape and rel_err(out, ref) < TOLERANCE[dtype]
     assert torch.equal(sel.keeps_prompt_order(), torch.tensor([True, False], device=DEVICE))
+    assert sel.reorders
 
 
 @pytest.mark.parametrize("dtype,head_pool,block", [(torch.float32, 1, 64), (torch.float16, 2, 64),
@@ -301,6 +306,108 @@ def test_ordered_scoring_kernel_matches_the_reference(seed, dtype, head_pool, bl
     assert rel_err(some, ref[:, :, rows]) < {torch.float32: 1e-5, torch.float16: 5e-4}[dtype]
     # blocks above the diagonal hold visible mass in this order, and the kernel scored them
     assert scores.triu(1).sum() > 0.05 * scores.sum()
+
+
+def _two_orders_and_a_choice(seed, head_mix=None, seq_len=610, hq=4, hkv=2):
+    q, k, _, info = video_qkv(1, hq, hkv, seq_len, 32, frame_tokens=64, head_mix=head_mix, seed=seed,
+                              return_layout=True)
+    orders = torch.stack([token_order(seq_len, layout_of(info), n) for n in ("frame", "spatial")])
+    gen = torch.Generator().manual_seed(seed)
+    choice = torch.randint(0, 2, (1, hkv), generator=gen)
+    choice[0, 0], choice[0, -1] = 1, 0  # both orders in every draw
+    return q, k, orders, choice
+
+
+@pytest.mark.parametrize("head_group", [1, 2])
+def test_pooling_each_head_in_its_own_row_of_a_stacked_index(seed, head_group):
+    from unisparse.kernels.pooling import pool_tokens
+
+    q, _, orders, choice = _two_orders_and_a_choice(seed)
+    rows = choice.repeat_interleave(2 // head_group, dim=1)  # [1, 4 / head_group]: pooled head -> order
+    got = pool_tokens(q.to(DEVICE), 8, head_group, index=orders.to(DEVICE), index_rows=rows.to(DEVICE))
+    for h in range(rows.shape[1]):
+        one = pool_tokens(q[:, h * head_group:(h + 1) * head_group].to(DEVICE), 8, head_group,
+                          index=orders[int(rows[0, h])].to(DEVICE))
+        assert torch.equal(got[:, h:h + 1].cpu(), one.cpu())
+    with pytest.raises(ValueError, match="index_rows"):
+        pool_tokens(q, 8, 1, index=orders)
+
+
+@pytest.mark.parametrize("dtype,head_pool", [(torch.float32, 1), (torch.float16, 2)])
+def test_head_order_selection_is_each_kv_head_in_its_chosen_order(seed, dtype, head_pool):
+    # one scoring and one Top-P launch with the order read per head on the device: the same masks
+    # (and scores) as scoring each order in full and taking each KV head's chosen one
+    from unisparse.kernels import selection as S
+    from unisparse.kernels.top_p import top_p_mask as rule
+
+    q, k, orders, choice = _two_orders_and_a_choice(seed, head_mix={"grid": 1, "local": 1}, seq_len=700)
+    q, k, orders, choice = q.to(DEVICE, dtype), k.to(DEVICE, dtype), orders.to(DEVICE), choice.to(DEVICE)
+    cfg = UniSparseConfig(block_size=64, top_p=0.9, head_pool=head_pool, min_seq_len=0)
+    nb = -(-700 // 64)
+    scores = poisoned_like((1, 4 // head_pool, nb, nb), torch.float32, DEVICE)
+    got = S.head_order_mask(q, k, cfg, orders, choice, out=scores)
+    heads = choice.repeat_interleave(2, dim=1)[0]  # query head -> order
+    for o in range(2):
+        ref_scores = reordered.block_scores(q, k, cfg, orders[o])
+        pooled = heads[::head_pool] == o
+        assert rel_err(scores[:, pooled], ref_scores[:, pooled]) < {torch.float32: 1e-5, torch.float16: 5e-4}[dtype]
+        # Top-P on the kernel's own scores: the per-head visibility is the chosen order's
+        ref = R.expand_heads(reordered.top_p_mask(scores, cfg, orders[o], rule=rule), head_pool)
+        assert torch.equal(got[:, heads == o], ref[:, heads == o])
+    with pytest.raises(ValueError, match="divide the GQA group"):
+        S.head_order_mask(q, k, cfg.replace(head_pool=4), orders, choice)
+
+
+@pytest.mark.parametrize("head_pool", [1, 2])
+def test_probing_every_order_at_once_is_probing_order_by_order(seed, head_pool):
+    from unisparse.kernels import selection as S
+    from unisparse.kernels.top_p import top_p_mask as rule
+
+    q, k, orders, _ = _two_orders_and_a_choice(seed, head_mix={"grid": 1, "local": 1}, seq_len=900)
+    q, k, orders = q.to(DEVICE), k.to(DEVICE), orders.to(DEVICE)
+    cfg = UniSparseConfig(block_size=64, top_p=0.9, head_pool=head_pool, min_seq_len=0)
+    rows = reordered.probe_blocks(15, 4, DEVICE)  # 900 tokens: 15 blocks, the last one partial
+    got = S.probe_masks(q, k, cfg, orders, rows)
+    for o in range(2):
+        ref = reordered.order_mask(q, k, cfg, orders[o], scores=S.ordered_block_scores, rows=rows, rule=rule)
+        assert got[o].shape == ref.shape == (1, 4, 4, 15)
+        assert (got[o] != ref).float().mean() < 0.01  # a block at the Top-P boundary may flip, nothing more
+    q2, k2 = torch.cat([q, q]), torch.cat([k, k])
+    assert S.probe_masks(q2, k2, cfg, orders, rows) is None  # several prompts: probed order by order
+
+
+def test_top_p_with_a_visibility_per_head_is_the_definition_per_head(seed):
+    from unisparse import masks
+    from unisparse.kernels.top_p import top_p_mask
+
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.rand(2, 3, 9, 9, generator=gen).to(DEVICE)
+    visible = (torch.rand(2, 9, 9, generator=gen) < 0.6).to(DEVICE)
+    which = torch.tensor([[0, 1, 1], [1, 0, 0]], device=DEVICE)
+    got = top_p_mask(scores, 0.8, sink_blocks=1, local_blocks=2, visible=visible, visible_of=which)
+    for b in range(2):
+        for h in range(3):
+            ref = masks.top_p_mask(scores[b, h], 0.8, sink_blocks=1, local_blocks=2, visible=visible[which[b, h]])
+            assert torch.equal(got[b, h], ref)
+    with pytest.raises(ValueError, match="stacked visible"):
+        top_p_mask(scores, 0.8, sink_blocks=1, local_blocks=2, visible=visible[0], visible_of=which)
+
+
+@pytest.mark.parametrize("dtype,d", [(torch.float16, 32), (torch.float32, 64)])
+def test_rows_move_into_an_order_and_back(seed, dtype, d):
+    # the reordered attention's gather and scatter: index_select / index_copy_ along the sequence,
+    # from a strided (transposed) input as the transformers adapter passes it, into poisoned buffers
+    from unisparse.kernels.rows import gather_rows, scatter_rows
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 300, 3, d, generator=gen).to(DEVICE, dtype).transpose(1, 2)  # [B, H, L, D], not contiguous
+    order = torch.randperm(300, generator=gen).to(DEVICE)
+    moved = gather_rows(x, order, out=poisoned_like(x.shape, dtype, DEVICE))
+    assert torch.equal(moved, x.index_select(2, order))
+    back = scatter_rows(moved, order, poisoned_like(x.shape, dtype, DEVICE))
+    assert torch.equal(back, x)
+    with pytest.raises(ValueError, match="same shape"):
+        gather_rows(x, order[:-1])
 
 
 def test_ordered_kernel_refuses_orders_that_differ_within_a_kv_head():

@@ -106,11 +106,19 @@ def select_blocks_in_layout(
     if config.variance_correction > 0:
         raise ValueError("video-aware selection does not take variance_correction > 0; use layout=None")
     orders = token_orders(seq_len, layout, q.device)
-    scores = rule = None
+    scores = rule = chosen = probe = None
     if _backend_for(q, backend) == "triton":
-        from .kernels.selection import ordered_block_scores as scores
+        from .kernels.selection import head_order_mask, ordered_block_scores as scores, probe_masks
         from .kernels.top_p import top_p_mask as rule
-    return reordered.probe_and_choose(q, k, config, orders, frame_select, scale, scores=scores, rule=rule)
+
+        if (q.shape[1] // k.shape[1]) % config.head_pool == 0:
+            def chosen(qs, ks, choice):
+                return head_order_mask(qs, ks, config, orders, choice, scale)
+
+        def probe(qs, ks, rows):
+            return probe_masks(qs, ks, config, orders, rows, scale)
+    return reordered.probe_and_choose(q, k, config, orders, frame_select, scale, scores=scores, rule=rule,
+                                      chosen_select=chosen, probe_select=probe)
 
 
 def ordered_block_sparse_attention(
@@ -150,11 +158,14 @@ def ordered_block_sparse_attention(
 def _ordered_on_triton(q, k, v, selection: Selection, block_size: int, scale) -> torch.Tensor:
     """Heads still in the prompt's order run on the block-sparse kernel (the fast one where the GPU
     has it), with the moved heads' rows emptied so they cost nothing there; only the KV heads that
-    moved run on the reordered kernel, over their own heads."""
+    moved run on the reordered kernel, over their own heads (all of q, k and v in place where every
+    head moved)."""
     from .kernels import block_sparse, block_sparse_ordered
 
     heads = selection.order_of_heads(q.shape[1])
     moved = ~selection.keeps_prompt_order()[heads]  # [B, Hq]
+    if bool(moved.all()):  # every head moved: no plain launch, no per-head copies in and out
+        return block_sparse_ordered.ordered_attention(q, k, v, selection.mask, heads, selection.orders, block_size, scale)
     out = block_sparse.block_sparse_attention(q, k, v, selection.mask & ~moved[..., None, None], block_size, scale)
     group = q.shape[1] // k.shape[1]
     for b in range(q.shape[0]):

@@ -65,6 +65,13 @@ def visible_blocks(order: torch.Tensor, block_size: int) -> torch.Tensor:
 
 
 @_per_order
+def visible_rows(order: torch.Tensor, rows: torch.Tensor, block_size: int) -> torch.Tensor:
+    """The rows ``rows`` of :func:`visible_blocks` (the probe's, once per prompt)."""
+    visible = visible_blocks(order, block_size)
+    return visible[rows.to(visible.device)]
+
+
+@_per_order
 def group_bounds(order: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest and largest original position of each ``factor``-token group of the order."""
     n = -(-order.numel() // factor)
@@ -72,6 +79,31 @@ def group_bounds(order: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.
     lo = torch.nn.functional.pad(order, (0, pad), value=order.numel()).view(n, factor).amin(1)
     hi = torch.nn.functional.pad(order, (0, pad), value=-1).view(n, factor).amax(1)
     return lo, hi
+
+
+@_per_order
+def stacked_group_bounds(orders: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`group_bounds` of every row of ``orders`` (``[O, L]``), stacked: int32 ``[O, n]`` each."""
+    bounds = [group_bounds(order_row(orders, i), factor) for i in range(orders.shape[0])]
+    return tuple(torch.stack([b[j] for b in bounds]).to(torch.int32).contiguous() for j in range(2))
+
+
+@_per_order
+def stacked_visible_blocks(orders: torch.Tensor, block_size: int) -> torch.Tensor:
+    """:func:`visible_blocks` of every row of ``orders``, stacked: bool ``[O, nb, nb]``."""
+    return torch.stack([visible_blocks(order_row(orders, i), block_size) for i in range(orders.shape[0])])
+
+
+@_per_order
+def stacked_rows_order(orders: torch.Tensor, rows: torch.Tensor, block_size: int) -> torch.Tensor:
+    """:func:`rows_order` of every row of ``orders``, stacked: int64 ``[O, N]`` (the probe's query tokens)."""
+    return torch.stack([rows_order(order_row(orders, i), rows, block_size) for i in range(orders.shape[0])])
+
+
+@_per_order
+def stacked_visible_rows(orders: torch.Tensor, rows: torch.Tensor, block_size: int) -> torch.Tensor:
+    """:func:`visible_rows` of every row of ``orders``, stacked: bool ``[O, len(rows), nb]``."""
+    return torch.stack([visible_rows(order_row(orders, i), rows, block_size) for i in range(orders.shape[0])])
 
 
 @_per_order
@@ -146,9 +178,7 @@ def top_p_mask(scores: torch.Tensor, config: UniSparseConfig, order: torch.Tenso
     """Top-P over the visible blocks of the order (bool ``[..., nb, nb]``; ``[..., len(rows), nb]``
     for the query blocks ``rows``). ``rule``: the Top-P function (default the definition,
     :func:`unisparse.masks.top_p_mask`; on CUDA, :func:`unisparse.kernels.top_p.top_p_mask`)."""
-    visible = visible_blocks(order, config.block_size)
-    if rows is not None:
-        visible = visible[rows.to(visible.device)]
+    visible = visible_blocks(order, config.block_size) if rows is None else visible_rows(order, rows, config.block_size)
     rule = masks.top_p_mask if rule is None else rule
     return rule(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks,
                 visible=visible, rows=rows)
@@ -225,14 +255,21 @@ def choose(masks: Sequence[torch.Tensor], orders: torch.Tensor, names: tuple[str
     blocks of every order after the first weighted by ``order_cost`` (ties: the earlier order in
     ``names``); ``masks[i]`` is the ``[B, Hq, nb, nb]`` mask in order ``i``."""
     stacked = torch.stack([m.expand(masks[0].shape) for m in masks])  # [O, B, Hq, nb, nb]
-    o, b, hq = stacked.shape[:3]
-    kept = stacked.flatten(3).sum(-1).view(o, b, kv_heads, hq // kv_heads).sum(-1).permute(1, 2, 0)  # [B, Hkv, O]
-    cost = kept.double()
-    cost[..., 1:] *= order_cost
-    choice = cost.argmin(-1)  # argmin returns the first minimum: ties keep the earlier order
+    hq = stacked.shape[2]
+    choice, kept = choose_orders(masks, kv_heads, order_cost)
     heads = choice.repeat_interleave(hq // kv_heads, dim=1)  # [B, Hq]
     mask = torch.gather(stacked, 0, heads[None, :, :, None, None].expand(1, *stacked.shape[1:]))[0]
     return Selection(mask, choice, orders, tuple(names), kept)
+
+
+def choose_orders(masks: Sequence[torch.Tensor], kv_heads: int, order_cost: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`choose`'s decision alone, on the device: ``(choice [B, Hkv], kept [B, Hkv, O])``."""
+    kept = torch.stack([m.expand(masks[0].shape).flatten(2).sum(-1) for m in masks], -1)  # [B, Hq, O]
+    b, hq, o = kept.shape
+    kept = kept.view(b, kv_heads, hq // kv_heads, o).sum(2)
+    cost = kept.double()
+    cost[..., 1:] *= order_cost
+    return cost.argmin(-1), kept  # argmin returns the first minimum: ties keep the earlier order
 
 
 def select(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, layout: VideoLayout | None,
@@ -253,7 +290,8 @@ def select(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, layout: Vi
 
 
 def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orders: torch.Tensor,
-                     frame_select, scale: float | None = None, scores=None, rule=None) -> Selection:
+                     frame_select, scale: float | None = None, scores=None, rule=None, chosen_select=None,
+                     probe_select=None) -> Selection:
     """The video-aware choice between the prompt's order ``orders[0]`` and the spatial order
     ``orders[1]``: both orders are scored on every ``config.order_probe``-th query block; a KV head
     moves to the spatial order where, on those rows, its kept blocks times ``config.order_cost``
@@ -262,7 +300,12 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
     ``frame_select(q_heads, k_heads)`` gives the frame-order mask ``[B, Hq', nb, nb]`` of a subset
     of heads (whole KV heads), the spatial one comes from :func:`order_mask`. ``order_probe=1`` (or
     fewer blocks than that) scores every row of both orders, which is the exact choice.
-    ``scores`` and ``rule``: as in :func:`order_mask`."""
+    ``scores`` and ``rule``: as in :func:`order_mask`. ``chosen_select(q, k, choice)``, where given,
+    replaces the full scoring per order: it returns every KV head's mask in its chosen order at
+    once (:func:`unisparse.kernels.selection.head_order_mask`: one launch, no host sync).
+    ``probe_select(q, k, rows)``, where given, replaces the probe: the masks of both orders on the
+    query blocks ``rows`` (:func:`unisparse.kernels.selection.probe_masks`), or None where it does not
+    apply (then each order is probed by :func:`order_mask`)."""
     b, hq = q.shape[:2]
     hkv = k.shape[1]
     group = hq // hkv
@@ -272,7 +315,12 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
         return choose([frame_select(q, k), order_mask(q, k, config, spatial, scale, scores, rule=rule)], orders, ORDERS, hkv,
                       config.order_cost)
     rows = probe_blocks(nb, config.order_probe, q.device)
-    probes = [order_mask(q, k, config, order_row(orders, i), scale, scores, rows=rows, rule=rule) for i in range(2)]
+    probes = probe_select(q, k, rows) if probe_select is not None else None
+    if probes is None:
+        probes = [order_mask(q, k, config, order_row(orders, i), scale, scores, rows=rows, rule=rule) for i in range(2)]
+    if chosen_select is not None:
+        choice, kept = choose_orders(probes, hkv, config.order_cost)
+        return Selection(chosen_select(q, k, choice), choice, orders, ORDERS, kept)
     picked = choose(probes, orders, ORDERS, hkv, config.order_cost)
     takes = picked.choice.eq(1)  # [B, Hkv]
     head_orders = picked.order_of_heads(hq)  # [B, Hq]

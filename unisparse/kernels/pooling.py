@@ -17,11 +17,12 @@ from .common import needs_upcast
 
 @triton.jit
 def _pool_kernel(
-    x_ptr, out_ptr, var_ptr, index_ptr,
+    x_ptr, out_ptr, var_ptr, index_ptr, index_row_ptr,
     stride_xb, stride_xh, stride_xl, stride_xd,
     seq_len, n_out, heads_out,
     FACTOR: tl.constexpr, HEAD_GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr, VARIANCE: tl.constexpr, INDEXED: tl.constexpr,
+    ROW_PER_HEAD: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -31,6 +32,8 @@ def _pool_kernel(
     offs_d = tl.arange(0, HEAD_DIM)
     acc = tl.zeros([BLOCK_T, HEAD_DIM], dtype=tl.float32)
     acc2 = tl.zeros([BLOCK_T, HEAD_DIM], dtype=tl.float32)
+    if ROW_PER_HEAD:  # this output head reads its own row of the stacked index
+        index_ptr += tl.load(index_row_ptr + pid_bh).to(tl.int64) * seq_len
     for hh in range(HEAD_GROUP):
         base = x_ptr + b * stride_xb + (h_out * HEAD_GROUP + hh) * stride_xh
         for j in tl.static_range(FACTOR):
@@ -56,7 +59,7 @@ def _pool_kernel(
 
 
 def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1, variance: bool = False,
-                index: torch.Tensor | None = None):
+                index: torch.Tensor | None = None, index_rows: torch.Tensor | None = None):
     """``[B, H, L, D] -> [B, H / head_group, ceil(L / factor), D]`` (contiguous, x's dtype).
 
     With ``variance=True`` returns ``(mean, var)``: ``var`` is the per-feature variance over
@@ -65,13 +68,24 @@ def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1, variance: boo
     ``ceil(N / factor)`` groups, read in place: the same result as pooling ``x.index_select(2, index)``
     without writing that copy (a token order's gather of q and k cost more than the pooling itself
     on the H200 at 32K, ``benchmarks/attention/profile_video_select_h200.md``).
+    With a stacked ``index`` (``[O, N]``) and ``index_rows`` (integer ``[B, H / head_group]``), each
+    output head pools the tokens of its own row ``index[index_rows[b, h]]``: every head in its own
+    token order in one launch, with the choice of order left on the device (no host sync).
     """
     b, h, seq_len, d = x.shape
+    heads_out = h // head_group
+    if index_rows is not None:
+        if index is None or index.dim() != 2 or tuple(index_rows.shape) != (b, heads_out):
+            raise ValueError(f"index_rows [B, H / head_group] = {(b, heads_out)} needs a stacked index [O, N]; "
+                             f"got index_rows {tuple(index_rows.shape)}, index "
+                             f"{None if index is None else tuple(index.shape)}")
+        index_rows = index_rows.to(device=x.device, dtype=torch.int32).contiguous()
+    elif index is not None and index.dim() != 1:
+        raise ValueError(f"a stacked index {tuple(index.shape)} needs index_rows")
     if index is not None:
         index = index.to(device=x.device, dtype=torch.int32).contiguous()
-        seq_len = index.numel()
+        seq_len = index.shape[-1]
     n_out = triton.cdiv(seq_len, factor)
-    heads_out = h // head_group
     # Triton's interpreter does not round float32 -> bfloat16 to nearest on store; there the
     # kernel writes float32 and torch rounds, so both backends see the same composite tokens.
     store_dtype = torch.float32 if needs_upcast(x.dtype) else x.dtype
@@ -80,8 +94,9 @@ def pool_tokens(x: torch.Tensor, factor: int, head_group: int = 1, variance: boo
     block_t = 32
     grid = (triton.cdiv(n_out, block_t), b * heads_out)
     _pool_kernel[grid](
-        x, out, var, index if index is not None else out, *x.stride(), seq_len, n_out, heads_out,
+        x, out, var, index if index is not None else out, index_rows if index_rows is not None else out,
+        *x.stride(), seq_len, n_out, heads_out,
         FACTOR=factor, HEAD_GROUP=head_group, HEAD_DIM=d, BLOCK_T=block_t, VARIANCE=variance,
-        INDEXED=index is not None, num_warps=4,
+        INDEXED=index is not None, ROW_PER_HEAD=index_rows is not None, num_warps=4,
     )
     return (out.to(x.dtype), var) if variance else out.to(x.dtype)

@@ -9,6 +9,7 @@ one register tile at a time; the kernel writes just ``[nb, nb]`` block scores pe
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -66,13 +67,13 @@ def _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk
 
 @triton.jit
 def _block_score_kernel(
-    qc_ptr, kc_ptr, out_ptr, q_last_ptr, k_first_ptr,
+    qc_ptr, kc_ptr, out_ptr, q_last_ptr, k_first_ptr, head_order_ptr,
     seq_len, n_q, n_k, n_blocks, n_row_blocks, heads, q_per_k_head, qk_scale,
     Q_POOL: tl.constexpr, K_POOL: tl.constexpr,
     ROWS_PER_BLOCK: tl.constexpr, COLS_PER_BLOCK: tl.constexpr,
     Q_BLOCKS: tl.constexpr, K_BLOCKS: tl.constexpr,
     HEAD_DIM: tl.constexpr, D_CHUNK: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ORDERED: tl.constexpr, KEYS_IN_ORDER: tl.constexpr,
+    ORDERED: tl.constexpr, KEYS_IN_ORDER: tl.constexpr, HEAD_ORDER: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = Q_BLOCKS * ROWS_PER_BLOCK
     BLOCK_N: tl.constexpr = K_BLOCKS * COLS_PER_BLOCK
@@ -93,9 +94,16 @@ def _block_score_kernel(
             q = q.to(tl.float32)
     k_base = kc_ptr + (b * heads_k + kv_h) * n_k * HEAD_DIM
     if ORDERED:  # original positions: any composite key may be visible (above the diagonal too)
+        in_order = KEYS_IN_ORDER
+        if HEAD_ORDER:  # this head's order: a row of the stacked positions; order 0 is the prompt's own
+            o = tl.load(head_order_ptr + pid_bh)
+            q_last_ptr += o * n_q
+            k_first_ptr += o * n_k
+            if KEYS_IN_ORDER:
+                in_order = o == 0
         last_q_token = tl.load(q_last_ptr + offs_m, mask=offs_m < n_q, other=2**30)  # pad rows: finite, weight 0
         k_end = n_k
-        if KEYS_IN_ORDER:  # the prompt's own order (some query blocks only): no key after the tile's last query
+        if in_order:  # the prompt's own order (some query blocks only): no key after the tile's last query
             tile_last = tl.max(tl.where(offs_m < n_q, last_q_token, 0), 0)
             k_end = tl.minimum(tile_last // K_POOL + 1, n_k)
     else:
@@ -170,7 +178,7 @@ def compressed_block_scores(
     qc: torch.Tensor, kc: torch.Tensor, seq_len: int, block_size: int, q_pool: int, k_pool: int,
     scale: float, out: torch.Tensor | None = None, d_chunk: int | None = None,
     q_last: torch.Tensor | None = None, k_first: torch.Tensor | None = None, n_row_blocks: int | None = None,
-    keys_in_order: bool = False,
+    keys_in_order: bool = False, head_order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax(qc kc^T * scale), causal in token space, summed per ``block_size`` tile, fused.
 
@@ -182,6 +190,9 @@ def compressed_block_scores(
     there the queries may also be some query blocks only (``n_row_blocks`` of them, output
     ``[B, H, n_row_blocks, nb]``). ``keys_in_order``: the keys are in the prompt's order (composite key
     ``j`` starts at token ``j * k_pool``), so a tile stops at its last query's key.
+    ``head_order`` (integer ``[B, H]``): each head is in its own order; ``q_last`` and ``k_first`` are
+    then stacked per order (``[O, Nq]``, ``[O, Nk]``), row ``head_order[b, h]`` is head ``h``'s, and
+    ``keys_in_order`` says that order 0 is the prompt's own.
     """
     b, heads, n_q, feat = qc.shape
     q_per_k_head = heads // kc.shape[1]
@@ -197,15 +208,20 @@ def compressed_block_scores(
         out = torch.empty(b, heads, n_rows, nb, dtype=torch.float32, device=qc.device)
     if ordered:
         q_last, k_first = (t.to(device=qc.device, dtype=torch.int32).contiguous() for t in (q_last, k_first))
+    if head_order is not None:
+        if not ordered or tuple(head_order.shape) != (b, heads) or q_last.dim() != 2:
+            raise ValueError("head_order [B, H] needs q_last [O, Nq] and k_first [O, Nk]")
+        head_order = head_order.to(device=qc.device, dtype=torch.int32).contiguous()
     grid = (triton.cdiv(n_rows, q_blocks), b * heads)
     _block_score_kernel[grid](
         qc, kc, out, q_last if ordered else out, k_first if ordered else out,
+        head_order if head_order is not None else out,
         seq_len, n_q, kc.shape[2], nb, n_rows, heads, q_per_k_head, scale * LOG2E,
         Q_POOL=q_pool, K_POOL=k_pool,
         ROWS_PER_BLOCK=rows, COLS_PER_BLOCK=cols, Q_BLOCKS=q_blocks, K_BLOCKS=k_blocks,
         HEAD_DIM=feat, D_CHUNK=d_chunk, UPCAST=needs_upcast(qc.dtype),
         DOT_PRECISION=dot_precision(qc.dtype), ORDERED=ordered, KEYS_IN_ORDER=ordered and keys_in_order,
-        num_warps=4, num_stages=2,
+        HEAD_ORDER=head_order is not None, num_warps=4, num_stages=2,
     )
     return out
 
@@ -235,6 +251,91 @@ def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConf
     return compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale, out=out,
                                    q_last=q_last, k_first=k_first,
                                    n_row_blocks=None if rows is None else rows.numel(), keys_in_order=is_identity(order))
+
+
+def head_order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orders: torch.Tensor,
+                    choice: torch.Tensor, scale: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Every KV head's UniSparse mask in its own order, in one scoring and one Top-P launch:
+    bool ``[B, Hq, nb, nb]``, what :func:`unisparse.reordered.order_mask` gives in order
+    ``orders[choice[b, g]]`` for KV head ``g``'s query heads.
+
+    ``orders``: int64 ``[O, L]`` (row 0 the prompt's own order, so its heads skip the keys after a
+    tile's last query); ``choice``: integer ``[B, Hkv]``, read on the device, so choosing orders and
+    scoring in them needs no host sync. ``head_pool`` must divide the GQA group (a composite head then
+    lies within one KV head, hence one order). ``out``: an optional float32 ``[B, Hq / head_pool, nb, nb]``
+    buffer for the block scores (tests poison it)."""
+    from ..reordered import int32_positions, is_identity, order_row, stacked_group_bounds, stacked_visible_blocks
+
+    if config.variance_correction > 0:
+        raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
+    b, hq, seq_len, d = q.shape
+    hkv = k.shape[1]
+    group = hq // hkv
+    ch = config.head_pool
+    if group % ch:
+        raise ValueError(f"head_pool={ch} must divide the GQA group size ({group}) for per-head orders")
+    if tuple(choice.shape) != (b, hkv) or orders.shape[1] != seq_len:
+        raise ValueError(f"choice must be [B, Hkv] = {(b, hkv)} and orders [O, {seq_len}]; "
+                         f"got {tuple(choice.shape)}, {tuple(orders.shape)}")
+    kv_rows = choice.to(device=q.device, dtype=torch.int32)
+    q_rows = kv_rows.repeat_interleave(group // ch, dim=1)  # [B, Hq / head_pool]
+    positions = int32_positions(orders)
+    qc = pool_tokens(q, config.q_pool, ch, index=positions, index_rows=q_rows)
+    kc = pool_tokens(k, config.k_pool, 1, index=positions, index_rows=kv_rows)
+    _, q_last = stacked_group_bounds(orders, config.q_pool)
+    k_first, _ = stacked_group_bounds(orders, config.k_pool)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    scores = compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale, out=out,
+                                     q_last=q_last, k_first=k_first, head_order=q_rows,
+                                     keys_in_order=is_identity(order_row(orders, 0)))
+    mask = top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks,
+                      visible=stacked_visible_blocks(orders, config.block_size), visible_of=q_rows)
+    return expand_heads(mask, ch)
+
+
+@functools.lru_cache(maxsize=16)
+def _order_per_batch_row(n_orders: int, heads: int, device: str) -> torch.Tensor:
+    """int32 ``[n_orders, heads]``: batch row ``i`` is in order ``i`` (read-only, cached)."""
+    return torch.arange(n_orders, device=device, dtype=torch.int32)[:, None].expand(n_orders, heads).contiguous()
+
+
+def probe_masks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orders: torch.Tensor, rows: torch.Tensor,
+                scale: float | None = None) -> list[torch.Tensor] | None:
+    """The video-aware probe, every order at once: ``[mask in orders[i] on the query blocks rows]``,
+    each bool ``[1, Hq, len(rows), nb]``, as :func:`unisparse.reordered.order_mask` gives them order
+    by order, in two pooling launches, one scoring and one Top-P launch for all orders instead of that
+    many per order (selection at 32K is bound by its launches, ``benchmarks/attention/profile_video_select_h200.md``).
+
+    The orders become a batch: one prompt (``B == 1``) is read once per order through a zero
+    stride. Returns None for a batch of several prompts or a ``head_pool`` that does not divide the
+    GQA group (the caller then probes order by order)."""
+    from ..reordered import (int32_positions, is_identity, order_row, stacked_group_bounds, stacked_rows_order,
+                             stacked_visible_rows)
+
+    b, hq, seq_len, d = q.shape
+    hkv = k.shape[1]
+    ch = config.head_pool
+    if config.variance_correction > 0:
+        raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
+    if b != 1 or (hq // hkv) % ch:
+        return None
+    n_orders = orders.shape[0]
+    q_rows, kv_rows = _order_per_batch_row(n_orders, hq // ch, str(q.device)), _order_per_batch_row(n_orders, hkv, str(q.device))
+    tokens = stacked_rows_order(orders, rows, config.block_size)
+    qc = pool_tokens(q.expand(n_orders, -1, -1, -1), config.q_pool, ch, index=int32_positions(tokens),
+                     index_rows=q_rows)
+    kc = pool_tokens(k.expand(n_orders, -1, -1, -1), config.k_pool, 1, index=int32_positions(orders),
+                     index_rows=kv_rows)
+    _, q_last = stacked_group_bounds(tokens, config.q_pool)
+    k_first, _ = stacked_group_bounds(orders, config.k_pool)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    scores = compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale,
+                                     q_last=q_last, k_first=k_first, n_row_blocks=rows.numel(), head_order=q_rows,
+                                     keys_in_order=is_identity(order_row(orders, 0)))
+    mask = top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks,
+                      visible=stacked_visible_rows(orders, rows, config.block_size), visible_of=q_rows, rows=rows)
+    mask = expand_heads(mask, ch)
+    return [mask[i:i + 1] for i in range(n_orders)]
 
 
 def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:

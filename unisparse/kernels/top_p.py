@@ -24,9 +24,9 @@ MAX_BLOCKS = 4096  # rows wider than this (over 512K tokens in blocks of 128) us
 
 
 @triton.jit
-def _top_p_kernel(scores_ptr, visible_ptr, rows_ptr, out_ptr, n_rows, nb, top_p,
+def _top_p_kernel(scores_ptr, visible_ptr, rows_ptr, visible_of_ptr, out_ptr, n_rows, nb, top_p,
                   SINK: tl.constexpr, LOCAL: tl.constexpr, BLOCK: tl.constexpr,
-                  HAS_VISIBLE: tl.constexpr, HAS_ROWS: tl.constexpr):
+                  HAS_VISIBLE: tl.constexpr, HAS_ROWS: tl.constexpr, VISIBLE_PER_MATRIX: tl.constexpr):
     pid = tl.program_id(0)  # one row of the flattened [..., n_rows, nb] scores
     r = pid % n_rows
     qb = r
@@ -36,7 +36,10 @@ def _top_p_kernel(scores_ptr, visible_ptr, rows_ptr, out_ptr, n_rows, nb, top_p,
     inb = kb < nb
     s = tl.load(scores_ptr + pid.to(tl.int64) * nb + kb, mask=inb, other=0.0)
     if HAS_VISIBLE:
-        vis = (tl.load(visible_ptr + r * nb + kb, mask=inb, other=0) != 0) & inb
+        vis_row = r
+        if VISIBLE_PER_MATRIX:  # this [n_rows, nb] matrix (a head) takes its own of the stacked visibilities
+            vis_row += tl.load(visible_of_ptr + pid // n_rows) * n_rows
+        vis = (tl.load(visible_ptr + vis_row.to(tl.int64) * nb + kb, mask=inb, other=0) != 0) & inb
     else:
         vis = (kb <= qb) & inb
     forced = vis & ((kb < SINK) | ((qb - kb < LOCAL) & (kb <= qb)))
@@ -58,24 +61,44 @@ def _top_p_kernel(scores_ptr, visible_ptr, rows_ptr, out_ptr, n_rows, nb, top_p,
 
 
 def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_blocks: int,
-               visible: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+               visible: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+               visible_of: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`unisparse.masks.top_p_mask` in one launch: same arguments, same bool ``[..., nb, nb]``
     (``[..., len(rows), nb]`` with ``rows``). ``visible``, where given, is ``[n_rows, nb]`` (one row
     per row of ``scores``' last two dims); anything else, ``top_p >= 1`` and rows wider than
-    :data:`MAX_BLOCKS` go to the definition."""
+    :data:`MAX_BLOCKS` go to the definition.
+
+    ``visible_of`` (integer, ``scores.shape[:-2]``): ``visible`` is stacked, ``[O, n_rows, nb]``, and
+    each ``[n_rows, nb]`` matrix of ``scores`` (a head in its own token order) takes the one
+    ``visible_of`` names, read on the device (no host sync)."""
     nb, n_rows = scores.shape[-1], scores.shape[-2]
-    if (top_p >= 1.0 or nb > MAX_BLOCKS or scores.numel() == 0
+    if visible_of is not None:
+        if visible is None or visible.dim() != 3 or tuple(visible_of.shape) != tuple(scores.shape[:-2]):
+            raise ValueError(f"visible_of {tuple(scores.shape[:-2])} needs a stacked visible [O, n_rows, nb]")
+        if top_p >= 1.0 or nb > MAX_BLOCKS or scores.numel() == 0:
+            per_matrix = visible.to(scores.device)[visible_of.to(scores.device).long()]
+            return masks.top_p_mask(scores, top_p, sink_blocks=sink_blocks, local_blocks=local_blocks,
+                                    visible=per_matrix, rows=rows)
+    elif (top_p >= 1.0 or nb > MAX_BLOCKS or scores.numel() == 0
             or (visible is not None and tuple(visible.shape) != (n_rows, nb))):
         return masks.top_p_mask(scores, top_p, sink_blocks=sink_blocks, local_blocks=local_blocks,
                                 visible=visible, rows=rows)
+    if visible is not None and tuple(visible.shape[-2:]) != (n_rows, nb):
+        raise ValueError(f"visible {tuple(visible.shape)} does not fit scores {tuple(scores.shape)}")
     s = scores.float().contiguous()
     out = torch.empty(s.shape, dtype=torch.int8, device=s.device)
-    vis = visible.to(device=s.device, dtype=torch.int8).contiguous() if visible is not None else out
+    if visible is None:
+        vis = out
+    elif visible.dtype == torch.bool:  # same bytes: a view, no copy per call
+        vis = visible.to(s.device).contiguous().view(torch.int8)
+    else:
+        vis = visible.to(device=s.device, dtype=torch.int8).contiguous()
     idx = rows.to(device=s.device, dtype=torch.int64).contiguous() if rows is not None else out
+    which = visible_of.to(device=s.device, dtype=torch.int32).contiguous() if visible_of is not None else out
     block = max(16, triton.next_power_of_2(nb))
     _top_p_kernel[(s.numel() // nb, )](
-        s, vis, idx, out, n_rows, nb, float(top_p),
+        s, vis, idx, which, out, n_rows, nb, float(top_p),
         SINK=sink_blocks, LOCAL=local_blocks, BLOCK=block, HAS_VISIBLE=visible is not None,
-        HAS_ROWS=rows is not None, num_warps=4 if block <= 1024 else 8,
+        HAS_ROWS=rows is not None, VISIBLE_PER_MATRIX=visible_of is not None, num_warps=4 if block <= 1024 else 8,
     )
     return out.view(torch.bool)
