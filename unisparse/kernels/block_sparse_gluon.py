@@ -41,6 +41,8 @@ without a GPU: benchmarks/kernel/compile_check.py.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -82,14 +84,21 @@ def _softmax_step(s, m_i, l_i, qk_scale, it, n_full, last_start, offs_n, limit, 
 
 
 @gluon.jit
+def _key_positions(pos_base, row_idx, it, offs_n, seq_len,
+                   SUBS: gl.constexpr, BLOCK_SIZE: gl.constexpr, BLOCK_N: gl.constexpr):
+    """Original positions of the keys of sub-tile ``it`` (past the end: after every query)."""
+    start_n = gl.load(row_idx + it // SUBS) * BLOCK_SIZE + (it % SUBS) * BLOCK_N
+    keys = start_n + offs_n
+    return gl.load(pos_base + keys, mask=keys < seq_len, other=2**30)
+
+
+@gluon.jit
 def _mask_by_positions(s, pos_base, row_idx, it, q_pos, offs_n, seq_len,
                        SUBS: gl.constexpr, BLOCK_SIZE: gl.constexpr, BLOCK_N: gl.constexpr):
     """The reordered kernel's visibility (``ORDERED``): key ``j`` of sub-tile ``it`` is visible to
     row ``i`` iff its original position (``pos_base[j]``) is not after the row's (``q_pos[i]``);
     keys past the end are never visible."""
-    start_n = gl.load(row_idx + it // SUBS) * BLOCK_SIZE + (it % SUBS) * BLOCK_N
-    keys = start_n + offs_n
-    k_pos = gl.load(pos_base + keys, mask=keys < seq_len, other=2**30)
+    k_pos = _key_positions(pos_base, row_idx, it, offs_n, seq_len, SUBS, BLOCK_SIZE, BLOCK_N)
     return gl.where(k_pos[None, :] <= q_pos[:, None], s, float("-inf"))
 
 
@@ -271,13 +280,16 @@ def _ws_loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v
 def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
                  turn, o_desc, n_iters, n_full, last_start, last_blk, q_block, b, h, q_start, seq_len, qk_scale,
                  row_idx, pos_base, WG: gl.constexpr, WG_ROWS: gl.constexpr, PINGPONG: gl.constexpr,
-                 SUBS: gl.constexpr, BLOCK_SIZE: gl.constexpr, ORDERED: gl.constexpr):
+                 SUBS: gl.constexpr, BLOCK_SIZE: gl.constexpr, ORDERED: gl.constexpr, PREFETCH_POS: gl.constexpr):
     """One consumer warpgroup: ``WG_ROWS`` query rows against every kept key sub-tile, with the
     scores of sub-tile j issued before the PV product of j - 1 (FlashAttention-3's intra-warpgroup
     overlap). With ``PINGPONG`` the two consumers take turns issuing their products (two
     mbarriers), so that one's softmax runs while the other's products occupy the tensor cores.
     ``ORDERED``: tokens in another order, every sub-tile masked by original positions
-    (:func:`_mask_by_positions`; ``n_full == n_iters``, so the causal mask never applies)."""
+    (:func:`_mask_by_positions`; ``n_full == n_iters``, so the causal mask never applies).
+    ``PREFETCH_POS``: the next sub-tile's key positions are loaded one iteration ahead, so their
+    two dependent global loads (kept-block index, then positions) wait behind this sub-tile's work
+    instead of between its score product and its softmax."""
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[2]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
@@ -300,8 +312,11 @@ def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
     q_buf = q_smem.index(WG)
     q2 = q_buf.reshape([WG_ROWS, HEAD_DIM])
     q_pos = offs_m
+    k_pos = offs_n
     if ORDERED:  # rows past the end see nothing
         q_pos = gl.load(pos_base + offs_m, mask=offs_m < seq_len, other=-1)
+        if PREFETCH_POS:
+            k_pos = _key_positions(pos_base, row_idx, 0, offs_n, seq_len, SUBS, BLOCK_SIZE, BLOCK_N)
     mbarrier.wait(q_bar.index(WG), 0)
 
     if n_iters > 0:
@@ -316,7 +331,12 @@ def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
         gl.thread_barrier()
         mbarrier.arrive(k_empty.index(0), count=1)
         if ORDERED:
-            s = _mask_by_positions(s, pos_base, row_idx, 0, q_pos, offs_n, seq_len, SUBS, BLOCK_SIZE, BLOCK_N)
+            if PREFETCH_POS:
+                s = gl.where(k_pos[None, :] <= q_pos[:, None], s, float("-inf"))
+                k_pos = _key_positions(pos_base, row_idx, gl.minimum(n_iters - 1, 1), offs_n, seq_len,
+                                       SUBS, BLOCK_SIZE, BLOCK_N)
+            else:
+                s = _mask_by_positions(s, pos_base, row_idx, 0, q_pos, offs_n, seq_len, SUBS, BLOCK_SIZE, BLOCK_N)
         pf, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, qk_scale, 0, n_full, last_start, offs_n, limit, BLOCK_N)
         p = gl.convert_layout(pf.to(dtype), P_L)
         for it in range(1, n_iters):
@@ -334,7 +354,13 @@ def _ws_consumer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
                 mbarrier.arrive(turn.index(1 - WG), count=1)
             s = warpgroup_mma_wait(1, deps=(s, ))
             if ORDERED:
-                s = _mask_by_positions(s, pos_base, row_idx, it, q_pos, offs_n, seq_len, SUBS, BLOCK_SIZE, BLOCK_N)
+                if PREFETCH_POS:
+                    s = gl.where(k_pos[None, :] <= q_pos[:, None], s, float("-inf"))
+                    k_pos = _key_positions(pos_base, row_idx, gl.minimum(it + 1, n_iters - 1), offs_n, seq_len,
+                                           SUBS, BLOCK_SIZE, BLOCK_N)
+                else:
+                    s = _mask_by_positions(s, pos_base, row_idx, it, q_pos, offs_n, seq_len, SUBS, BLOCK_SIZE,
+                                           BLOCK_N)
             pf, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, qk_scale, it, n_full, last_start, offs_n, limit,
                                                 BLOCK_N)
             acc, p = warpgroup_mma_wait(0, deps=(acc, p))
@@ -364,7 +390,7 @@ def _gluon_ws_kernel(
     stride_ib, stride_ih, stride_im, stride_cb, stride_ch,
     seq_len, heads, q_per_kv_head, q_per_mask_head, qk_scale, pos_ptr, stride_pb, stride_ph,
     BLOCK_SIZE: gl.constexpr, NUM_STAGES: gl.constexpr, PINGPONG: gl.constexpr, ORDERED: gl.constexpr,
-    num_warps: gl.constexpr,
+    num_warps: gl.constexpr, PREFETCH_POS: gl.constexpr = True,
 ):
     """Warp-specialized variant: a one-warp TMA producer and two consumer warpgroups of
     ``WG_ROWS`` rows each (the descriptors' tile rows), as FlashAttention-3 splits a 128-row tile.
@@ -423,10 +449,12 @@ def _gluon_ws_kernel(
     gl.warp_specialize([
         (_ws_consumer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
                         turn, o_desc, n_iters, n_full, last_start, last_blk, q_block, b, h, q_start, seq_len,
-                        qk_scale, row_idx, pos_base, 0, WG_ROWS, PINGPONG, SUBS, BLOCK_SIZE, ORDERED)),
+                        qk_scale, row_idx, pos_base, 0, WG_ROWS, PINGPONG, SUBS, BLOCK_SIZE, ORDERED,
+                        PREFETCH_POS)),
         (_ws_consumer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
                         turn, o_desc, n_iters, n_full, last_start, last_blk, q_block, b, h, q_start, seq_len,
-                        qk_scale, row_idx, pos_base, 1, WG_ROWS, PINGPONG, SUBS, BLOCK_SIZE, ORDERED)),
+                        qk_scale, row_idx, pos_base, 1, WG_ROWS, PINGPONG, SUBS, BLOCK_SIZE, ORDERED,
+                        PREFETCH_POS)),
         (_ws_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
                       row_idx, n_iters, b, h, kv_h, q_start, SUBS, BLOCK_SIZE, WG_ROWS, PINGPONG)),
     ], [4, 1], [240, 24])
@@ -723,7 +751,8 @@ def launch(q, k, v, out, idx, cnt, seq_len, heads, q_per_kv, q_per_mask, qk_scal
         # 240 for each consumer and 24 for the producer (setmaxnreg).
         pos = (positions, positions.stride(0), positions.stride(1)) if positions is not None else (idx, 0, 0)
         _gluon_ws_kernel[grid](*args, *pos, BLOCK_SIZE=block_size, NUM_STAGES=num_stages, PINGPONG=pingpong,
-                               ORDERED=positions is not None, num_warps=4, maxnreg=168)
+                               ORDERED=positions is not None, num_warps=4, maxnreg=168,
+                               PREFETCH_POS=os.environ.get("UNISPARSE_ORDERED_PREFETCH", "1") != "0")
     else:
         _gluon_fwd_kernel[grid](*args, BLOCK_SIZE=block_size, NUM_STAGES=num_stages, OVERLAP=overlap,
                                 num_warps=num_warps)
