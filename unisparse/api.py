@@ -83,9 +83,11 @@ def select_blocks_in_layout(
     Both orders are first scored on every ``config.order_probe``-th query block, by the compressed
     scoring over the tokens gathered into the order, with visibility by original positions (the
     fused Triton scoring kernel on CUDA, :func:`unisparse.reordered.block_scores` elsewhere); each
-    KV head is then scored in full in the order it chose only, the frame order by
-    :func:`select_blocks` (:func:`unisparse.reordered.probe_and_choose`). Without a layout that
-    reorders anything, every head keeps the frame order and nothing more is scored. Returns a
+    KV head is then scored in full in the order it chose only (:func:`unisparse.reordered.probe_and_choose`).
+    On the Triton backend the probe of both orders is one launch for one prompt and the full scoring
+    one launch for every head in its own order, read on the device, so nothing waits for the host
+    (:func:`unisparse.kernels.selection.probe_masks`, :func:`~unisparse.kernels.selection.head_order_mask`).
+    Without a layout that reorders anything, every head keeps the frame order and nothing more is scored. Returns a
     :class:`unisparse.reordered.Selection` (``mask``: each head's blocks in its own order;
     ``choice``: the order of each KV head).
     """
