@@ -6,7 +6,9 @@ composite logits, so the compressed softmax is flatter than the true block mass;
 corrections of that are measured here against the plain estimate:
 
 * ``t<x>``: the composite logits multiplied by ``x`` (a temperature below 1), which sharpens;
-* ``vc<a>``: ``variance_correction = a`` (the key-spread term, kept as a union with the plain mask).
+* ``vc<a>``: ``variance_correction = a`` (the key-spread term, kept as a union with the plain mask);
+* ``q<m>k<n>`` (``--variants``): finer composite tokens, ``q_pool = m``, ``k_pool = n`` (the scoring
+  costs 64 / (m n) times the default's), to tell the pooling's resolution from the estimate's shape.
 
 Per family and variant, the kept density (in units of the causal block count) and the exact mass
 it recalls at Top-P 0.95, and the lowest density over a grid of Top-P whose recall still reaches
@@ -35,9 +37,10 @@ GRID = (0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99)
 TARGET = 0.95
 VARIANTS = {"plain": (0.0, 1.0), "t1.25": (0.0, 1.25), "t1.5": (0.0, 1.5), "t2": (0.0, 2.0),
             "vc0.5": (0.5, 1.0), "vc1": (1.0, 1.0)}  # name: (variance_correction, logit multiplier)
+POOLS = {"q8k4": (8, 4), "q4k8": (4, 8), "q4k4": (4, 4), "q2k2": (2, 2)}  # name: (q_pool, k_pool), plain estimate
 
 
-def measure(name: str, seq_len: int, seed: int) -> dict:
+def measure(name: str, seq_len: int, seed: int, variants=tuple(VARIANTS)) -> dict:
     q, k, _, _ = make_family(name, seq_len, seed)
     mass = exact_block_mass(q[0], k[0], torch.arange(seq_len)[None], 128)[0]  # [Hq, nb, nb]
     nb = mass.shape[-1]
@@ -51,13 +54,18 @@ def measure(name: str, seq_len: int, seed: int) -> dict:
     row = {"family": name, "seq_len": seq_len, "oracle_density": float(oracle.sum()) / unit,
            "oracle_recall": recall(oracle), "variants": {}}
     plain_scores = {}  # per logit multiplier: the plain estimate, shared by the variance variants' unions
-    for variant, (vc, mult) in VARIANTS.items():
-        scale = mult / math.sqrt(q.shape[-1])
-        if mult not in plain_scores:
-            plain_scores[mult] = R.block_scores(q, k, cfg, scale)
-        c = cfg.replace(variance_correction=vc)
-        scores = R.block_scores(q, k, c, scale) if vc > 0 else plain_scores[mult]
-        plain = plain_scores[mult] if vc > 0 else None
+    for variant in variants:
+        if variant in POOLS:
+            c = cfg.replace(q_pool=POOLS[variant][0], k_pool=POOLS[variant][1])
+            scores, plain = R.block_scores(q, k, c), None
+        else:
+            vc, mult = VARIANTS[variant]
+            scale = mult / math.sqrt(q.shape[-1])
+            if mult not in plain_scores:
+                plain_scores[mult] = R.block_scores(q, k, cfg, scale)
+            c = cfg.replace(variance_correction=vc)
+            scores = R.block_scores(q, k, c, scale) if vc > 0 else plain_scores[mult]
+            plain = plain_scores[mult] if vc > 0 else None
         sweep = []
         for top_p in GRID:
             m = R.top_p_mask(scores, c.replace(top_p=top_p))
@@ -92,12 +100,13 @@ def main(argv=None) -> int:
     p.add_argument("--lengths", type=int, nargs="+", default=[8192])
     p.add_argument("--families", nargs="+", default=["structured", "video_mixed", "video_heldout", "flat"])
     p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS) + list(POOLS))
     p.add_argument("--output", type=Path, default=None, help="writes OUTPUT.md and OUTPUT.json")
     args = p.parse_args(argv)
     rows = []
     for n in args.lengths:
         for fam in args.families:
-            rows.append(measure(fam, n, args.seed))
+            rows.append(measure(fam, n, args.seed, args.variants))
             print(markdown(rows[-1:]), flush=True)
     md = markdown(rows) + f"\nCommand: `python benchmarks/attention/estimator_at_matched_recall.py {' '.join(argv or sys.argv[1:])}`\n"
     print(md)
