@@ -524,7 +524,7 @@ def test_a_second_layer_reuses_the_orders_and_their_derived_tensors(seed):
     q, k, _, info = video_qkv(1, 4, 2, 1500, 32, frame_tokens=64, head_mix={"grid": 1}, seed=seed, return_layout=True)
     cfg = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0, order_cost=1.0)
     first = unisparse.select_blocks_in_layout(q, k, layout_of(info), cfg, backend="torch")
-    cached = (reordered.visible_blocks, reordered.group_bounds, reordered.rows_order)
+    cached = (reordered.visible_rows, reordered.group_bounds, reordered.rows_order)
     hits = [f.cache_info().hits for f in cached]
     second = unisparse.select_blocks_in_layout(q, k, layout_of(info), cfg, backend="torch")
     assert second.orders is first.orders and torch.equal(second.mask, first.mask)
