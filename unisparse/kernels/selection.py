@@ -264,11 +264,11 @@ def head_order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, o
     scoring in them needs no host sync. ``head_pool`` must divide the GQA group (a composite head then
     lies within one KV head, hence one order). ``out``: an optional float32 ``[B, Hq / head_pool, nb, nb]``
     buffer for the block scores (tests poison it)."""
-    from ..reordered import int32_positions, is_identity, order_row, stacked_group_bounds, stacked_visible_blocks
+    from ..reordered import stacked_visible_blocks
 
     if config.variance_correction > 0:
         raise ValueError("variance_correction is not supported in a reordered sequence (video-aware selection)")
-    b, hq, seq_len, d = q.shape
+    b, hq, seq_len = q.shape[:3]
     hkv = k.shape[1]
     group = hq // hkv
     ch = config.head_pool
@@ -279,17 +279,31 @@ def head_order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, o
                          f"got {tuple(choice.shape)}, {tuple(orders.shape)}")
     kv_rows = choice.to(device=q.device, dtype=torch.int32)
     q_rows = kv_rows.repeat_interleave(group // ch, dim=1)  # [B, Hq / head_pool]
-    positions = int32_positions(orders)
-    qc = pool_tokens(q, config.q_pool, ch, index=positions, index_rows=q_rows)
-    kc = pool_tokens(k, config.k_pool, 1, index=positions, index_rows=kv_rows)
-    _, q_last = stacked_group_bounds(orders, config.q_pool)
+    visible = stacked_visible_blocks(orders, config.block_size)
+    return _mask_in_head_orders(q, k, config, orders, orders, q_rows, kv_rows, visible, scale, out=out)
+
+
+def _mask_in_head_orders(q, k, config: UniSparseConfig, orders: torch.Tensor, q_tokens: torch.Tensor,
+                         q_rows: torch.Tensor, kv_rows: torch.Tensor, visible: torch.Tensor, scale: float | None,
+                         rows: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Pool, score and Top-P with every (batch row, head) in its own row of the stacked orders: the
+    chain :func:`head_order_mask` and :func:`probe_masks` share. ``q_tokens [O, N]``: the query tokens of
+    each order (all of it, or the probe rows'); ``q_rows [B, Hq / head_pool]``, ``kv_rows [B, Hkv]``:
+    each head's order; ``visible [O, n_rows, nb]``. Returns bool ``[B, Hq, n_rows, nb]``."""
+    from ..reordered import int32_positions, is_identity, order_row, stacked_group_bounds
+
+    ch = config.head_pool
+    qc = pool_tokens(q, config.q_pool, ch, index=int32_positions(q_tokens), index_rows=q_rows)
+    kc = pool_tokens(k, config.k_pool, 1, index=int32_positions(orders), index_rows=kv_rows)
+    _, q_last = stacked_group_bounds(q_tokens, config.q_pool)
     k_first, _ = stacked_group_bounds(orders, config.k_pool)
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    scores = compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale, out=out,
-                                     q_last=q_last, k_first=k_first, head_order=q_rows,
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = compressed_block_scores(qc, kc, q.shape[2], config.block_size, config.q_pool, config.k_pool, scale,
+                                     out=out, q_last=q_last, k_first=k_first,
+                                     n_row_blocks=None if rows is None else rows.numel(), head_order=q_rows,
                                      keys_in_order=is_identity(order_row(orders, 0)))
     mask = top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks,
-                      visible=stacked_visible_blocks(orders, config.block_size), visible_of=q_rows)
+                      visible=visible, visible_of=q_rows, rows=rows)
     return expand_heads(mask, ch)
 
 
@@ -309,10 +323,9 @@ def probe_masks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order
     The orders become a batch: one prompt (``B == 1``) is read once per order through a zero
     stride. Returns None for a batch of several prompts or a ``head_pool`` that does not divide the
     GQA group (the caller then probes order by order)."""
-    from ..reordered import (int32_positions, is_identity, order_row, stacked_group_bounds, stacked_rows_order,
-                             stacked_visible_rows)
+    from ..reordered import stacked_rows_order, stacked_visible_rows
 
-    b, hq, seq_len, d = q.shape
+    b, hq = q.shape[:2]
     hkv = k.shape[1]
     ch = config.head_pool
     if config.variance_correction > 0:
@@ -322,19 +335,9 @@ def probe_masks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order
     n_orders = orders.shape[0]
     q_rows, kv_rows = _order_per_batch_row(n_orders, hq // ch, str(q.device)), _order_per_batch_row(n_orders, hkv, str(q.device))
     tokens = stacked_rows_order(orders, rows, config.block_size)
-    qc = pool_tokens(q.expand(n_orders, -1, -1, -1), config.q_pool, ch, index=int32_positions(tokens),
-                     index_rows=q_rows)
-    kc = pool_tokens(k.expand(n_orders, -1, -1, -1), config.k_pool, 1, index=int32_positions(orders),
-                     index_rows=kv_rows)
-    _, q_last = stacked_group_bounds(tokens, config.q_pool)
-    k_first, _ = stacked_group_bounds(orders, config.k_pool)
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    scores = compressed_block_scores(qc, kc, seq_len, config.block_size, config.q_pool, config.k_pool, scale,
-                                     q_last=q_last, k_first=k_first, n_row_blocks=rows.numel(), head_order=q_rows,
-                                     keys_in_order=is_identity(order_row(orders, 0)))
-    mask = top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks,
-                      visible=stacked_visible_rows(orders, rows, config.block_size), visible_of=q_rows, rows=rows)
-    mask = expand_heads(mask, ch)
+    visible = stacked_visible_rows(orders, rows, config.block_size)
+    mask = _mask_in_head_orders(q.expand(n_orders, -1, -1, -1), k.expand(n_orders, -1, -1, -1), config, orders, tokens,
+                                q_rows, kv_rows, visible, scale, rows=rows)
     return [mask[i:i + 1] for i in range(n_orders)]
 
 
