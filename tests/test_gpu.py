@@ -168,3 +168,30 @@ def test_one_launch_top_p_matches_the_definition(seed, nb):
     differs = (got != want).sum(-1)
     assert differs.max().item() <= 1 and (differs > 0).float().mean().item() < 0.01
     assert not (got & ~visible).any()
+
+
+@pytest.mark.parametrize("seq_len", [8192, 32768])
+def test_calibrated_selection_on_video_shaped_attention(seed, seq_len):
+    """Recall-calibrated Top-P in bf16 at Qwen2-VL-7B's heads: the one-launch exact mass of the sampled
+    rows matches float32 attention, the thresholds the Triton path picks reach the recall on those
+    rows, and the mask keeps fewer blocks than the plain rule on video-shaped attention."""
+    from unisparse import calibration
+    from unisparse.testing import video_qkv
+
+    q, k, _ = (t.to("cuda", torch.bfloat16) for t in video_qkv(1, 28, 4, seq_len, 128, frame_tokens=256, seed=seed))
+    cfg = UniSparseConfig(min_seq_len=0, calibration_blocks=16, video_aware=False)
+    nb = seq_len // 128
+    blocks = calibration.sample_query_blocks(nb, 16, "cuda")
+    pos = calibration.sample_positions(blocks, 128, 16, seq_len)
+    want = calibration.exact_row_mass(q, k, pos, 16, 128)  # float32 products of the bf16 inputs
+    got = selection.exact_row_mass(q, k, pos, 16, 128, out=poisoned_like(want.shape, torch.float32, "cuda"))
+    assert (got - want).abs().sum(-1).max().item() < 0.02 * 16  # per sampled block, summed over its 16 rows
+    scores = selection.block_scores(q, k, cfg)
+    top_p = calibration.calibrated_top_p(q, k, scores, cfg, exact_mass=selection.exact_row_mass)
+    mask = unisparse.select_blocks(q, k, cfg, backend="triton")
+    share = want / want.sum(-1, keepdim=True)
+    recall = (mask[:, :, blocks] * share).sum(-1).mean(-1)  # [1, Hq]
+    assert recall.min().item() >= 0.94, recall.min().item()
+    plain = unisparse.select_blocks(q, k, cfg.replace(calibration_blocks=0), backend="triton")
+    assert mask.sum() < plain.sum()
+    assert ((top_p >= 0.5) & (top_p <= 1.0)).all()

@@ -107,6 +107,8 @@ def select_blocks_in_layout(
         return reordered.choose([frame_select(q, k)], orders, ("frame",), k.shape[1])
     if config.variance_correction > 0:
         raise ValueError("video-aware selection does not take variance_correction > 0; use layout=None")
+    if config.calibration_blocks:
+        raise ValueError("video-aware selection does not calibrate its orders (calibration_blocks > 0); use layout=None")
     orders = token_orders(seq_len, layout, q.device)
     scores = rule = chosen = probe = None
     if _backend_for(q, backend) == "triton":

@@ -39,6 +39,15 @@ Choices the paper leaves open, and how we settled them:
   None: on the Triton backend, the break-even density measured for the GPU and length
   (:mod:`unisparse.breakeven`); on the PyTorch reference backend, no fallback (it defines the
   method). A number applies on every backend; 1.0 never falls back.
+* ``calibration_blocks``: 0 (off) by default. One Top-P for every head misjudges heads in both
+  directions: the composite estimate is too flat on grid and sink heads (Top-P 0.95 of it keeps
+  1.5-2.4x the blocks the exact mass needs) and too sharp on local ones (they recall 0.92-0.97).
+  With ``n > 0``, the exact attention of ``calibration_rows`` query rows in each of ``n`` query
+  blocks sets each head's threshold: the smallest of :data:`unisparse.calibration.CANDIDATES`
+  whose kept blocks recall at least ``top_p`` of those rows' exact mass (so ``top_p`` becomes a
+  recall target rather than a share of the estimate). Cost: ``n * calibration_rows / L`` of one
+  dense attention call, plus one small Top-P per candidate (:mod:`unisparse.calibration`). It
+  works in the prompt's order only, so it needs ``video_aware=False``.
 """
 
 from __future__ import annotations
@@ -91,6 +100,9 @@ class UniSparseConfig:
             kernel is the faster one): 1.4 is the Gluon reordered kernel's on an H200 (1.38x the plain
             Gluon kernel's time on the same blocks, ``benchmarks/kernel/ordered_tiles.md``; the
             Triton one's is 1.6-2.2x). 1 compares blocks alone.
+        calibration_blocks: query blocks whose exact attention sets each head's Top-P threshold
+            (:mod:`unisparse.calibration`); 0 (the default) keeps ``top_p`` for every head.
+        calibration_rows: query rows per calibration block (a power of two, at most ``block_size``).
     """
 
     block_size: int = 128
@@ -107,16 +119,27 @@ class UniSparseConfig:
     order_probe: int = 8
     order_cost: float = 1.4
     video_aware_min_len: int = 65536
+    calibration_blocks: int = 0
+    calibration_rows: int = 16
 
     def __post_init__(self) -> None:
         for name in ("block_size", "q_pool", "k_pool", "head_pool", "local_blocks", "order_probe"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("sink_blocks", "min_seq_len", "video_aware_min_len"):
+        for name in ("sink_blocks", "min_seq_len", "video_aware_min_len", "calibration_blocks"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        r = self.calibration_rows
+        if isinstance(r, bool) or not isinstance(r, int) or not _is_power_of_two(r) or r > self.block_size:
+            raise ValueError(f"calibration_rows must be a power of two <= block_size={self.block_size}, got {r!r}")
+        if self.calibration_blocks and self.video_aware is True:
+            raise ValueError("calibration_blocks > 0 calibrates in the prompt's order only: pass video_aware=False "
+                             "with it (video-aware selection does not calibrate its spatial order yet)")
+        if self.calibration_blocks and self.variance_correction:
+            raise ValueError("calibration_blocks > 0 does not combine with variance_correction > 0 "
+                             "(the union of two estimates has no single threshold to calibrate)")
         if not _is_power_of_two(self.block_size) or self.block_size < 16:
             raise ValueError(f"block_size must be a power of two >= 16, got {self.block_size}")
         for name in ("q_pool", "k_pool"):

@@ -23,7 +23,7 @@ def forced_blocks(nb: int, sink_blocks: int, local_blocks: int, device) -> torch
     return (kb <= qb) & ((kb < sink_blocks) | (qb - kb < local_blocks))
 
 
-def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_blocks: int,
+def top_p_mask(scores: torch.Tensor, top_p: float | torch.Tensor, *, sink_blocks: int, local_blocks: int,
                visible: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Per query block, the fewest key blocks whose share of the row's mass reaches ``top_p``.
 
@@ -35,12 +35,17 @@ def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_bl
     mass before it is below ``top_p`` of the row total. ``top_p >= 1`` keeps every visible block.
     Returns bool ``[..., nb, nb]``. ``rows`` (int64): ``scores`` and ``visible`` hold only these
     query blocks' rows (``[..., len(rows), nb]``), and so does the result.
+
+    ``top_p`` may be a float tensor, one threshold per row: it broadcasts against
+    ``scores.shape[:-1]`` (e.g. ``[B, H, 1]`` for one per head), and extra leading dimensions give
+    one mask per threshold (``[C, 1, 1, 1]`` -> ``[C, B, H, nb, nb]``).
     """
     nb = scores.shape[-1]
     causal = causal_block_mask(nb, scores.device) if visible is None else visible
     if rows is not None and visible is None:
         causal = causal[rows]
-    if top_p >= 1.0:
+    per_row = torch.is_tensor(top_p)
+    if not per_row and top_p >= 1.0:
         return causal.expand(scores.shape).clone()
     qb = (torch.arange(nb, device=scores.device) if rows is None else rows.to(scores.device))[:, None]
     kb = torch.arange(nb, device=scores.device)[None, :]
@@ -51,8 +56,13 @@ def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_bl
     order = torch.sort(order_key, dim=-1, descending=True, stable=True).indices
     sorted_mass = torch.gather(mass, -1, order)
     mass_before = torch.cumsum(sorted_mass, dim=-1) - sorted_mass
-    threshold = float(top_p) * mass.sum(-1, keepdim=True)
-    keep_sorted = (mass_before < threshold) | torch.gather(forced.expand_as(mass), -1, order)
+    total = mass.sum(-1, keepdim=True)
+    if per_row:
+        p = top_p.to(device=scores.device, dtype=torch.float32)[..., None]
+        keep_sorted = (mass_before < p * total) | torch.gather(forced.expand_as(mass), -1, order)
+        keep = torch.zeros_like(keep_sorted).scatter(-1, order.expand_as(keep_sorted), keep_sorted)
+        return (keep | (p >= 1.0)) & causal
+    keep_sorted = (mass_before < float(top_p) * total) | torch.gather(forced.expand_as(mass), -1, order)
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     return keep & causal
 

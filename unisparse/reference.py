@@ -164,8 +164,17 @@ def select_blocks(
     plain or the variance-corrected scores (:func:`variance_features`): the corrected estimate
     finds far blocks that one key dominates, the plain one guards against its failure (a group
     whose spread points away from the query, which the diagonal term cannot tell).
+    With ``config.calibration_blocks > 0`` each head's threshold comes from the exact attention of
+    a few query rows (:mod:`unisparse.calibration`).
     """
-    mask = top_p_mask(block_scores(q, k, config, scale), config)
+    scores = block_scores(q, k, config, scale)
+    if config.calibration_blocks:
+        from .calibration import calibrated_top_p
+
+        top_p = calibrated_top_p(q, k, scores, config, scale)
+        mask = masks.top_p_mask(scores, top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
+        return expand_heads(mask, config.head_pool)
+    mask = top_p_mask(scores, config)
     if config.variance_correction > 0:
         plain = top_p_mask(block_scores(q, k, config.replace(variance_correction=0.0), scale), config)
         mask = mask | plain

@@ -346,9 +346,18 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, sca
     bool ``[B, Hq, nb, nb]``.
 
     With ``config.variance_correction > 0``: the union of Top-P on the plain and on the corrected
-    scores, as in :func:`unisparse.reference.select_blocks` (two scoring passes).
+    scores, as in :func:`unisparse.reference.select_blocks` (two scoring passes). With
+    ``config.calibration_blocks > 0``: per-head thresholds from :mod:`unisparse.calibration`, the
+    sampled rows' exact mass by :func:`exact_row_mass`.
     """
-    mask = _top_p(block_scores(q, k, config, scale), config)
+    scores = block_scores(q, k, config, scale)
+    if config.calibration_blocks:
+        from ..calibration import calibrated_top_p
+
+        top_p = calibrated_top_p(q, k, scores, config, scale, exact_mass=exact_row_mass)
+        mask = top_p_mask(scores, top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
+        return expand_heads(mask, config.head_pool)
+    mask = _top_p(scores, config)
     if config.variance_correction > 0:
         mask = mask | _top_p(block_scores(q, k, config.replace(variance_correction=0.0), scale), config)
     return expand_heads(mask, config.head_pool)
@@ -356,3 +365,19 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, sca
 
 def _top_p(scores: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
     return top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
+
+
+def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rows: int, block_size: int,
+                   scale: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Triton twin of :func:`unisparse.calibration.exact_row_mass`, one launch: the fused block-score
+    kernel with every sampled query and every key a "composite" token of its own (``k_pool = 1``),
+    ``rows`` queries per block row (``q_pool = block_size / rows``), visibility by their positions.
+    float32 ``[B, Hq, len(positions) // rows, nb]`` (``out``: a buffer of that shape, e.g. poisoned by a test)."""
+    seq_len, d = q.shape[2], q.shape[3]
+    qs = q[:, :, positions.to(q.device)].contiguous()
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    q_last = positions.to(device=q.device, dtype=torch.int32)
+    k_first = torch.arange(seq_len, device=q.device, dtype=torch.int32)
+    return compressed_block_scores(qs, k.contiguous(), seq_len, block_size, block_size // rows, 1, scale,
+                                   out=out, q_last=q_last, k_first=k_first, n_row_blocks=positions.numel() // rows,
+                                   keys_in_order=True)

@@ -24,11 +24,14 @@ MAX_BLOCKS = 4096  # rows wider than this (over 512K tokens in blocks of 128) us
 
 
 @triton.jit
-def _top_p_kernel(scores_ptr, visible_ptr, rows_ptr, visible_of_ptr, out_ptr, n_rows, nb, top_p,
+def _top_p_kernel(scores_ptr, visible_ptr, rows_ptr, visible_of_ptr, top_p_ptr, out_ptr, n_rows, nb, top_p,
                   SINK: tl.constexpr, LOCAL: tl.constexpr, BLOCK: tl.constexpr,
-                  HAS_VISIBLE: tl.constexpr, HAS_ROWS: tl.constexpr, VISIBLE_PER_MATRIX: tl.constexpr):
+                  HAS_VISIBLE: tl.constexpr, HAS_ROWS: tl.constexpr, VISIBLE_PER_MATRIX: tl.constexpr,
+                  TOP_P_PER_MATRIX: tl.constexpr):
     pid = tl.program_id(0)  # one row of the flattened [..., n_rows, nb] scores
     r = pid % n_rows
+    if TOP_P_PER_MATRIX:  # this [n_rows, nb] matrix (a head) has its own threshold
+        top_p = tl.load(top_p_ptr + pid // n_rows)
     qb = r
     if HAS_ROWS:
         qb = tl.load(rows_ptr + r).to(tl.int32)
@@ -46,6 +49,8 @@ def _top_p_kernel(scores_ptr, visible_ptr, rows_ptr, visible_of_ptr, out_ptr, n_
     free = vis & ~forced
     mass = tl.where(vis, s, 0.0)
     threshold = top_p * tl.sum(mass, 0)
+    if TOP_P_PER_MATRIX:  # 1.0 keeps every visible block, zero scores included, as the definition does
+        threshold = tl.where(top_p >= 1.0, float("inf"), threshold)
     forced_mass = tl.sum(tl.where(forced, mass, 0.0), 0)
     # Scores are >= 0, so their float32 bits order as the values do; +1 keeps a zero score above
     # the entries that are not free (key 0, sorted last).
@@ -60,7 +65,7 @@ def _top_p_kernel(scores_ptr, visible_ptr, rows_ptr, visible_of_ptr, out_ptr, n_
     tl.store(out_ptr + pid.to(tl.int64) * nb + kb, keep.to(tl.int8), mask=inb)
 
 
-def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_blocks: int,
+def top_p_mask(scores: torch.Tensor, top_p: float | torch.Tensor, *, sink_blocks: int, local_blocks: int,
                visible: torch.Tensor | None = None, rows: torch.Tensor | None = None,
                visible_of: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`unisparse.masks.top_p_mask` in one launch: same arguments, same bool ``[..., nb, nb]``
@@ -70,16 +75,31 @@ def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_bl
 
     ``visible_of`` (integer, ``scores.shape[:-2]``): ``visible`` is stacked, ``[O, n_rows, nb]``, and
     each ``[n_rows, nb]`` matrix of ``scores`` (a head in its own token order) takes the one
-    ``visible_of`` names, read on the device (no host sync)."""
+    ``visible_of`` names, read on the device (no host sync).
+
+    ``top_p`` as a tensor: one threshold per ``[n_rows, nb]`` matrix (``scores.shape[:-2]``, or that
+    with a trailing 1, as :func:`unisparse.calibration.calibrated_top_p` gives), read on the device;
+    any other shape goes to the definition."""
     nb, n_rows = scores.shape[-1], scores.shape[-2]
+    per_matrix = torch.is_tensor(top_p)
+    if per_matrix:
+        fits = top_p.numel() == scores[..., 0, 0].numel()
+        if not fits or nb > MAX_BLOCKS or scores.numel() == 0:
+            if visible_of is not None:
+                visible = visible.to(scores.device)[visible_of.to(scores.device).long()]
+            thresholds = top_p.reshape(*scores.shape[:-2], 1) if fits else top_p
+            return masks.top_p_mask(scores, thresholds, sink_blocks=sink_blocks, local_blocks=local_blocks,
+                                    visible=visible, rows=rows)
+        thresholds = top_p.to(device=scores.device, dtype=torch.float32).contiguous()
+        top_p = 0.0  # the kernel reads the thresholds
     if visible_of is not None:
         if visible is None or visible.dim() != 3 or tuple(visible_of.shape) != tuple(scores.shape[:-2]):
             raise ValueError(f"visible_of {tuple(scores.shape[:-2])} needs a stacked visible [O, n_rows, nb]")
-        if top_p >= 1.0 or nb > MAX_BLOCKS or scores.numel() == 0:
-            per_matrix = visible.to(scores.device)[visible_of.to(scores.device).long()]
+        if (not per_matrix and top_p >= 1.0) or nb > MAX_BLOCKS or scores.numel() == 0:
+            per_head_visible = visible.to(scores.device)[visible_of.to(scores.device).long()]
             return masks.top_p_mask(scores, top_p, sink_blocks=sink_blocks, local_blocks=local_blocks,
-                                    visible=per_matrix, rows=rows)
-    elif (top_p >= 1.0 or nb > MAX_BLOCKS or scores.numel() == 0
+                                    visible=per_head_visible, rows=rows)
+    elif ((not per_matrix and top_p >= 1.0) or nb > MAX_BLOCKS or scores.numel() == 0
             or (visible is not None and tuple(visible.shape) != (n_rows, nb))):
         return masks.top_p_mask(scores, top_p, sink_blocks=sink_blocks, local_blocks=local_blocks,
                                 visible=visible, rows=rows)
@@ -97,8 +117,8 @@ def top_p_mask(scores: torch.Tensor, top_p: float, *, sink_blocks: int, local_bl
     which = visible_of.to(device=s.device, dtype=torch.int32).contiguous() if visible_of is not None else out
     block = max(16, triton.next_power_of_2(nb))
     _top_p_kernel[(s.numel() // nb, )](
-        s, vis, idx, which, out, n_rows, nb, float(top_p),
+        s, vis, idx, which, thresholds if per_matrix else out, out, n_rows, nb, float(top_p),
         SINK=sink_blocks, LOCAL=local_blocks, BLOCK=block, HAS_VISIBLE=visible is not None,
-        HAS_ROWS=rows is not None, VISIBLE_PER_MATRIX=visible_of is not None, num_warps=4 if block <= 1024 else 8,
+        HAS_ROWS=rows is not None, VISIBLE_PER_MATRIX=visible_of is not None, TOP_P_PER_MATRIX=per_matrix, num_warps=4 if block <= 1024 else 8,
     )
     return out.view(torch.bool)

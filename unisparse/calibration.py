@@ -1,0 +1,122 @@
+"""Recall-calibrated Top-P: each head's threshold set by the exact attention of a few query rows.
+
+Why: one Top-P for every head misjudges heads in both directions. The composite-token estimate is
+too flat on grid and sink heads (at 8K tokens of ``video_qkv``, Top-P 0.95 of it keeps 1.5-2.4x
+the blocks that the exact mass needs at the same recall) and too sharp on local heads (they recall
+only 0.92-0.97 of the mass). The exact softmax of a small sample of query rows tells, per head,
+which threshold of the estimate reaches the recall asked for.
+
+How (``UniSparseConfig.calibration_blocks = n > 0``):
+
+1. ``n`` query blocks spread evenly over the last three quarters of the sequence
+   (:func:`sample_query_blocks`; early rows see few keys and say little) and ``calibration_rows``
+   rows spread evenly inside each (:func:`sample_positions`).
+2. Their exact causal attention, summed per key block and over each block's sampled rows
+   (:func:`exact_row_mass`; on the GPU one launch of the fused block-score kernel with one token
+   per "composite" query and key).
+3. Top-P of the estimated block scores on those query blocks at every threshold of
+   :data:`CANDIDATES` at once, and the share of the exact mass each keeps (:func:`recall_per_candidate`).
+4. Per (batch row, selection head) the smallest candidate whose recall, averaged over the sampled
+   rows, is at least ``top_p`` (a query head pooled with others must reach it too); 1.0 (every
+   causal block) when none does (:func:`calibrated_top_p`).
+
+The thresholds stay on the device (no host sync); :func:`unisparse.masks.top_p_mask` and the Top-P
+kernel take them per head. Cost: ``n * calibration_rows`` query rows of exact attention, i.e.
+``n * calibration_rows / L`` of a dense call, plus the candidates' Top-P on ``n`` rows of blocks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import masks
+from .config import UniSparseConfig
+from .reference import compute_dtype
+
+# Thresholds of the estimate a head may get; 1.0 keeps every causal block.
+CANDIDATES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.825, 0.85, 0.875, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97,
+              0.98, 0.99, 0.995, 1.0)
+
+
+def sample_query_blocks(nb: int, n: int, device=None) -> torch.Tensor:
+    """int64: up to ``n`` distinct query blocks spread evenly over ``[nb // 4, nb - 1]``, ascending."""
+    if n < 1 or nb < 1:
+        raise ValueError(f"need n >= 1 and nb >= 1, got n={n}, nb={nb}")
+    first = nb // 4
+    picks = torch.linspace(first, nb - 1, steps=min(n, nb - first), dtype=torch.float64).round().long()
+    return torch.unique(picks).to(device)
+
+
+def sample_positions(blocks: torch.Tensor, block_size: int, rows: int, seq_len: int) -> torch.Tensor:
+    """int64 ``[len(blocks) * rows]``: ``rows`` token positions in each query block, evenly spread
+    (the last of every ``block_size // rows`` tokens), clipped to the sequence (a short last block
+    repeats its last token)."""
+    step = block_size // rows
+    offsets = torch.arange(rows, device=blocks.device) * step + (step - 1)
+    return (blocks[:, None] * block_size + offsets[None, :]).clamp_max(seq_len - 1).flatten()
+
+
+def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rows: int, block_size: int,
+                   scale: float | None = None, budget_bytes: int = 1 << 28) -> torch.Tensor:
+    """Exact causal attention of the queries at ``positions``, summed per key block and over each
+    consecutive group of ``rows`` positions: float32 ``[B, Hq, len(positions) // rows, nb]`` (each
+    row sums to ``rows``). Plain PyTorch, a few query groups at a time so that the logits stay under
+    ``budget_bytes``."""
+    b, hq, seq_len, d = q.shape
+    hkv = k.shape[1]
+    group = hq // hkv
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    acc = compute_dtype(q.dtype)
+    nb = -(-seq_len // block_size)
+    n_groups = positions.numel() // rows
+    kf = k.to(acc)
+    keys = torch.arange(seq_len, device=q.device)
+    out = torch.zeros(b, hq, n_groups, nb, dtype=acc, device=q.device)
+    per_group = max(1, budget_bytes // (b * hq * rows * nb * block_size * 4))
+    for g0 in range(0, n_groups, per_group):
+        pos = positions[g0 * rows:min(n_groups, g0 + per_group) * rows].to(q.device)
+        qs = q[:, :, pos].to(acc).view(b, hkv, group * pos.numel(), d)  # query heads of one KV head together
+        logits = (qs @ kf.transpose(-1, -2)).view(b, hq, pos.numel(), seq_len) * scale
+        logits = logits.masked_fill(keys[None, :] > pos[:, None], float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        padded = torch.zeros(b, hq, pos.numel(), nb * block_size, dtype=acc, device=q.device)
+        padded[..., :seq_len] = probs
+        n = pos.numel() // rows
+        out[:, :, g0:g0 + n] = padded.view(b, hq, n, rows, nb, block_size).sum((3, 5))
+    return out.float()
+
+
+def recall_per_candidate(scores_rows: torch.Tensor, exact_rows: torch.Tensor, blocks: torch.Tensor,
+                         config: UniSparseConfig, candidates: torch.Tensor) -> torch.Tensor:
+    """Mean share of the exact mass that Top-P at each candidate keeps: float32 ``[C, B, Hq]``.
+
+    ``scores_rows [B, Hs, S, nb]``: the estimate on the sampled query blocks ``blocks``;
+    ``exact_rows [B, Hq, S, nb]``: their exact mass (any positive scale per row). Top-P runs once per
+    selection head; each query head of a pooled head is measured against its own exact mass."""
+    kept = masks.top_p_mask(scores_rows, candidates.view(-1, 1, 1, 1), sink_blocks=config.sink_blocks,
+                            local_blocks=config.local_blocks, rows=blocks)  # [C, B, Hs, S, nb]
+    kept = masks.expand_heads(kept.flatten(0, 1), config.head_pool).unflatten(0, (candidates.numel(), -1))
+    share = exact_rows / exact_rows.sum(-1, keepdim=True).clamp_min(1e-30)
+    return (kept * share).sum(-1).mean(-1)
+
+
+def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, config: UniSparseConfig,
+                     scale: float | None = None, exact_mass=exact_row_mass) -> torch.Tensor:
+    """Each selection head's threshold: float32 ``[B, Hs, 1]`` (broadcasts over its rows of blocks).
+
+    ``scores [B, Hs, nb, nb]`` are the estimate the mask will be taken from; ``exact_mass`` computes
+    the sampled rows' exact mass (:func:`exact_row_mass`, or the Triton twin)."""
+    seq_len, nb = q.shape[2], scores.shape[-1]
+    blocks = sample_query_blocks(nb, config.calibration_blocks, q.device)
+    positions = sample_positions(blocks, config.block_size, config.calibration_rows, seq_len)
+    exact = exact_mass(q, k, positions, config.calibration_rows, config.block_size, scale)
+    candidates = torch.tensor(CANDIDATES, dtype=torch.float32, device=q.device)
+    recall = recall_per_candidate(scores[:, :, blocks], exact, blocks, config, candidates)  # [C, B, Hq]
+    b, hs = scores.shape[:2]
+    recall = recall.view(candidates.numel(), b, hs, config.head_pool).amin(-1)  # a pooled head: its worst
+    reaches = recall >= float(config.top_p) - 1e-6
+    reaches[-1] = True  # 1.0 keeps everything
+    first = reaches.float().argmax(0)  # the smallest candidate that reaches the target
+    return candidates[first][..., None]
