@@ -98,7 +98,7 @@ def test_thresholds_are_the_smallest_that_reach_the_recall(seed, head_pool):
     q, k, _ = video_qkv(1, 4, 2, 1024, 32, frame_tokens=64, seed=seed)
     q, k = q.to(DEVICE), k.to(DEVICE)
     config = UniSparseConfig(block_size=64, top_p=0.9, calibration_blocks=6, calibration_rows=8, head_pool=head_pool,
-                             min_seq_len=0, video_aware=False)
+                             min_seq_len=0)
     got = calibration.calibrated_top_p(q, k, reference.block_scores(q, k, config), config)
     assert got.shape == (1, 4 // head_pool, 1)
     assert got.flatten().tolist() == pytest.approx(brute_force_thresholds(q, k, config))
@@ -109,7 +109,7 @@ def test_calibrated_selection_reaches_the_recall_on_the_sampled_rows_and_keeps_f
     measured on every query block past the first quarter, stays near the target while it keeps
     fewer blocks than the plain rule at the same Top-P, which over-recalls there."""
     q, k, _ = video_qkv(1, 8, 2, 2048, 64, frame_tokens=64, seed=seed)
-    plain_cfg = UniSparseConfig(block_size=64, min_seq_len=0, video_aware=False)
+    plain_cfg = UniSparseConfig(block_size=64, min_seq_len=0)
     cal_cfg = plain_cfg.replace(calibration_blocks=12)
     plain = select_blocks(q, k, plain_cfg, backend="torch")
     cal = select_blocks(q, k, cal_cfg, backend="torch")
@@ -131,7 +131,7 @@ def test_triton_path_matches_the_reference(seed, dtype, head_pool):
     q, k, _ = video_qkv(1, 4, 2, 700, 32, frame_tokens=36, seed=seed)
     q, k = q.to(DEVICE, dtype), k.to(DEVICE, dtype)
     config = UniSparseConfig(block_size=64, calibration_blocks=5, calibration_rows=16, head_pool=head_pool,
-                             min_seq_len=0, video_aware=False)
+                             min_seq_len=0)
     pos = calibration.sample_positions(calibration.sample_query_blocks(11, 5, q.device), 64, 16, 700)
     want_mass = calibration.exact_row_mass(q, k, pos, 16, 64)
     got_mass = selection.exact_row_mass(q, k, pos, 16, 64, out=torch.full_like(want_mass, float("nan")))
@@ -146,8 +146,6 @@ def test_triton_path_matches_the_reference(seed, dtype, head_pool):
 
 
 def test_config_checks():
-    with pytest.raises(ValueError, match="video_aware=False"):
-        UniSparseConfig(calibration_blocks=4)
     with pytest.raises(ValueError, match="calibration_rows"):
         UniSparseConfig(calibration_rows=12)
     with pytest.raises(ValueError, match="calibration_rows"):
@@ -155,22 +153,70 @@ def test_config_checks():
     with pytest.raises(ValueError, match="calibration_blocks"):
         UniSparseConfig(calibration_blocks=-1)
     with pytest.raises(ValueError, match="variance_correction"):
-        UniSparseConfig(calibration_blocks=4, variance_correction=0.5, video_aware=False)
+        UniSparseConfig(calibration_blocks=4, variance_correction=0.5)
 
 
 def test_sparse_attention_with_calibration_is_exact_on_the_kept_blocks(seed):
     """End to end through the public entry point: the output is the reference's masked attention over
-    the calibrated mask it returns, and a layout that reorders is refused with a clear message."""
+    the calibrated mask it returns."""
     from unisparse import sparse_attention
-    from unisparse.layout import VideoLayout, VideoSpan
 
     q, k, v = video_qkv(1, 4, 2, 640, 32, frame_tokens=36, seed=seed)
-    config = UniSparseConfig(block_size=64, min_seq_len=0, calibration_blocks=4, video_aware=False)
+    config = UniSparseConfig(block_size=64, min_seq_len=0, calibration_blocks=4)
     out, mask = sparse_attention(q, k, v, config, return_mask=True, backend="torch")
-    want = reference.block_sparse_attention(q, k, v, mask, 64)
-    torch.testing.assert_close(out, want)
-    layout = VideoLayout((VideoSpan.contiguous(4, 16, 6, 6),))
-    from unisparse.api import select_blocks_in_layout
+    torch.testing.assert_close(out, reference.block_sparse_attention(q, k, v, mask, 64))
 
-    with pytest.raises(ValueError, match="calibrat"):
-        select_blocks_in_layout(q, k, layout, config, backend="torch")
+
+def grid_inputs(seed, seq_len=2112, frame_side=8):
+    """Grid-head video attention and its layout (frames of frame_side^2 tokens after a short text prefix)."""
+    from unisparse.layout import VideoLayout, VideoSpan
+
+    q, k, v, info = video_qkv(1, 4, 2, seq_len, 32, frame_tokens=frame_side ** 2, head_mix={"grid": 1},
+                              seed=seed, return_layout=True)
+    span = VideoSpan.contiguous(info["video_start"], info["frames"], frame_side, frame_side)
+    return q, k, v, VideoLayout((span,))
+
+
+def test_exact_row_mass_in_an_order_is_the_exact_attention_by_original_positions(seed):
+    from unisparse.layout import inverse, token_order
+
+    q, k, _, layout = grid_inputs(seed)
+    order = token_order(2112, layout, "spatial", "cpu")
+    blocks = torch.tensor([5, 11, 32])
+    pos = order[calibration.sample_positions(blocks, 64, 4, 2112)]
+    got = calibration.exact_row_mass(q, k, pos, 4, 64, order=order)
+    logits = (q[:, :, pos] @ k.repeat_interleave(2, 1).transpose(-1, -2)) / math.sqrt(32)
+    probs = logits.masked_fill(torch.arange(2112)[None, :] > pos[:, None], float("-inf")).softmax(-1)
+    key_block = inverse(order) // 64
+    want = torch.zeros(1, 4, 12, 33).index_add_(-1, key_block, probs).view(1, 4, 3, 4, 33).sum(3)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    from unisparse.kernels import selection
+
+    tri = selection.exact_row_mass(q, k, pos, 4, 64, order=order, out=torch.full_like(want, float("nan")))
+    torch.testing.assert_close(tri, want, atol=1e-5, rtol=1e-5)
+
+
+def test_video_aware_selection_calibrates_each_head_in_its_order(seed):
+    """With a layout, a KV head that moves to the spatial order gets thresholds calibrated there: its
+    mask is Top-P of its spatial scores at the thresholds that calibration in the spatial order gives,
+    and the Triton path (interpreter) picks the same orders and nearly the same blocks."""
+    from unisparse import reordered
+    from unisparse.api import select_blocks_in_layout
+    from unisparse.layout import token_order
+
+    q, k, _, layout = grid_inputs(seed)
+    config = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0, calibration_blocks=6, order_probe=1, order_cost=1.0)
+    sel = select_blocks_in_layout(q, k, layout, config, backend="torch")
+    assert sel.choice.eq(1).any(), "grid heads should move to the spatial order"
+    spatial = token_order(2112, layout, "spatial", "cpu")
+    scores = reordered.block_scores(q, k, config, spatial)
+    top_p = calibration.calibrated_top_p(q, k, scores, config, order=spatial,
+                                         visible=reordered.visible_blocks(spatial, 64))
+    want = masks.top_p_mask(scores, top_p, sink_blocks=1, local_blocks=2, visible=reordered.visible_blocks(spatial, 64))
+    heads = sel.order_of_heads(4)[0]
+    for h in range(4):
+        if heads[h] == 1:
+            assert torch.equal(sel.mask[0, h], want[0, h]), h
+    tri = select_blocks_in_layout(q, k, layout, config, backend="triton")
+    assert torch.equal(tri.choice, sel.choice)
+    assert (tri.mask != sel.mask).float().mean() < 0.01

@@ -107,22 +107,21 @@ def select_blocks_in_layout(
         return reordered.choose([frame_select(q, k)], orders, ("frame",), k.shape[1])
     if config.variance_correction > 0:
         raise ValueError("video-aware selection does not take variance_correction > 0; use layout=None")
-    if config.calibration_blocks:
-        raise ValueError("video-aware selection does not calibrate its orders (calibration_blocks > 0); use layout=None")
     orders = token_orders(seq_len, layout, q.device)
-    scores = rule = chosen = probe = None
+    scores = rule = chosen = probe = exact_mass = None
     if _backend_for(q, backend) == "triton":
-        from .kernels.selection import head_order_mask, ordered_block_scores as scores, probe_masks
+        from .kernels.selection import exact_row_mass as exact_mass, head_order_mask, ordered_block_scores as scores, probe_masks
         from .kernels.top_p import top_p_mask as rule
 
-        if (q.shape[1] // k.shape[1]) % config.head_pool == 0:
+        # calibrated thresholds: each order's heads are scored and calibrated by order (not in one launch)
+        if (q.shape[1] // k.shape[1]) % config.head_pool == 0 and not config.calibration_blocks:
             def chosen(qs, ks, choice):
                 return head_order_mask(qs, ks, config, orders, choice, scale)
 
         def probe(qs, ks, rows):
             return probe_masks(qs, ks, config, orders, rows, scale)
     return reordered.probe_and_choose(q, k, config, orders, frame_select, scale, scores=scores, rule=rule,
-                                      chosen_select=chosen, probe_select=probe)
+                                      chosen_select=chosen, probe_select=probe, exact_mass=exact_mass)
 
 
 def ordered_block_sparse_attention(

@@ -20,8 +20,10 @@ How (``UniSparseConfig.calibration_blocks = n > 0``):
    rows, is at least ``top_p`` (a query head pooled with others must reach it too); 1.0 (every
    causal block) when none does (:func:`calibrated_top_p`).
 
-The thresholds stay on the device (no host sync); :func:`unisparse.masks.top_p_mask` and the Top-P
-kernel take them per head. Cost: ``n * calibration_rows`` query rows of exact attention, i.e.
+In a reordered token sequence (video-aware selection, :mod:`unisparse.reordered`) the same runs in
+the head's order: the sampled query blocks and the key blocks are the order's, visibility follows
+original positions (``order=``). The thresholds stay on the device (no host sync);
+:func:`unisparse.masks.top_p_mask` and the Top-P kernel take them per head. Cost: ``n * calibration_rows`` query rows of exact attention, i.e.
 ``n * calibration_rows / L`` of a dense call, plus the candidates' Top-P on ``n`` rows of blocks.
 """
 
@@ -59,11 +61,13 @@ def sample_positions(blocks: torch.Tensor, block_size: int, rows: int, seq_len: 
 
 
 def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rows: int, block_size: int,
-                   scale: float | None = None, budget_bytes: int = 1 << 28) -> torch.Tensor:
-    """Exact causal attention of the queries at ``positions``, summed per key block and over each
-    consecutive group of ``rows`` positions: float32 ``[B, Hq, len(positions) // rows, nb]`` (each
-    row sums to ``rows``). Plain PyTorch, a few query groups at a time so that the logits stay under
-    ``budget_bytes``."""
+                   scale: float | None = None, order: torch.Tensor | None = None,
+                   budget_bytes: int = 1 << 28) -> torch.Tensor:
+    """Exact causal attention of the queries at (original) ``positions``, summed per key block and
+    over each consecutive group of ``rows`` positions: float32 ``[B, Hq, len(positions) // rows, nb]``
+    (each row sums to ``rows``). ``order``: key blocks are the order's (the key at original position
+    ``j`` sits in block ``inverse(order)[j] // block_size``). Plain PyTorch, a few query groups at a
+    time so that the logits stay under ``budget_bytes``."""
     b, hq, seq_len, d = q.shape
     hkv = k.shape[1]
     group = hq // hkv
@@ -74,6 +78,11 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
     kf = k.to(acc)
     keys = torch.arange(seq_len, device=q.device)
     out = torch.zeros(b, hq, n_groups, nb, dtype=acc, device=q.device)
+    key_block = None
+    if order is not None:
+        from .layout import inverse
+
+        key_block = inverse(order.to(q.device)) // block_size
     per_group = max(1, budget_bytes // (b * hq * rows * nb * block_size * 4))
     for g0 in range(0, n_groups, per_group):
         pos = positions[g0 * rows:min(n_groups, g0 + per_group) * rows].to(q.device)
@@ -81,39 +90,57 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
         logits = (qs @ kf.transpose(-1, -2)).view(b, hq, pos.numel(), seq_len) * scale
         logits = logits.masked_fill(keys[None, :] > pos[:, None], float("-inf"))
         probs = torch.softmax(logits, dim=-1)
+        n = pos.numel() // rows
+        if key_block is not None:
+            per_block = torch.zeros(b, hq, pos.numel(), nb, dtype=acc, device=q.device).index_add_(-1, key_block, probs)
+            out[:, :, g0:g0 + n] = per_block.view(b, hq, n, rows, nb).sum(3)
+            continue
         padded = torch.zeros(b, hq, pos.numel(), nb * block_size, dtype=acc, device=q.device)
         padded[..., :seq_len] = probs
-        n = pos.numel() // rows
         out[:, :, g0:g0 + n] = padded.view(b, hq, n, rows, nb, block_size).sum((3, 5))
     return out.float()
 
 
 def recall_per_candidate(scores_rows: torch.Tensor, exact_rows: torch.Tensor, blocks: torch.Tensor,
-                         config: UniSparseConfig, candidates: torch.Tensor) -> torch.Tensor:
+                         config: UniSparseConfig, candidates: torch.Tensor,
+                         visible: torch.Tensor | None = None) -> torch.Tensor:
     """Mean share of the exact mass that Top-P at each candidate keeps: float32 ``[C, B, Hq]``.
 
     ``scores_rows [B, Hs, S, nb]``: the estimate on the sampled query blocks ``blocks``;
     ``exact_rows [B, Hq, S, nb]``: their exact mass (any positive scale per row). Top-P runs once per
-    selection head; each query head of a pooled head is measured against its own exact mass."""
+    selection head; each query head of a pooled head is measured against its own exact mass.
+    ``visible [S, nb]``: the blocks Top-P may keep (default: the causal ones)."""
     kept = masks.top_p_mask(scores_rows, candidates.view(-1, 1, 1, 1), sink_blocks=config.sink_blocks,
-                            local_blocks=config.local_blocks, rows=blocks)  # [C, B, Hs, S, nb]
+                            local_blocks=config.local_blocks, rows=blocks, visible=visible)  # [C, B, Hs, S, nb]
     kept = masks.expand_heads(kept.flatten(0, 1), config.head_pool).unflatten(0, (candidates.numel(), -1))
     share = exact_rows / exact_rows.sum(-1, keepdim=True).clamp_min(1e-30)
     return (kept * share).sum(-1).mean(-1)
 
 
 def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, config: UniSparseConfig,
-                     scale: float | None = None, exact_mass=exact_row_mass) -> torch.Tensor:
+                     scale: float | None = None, exact_mass=exact_row_mass, order: torch.Tensor | None = None,
+                     visible: torch.Tensor | None = None) -> torch.Tensor:
     """Each selection head's threshold: float32 ``[B, Hs, 1]`` (broadcasts over its rows of blocks).
 
     ``scores [B, Hs, nb, nb]`` are the estimate the mask will be taken from; ``exact_mass`` computes
-    the sampled rows' exact mass (:func:`exact_row_mass`, or the Triton twin)."""
+    the sampled rows' exact mass (:func:`exact_row_mass`, or the Triton twin). In a reordered sequence,
+    ``order`` (int64 ``[L]``, the original position of each token of the order) and ``visible``
+    (``[nb, nb]``: the order's blocks that hold a visible pair) are the ones ``scores`` were taken in."""
+    from .reordered import is_identity
+
     seq_len, nb = q.shape[2], scores.shape[-1]
     blocks = sample_query_blocks(nb, config.calibration_blocks, q.device)
     positions = sample_positions(blocks, config.block_size, config.calibration_rows, seq_len)
-    exact = exact_mass(q, k, positions, config.calibration_rows, config.block_size, scale)
+    if order is not None and is_identity(order):
+        order = visible = None  # the prompt's own order: the plain path
+    if order is not None:
+        positions = order.to(q.device)[positions]
+        exact = exact_mass(q, k, positions, config.calibration_rows, config.block_size, scale, order=order)
+    else:
+        exact = exact_mass(q, k, positions, config.calibration_rows, config.block_size, scale)
     candidates = torch.tensor(CANDIDATES, dtype=torch.float32, device=q.device)
-    recall = recall_per_candidate(scores[:, :, blocks], exact, blocks, config, candidates)  # [C, B, Hq]
+    vis_rows = None if visible is None else visible.to(q.device)[blocks]
+    recall = recall_per_candidate(scores[:, :, blocks], exact, blocks, config, candidates, vis_rows)  # [C, B, Hq]
     b, hs = scores.shape[:2]
     recall = recall.view(candidates.numel(), b, hs, config.head_pool).amin(-1)  # a pooled head: its worst
     reaches = recall >= float(config.top_p) - 1e-6

@@ -46,8 +46,9 @@ Choices the paper leaves open, and how we settled them:
   blocks sets each head's threshold: the smallest of :data:`unisparse.calibration.CANDIDATES`
   whose kept blocks recall at least ``top_p`` of those rows' exact mass (so ``top_p`` becomes a
   recall target rather than a share of the estimate). Cost: ``n * calibration_rows / L`` of one
-  dense attention call, plus one small Top-P per candidate (:mod:`unisparse.calibration`). It
-  works in the prompt's order only, so it needs ``video_aware=False``.
+  dense attention call, plus one small Top-P per candidate (:mod:`unisparse.calibration`). With a
+  video layout each head is calibrated in the order it chose (the choice itself compares the
+  orders at ``top_p``).
 """
 
 from __future__ import annotations
@@ -134,9 +135,6 @@ class UniSparseConfig:
         r = self.calibration_rows
         if isinstance(r, bool) or not isinstance(r, int) or not _is_power_of_two(r) or r > self.block_size:
             raise ValueError(f"calibration_rows must be a power of two <= block_size={self.block_size}, got {r!r}")
-        if self.calibration_blocks and self.video_aware is True:
-            raise ValueError("calibration_blocks > 0 calibrates in the prompt's order only: pass video_aware=False "
-                             "with it (video-aware selection does not calibrate its spatial order yet)")
         if self.calibration_blocks and self.variance_correction:
             raise ValueError("calibration_blocks > 0 does not combine with variance_correction > 0 "
                              "(the union of two estimates has no single threshold to calibrate)")

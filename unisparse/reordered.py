@@ -174,14 +174,15 @@ def block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orde
 
 
 def top_p_mask(scores: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
-               rows: torch.Tensor | None = None, rule=None) -> torch.Tensor:
+               rows: torch.Tensor | None = None, rule=None, top_p: torch.Tensor | None = None) -> torch.Tensor:
     """Top-P over the visible blocks of the order (bool ``[..., nb, nb]``; ``[..., len(rows), nb]``
     for the query blocks ``rows``). ``rule``: the Top-P function (default the definition,
-    :func:`unisparse.masks.top_p_mask`; on CUDA, :func:`unisparse.kernels.top_p.top_p_mask`)."""
+    :func:`unisparse.masks.top_p_mask`; on CUDA, :func:`unisparse.kernels.top_p.top_p_mask`).
+    ``top_p``: per-head thresholds (:func:`unisparse.calibration.calibrated_top_p`) instead of ``config.top_p``."""
     visible = visible_blocks(order, config.block_size) if rows is None else visible_rows(order, rows, config.block_size)
     rule = masks.top_p_mask if rule is None else rule
-    return rule(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks,
-                visible=visible, rows=rows)
+    return rule(scores, config.top_p if top_p is None else top_p, sink_blocks=config.sink_blocks,
+                local_blocks=config.local_blocks, visible=visible, rows=rows)
 
 
 @dataclass
@@ -239,14 +240,22 @@ def frame_coverage(mask: torch.Tensor, head_orders: torch.Tensor, orders: torch.
 
 
 def order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
-               scale: float | None = None, scores=None, rows: torch.Tensor | None = None, rule=None) -> torch.Tensor:
+               scale: float | None = None, scores=None, rows: torch.Tensor | None = None, rule=None,
+               exact_mass=None) -> torch.Tensor:
     """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]`` (``rows``: only
     those query blocks, ``[B, Hq, len(rows), nb]``). ``scores``: the block-score function (default
     :func:`block_scores`; the Triton one is :func:`unisparse.kernels.selection.ordered_block_scores`);
-    ``rule``: the Top-P function, as in :func:`top_p_mask`."""
-    scores = block_scores if scores is None else scores
-    return expand_heads(top_p_mask(scores(q, k, config, order, scale, rows=rows), config, order, rows, rule),
-                        config.head_pool)
+    ``rule``: the Top-P function, as in :func:`top_p_mask`. With ``config.calibration_blocks`` the full
+    mask (not a probe's rows) takes per-head thresholds calibrated in this order; ``exact_mass``: the
+    sampled rows' exact mass (default :func:`unisparse.calibration.exact_row_mass`)."""
+    scores = (block_scores if scores is None else scores)(q, k, config, order, scale, rows=rows)
+    top_p = None
+    if config.calibration_blocks and rows is None:
+        from . import calibration
+
+        top_p = calibration.calibrated_top_p(q, k, scores, config, scale, exact_mass or calibration.exact_row_mass,
+                                             order=order, visible=visible_blocks(order, config.block_size))
+    return expand_heads(top_p_mask(scores, config, order, rows, rule, top_p), config.head_pool)
 
 
 def choose(masks: Sequence[torch.Tensor], orders: torch.Tensor, names: tuple[str, ...], kv_heads: int,
@@ -291,7 +300,7 @@ def select(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, layout: Vi
 
 def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orders: torch.Tensor,
                      frame_select, scale: float | None = None, scores=None, rule=None, chosen_select=None,
-                     probe_select=None) -> Selection:
+                     probe_select=None, exact_mass=None) -> Selection:
     """The video-aware choice between the prompt's order ``orders[0]`` and the spatial order
     ``orders[1]``: both orders are scored on every ``config.order_probe``-th query block; a KV head
     moves to the spatial order where, on those rows, its kept blocks times ``config.order_cost``
@@ -305,15 +314,16 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
     once (:func:`unisparse.kernels.selection.head_order_mask`: one launch, no host sync).
     ``probe_select(q, k, rows)``, where given, replaces the probe: the masks of both orders on the
     query blocks ``rows`` (:func:`unisparse.kernels.selection.probe_masks`), or None where it does not
-    apply (then each order is probed by :func:`order_mask`)."""
+    apply (then each order is probed by :func:`order_mask`). ``exact_mass``: as in :func:`order_mask`
+    (calibrated thresholds); the probes compare the orders at ``config.top_p``."""
     b, hq = q.shape[:2]
     hkv = k.shape[1]
     group = hq // hkv
     nb = num_blocks(q.shape[2], config.block_size)
     spatial = order_row(orders, 1)
     if config.order_probe == 1 or nb <= config.order_probe:
-        return choose([frame_select(q, k), order_mask(q, k, config, spatial, scale, scores, rule=rule)], orders, ORDERS, hkv,
-                      config.order_cost)
+        return choose([frame_select(q, k), order_mask(q, k, config, spatial, scale, scores, rule=rule, exact_mass=exact_mass)],
+                      orders, ORDERS, hkv, config.order_cost)
     rows = probe_blocks(nb, config.order_probe, q.device)
     probes = probe_select(q, k, rows) if probe_select is not None else None
     if probes is None:
@@ -334,7 +344,8 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
         qh = (kv[:, None] * group + torch.arange(group, device=q.device)).flatten()
         whole = kv.numel() == hkv
         qs, ks = (q, k) if whole else (q[:, qh], k[:, kv])
-        full = frame_select(qs, ks) if order == 0 else order_mask(qs, ks, config, spatial, scale, scores, rule=rule)
+        full = (frame_select(qs, ks) if order == 0
+                else order_mask(qs, ks, config, spatial, scale, scores, rule=rule, exact_mass=exact_mass))
         chosen = (head_orders[:, qh] == order)[..., None, None]
         mask[:, qh] = torch.where(chosen, full, mask[:, qh])
     return Selection(mask, picked.choice, orders, ORDERS, picked.kept)

@@ -368,16 +368,25 @@ def _top_p(scores: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
 
 
 def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rows: int, block_size: int,
-                   scale: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+                   scale: float | None = None, order: torch.Tensor | None = None,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
     """Triton twin of :func:`unisparse.calibration.exact_row_mass`, one launch: the fused block-score
     kernel with every sampled query and every key a "composite" token of its own (``k_pool = 1``),
     ``rows`` queries per block row (``q_pool = block_size / rows``), visibility by their positions.
-    float32 ``[B, Hq, len(positions) // rows, nb]`` (``out``: a buffer of that shape, e.g. poisoned by a test)."""
+    float32 ``[B, Hq, len(positions) // rows, nb]`` (``out``: a buffer of that shape, e.g. poisoned by a test).
+    ``order``: the keys are gathered into it (blocks of the order, visibility by original positions)."""
+    from ..reordered import int32_positions, is_identity
+
     seq_len, d = q.shape[2], q.shape[3]
     qs = q[:, :, positions.to(q.device)].contiguous()
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     q_last = positions.to(device=q.device, dtype=torch.int32)
-    k_first = torch.arange(seq_len, device=q.device, dtype=torch.int32)
-    return compressed_block_scores(qs, k.contiguous(), seq_len, block_size, block_size // rows, 1, scale,
+    in_order = order is None or is_identity(order)
+    if in_order:
+        keys, k_first = k.contiguous(), torch.arange(seq_len, device=q.device, dtype=torch.int32)
+    else:
+        order = order.to(q.device)
+        keys, k_first = k[:, :, order].contiguous(), int32_positions(order)
+    return compressed_block_scores(qs, keys, seq_len, block_size, block_size // rows, 1, scale,
                                    out=out, q_last=q_last, k_first=k_first, n_row_blocks=positions.numel() // rows,
-                                   keys_in_order=True)
+                                   keys_in_order=in_order)
