@@ -202,10 +202,10 @@ def test_each_kv_head_is_scored_in_full_in_its_chosen_order_only(monkeypatch, se
     full_rows = []
     real = reordered.order_mask
 
-    def counting(qs, ks, config, order, scale=None, scores=None, rows=None, rule=None):
+    def counting(qs, ks, config, order, scale=None, scores=None, rows=None, rule=None, **kw):
         if rows is None:
             full_rows.append((qs.shape[1], bool(reordered.is_identity(order))))
-        return real(qs, ks, config, order, scale, scores, rows=rows, rule=rule)
+        return real(qs, ks, config, order, scale, scores, rows=rows, rule=rule, **kw)
 
     monkeypatch.setattr(reordered, "order_mask", counting)
     sel = reordered.select(q, k, cfg, layout_of(info))
