@@ -35,7 +35,6 @@ import torch
 
 from . import masks
 from .config import UniSparseConfig
-from .reference import compute_dtype
 
 # Thresholds of the estimate a head may get; 1.0 keeps every causal block.
 CANDIDATES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.825, 0.85, 0.875, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97,
@@ -72,7 +71,7 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
     hkv = k.shape[1]
     group = hq // hkv
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    acc = compute_dtype(q.dtype)
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     nb = -(-seq_len // block_size)
     n_groups = positions.numel() // rows
     kf = k.to(acc)
@@ -126,12 +125,10 @@ def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, con
     the sampled rows' exact mass (:func:`exact_row_mass`, or the Triton twin). In a reordered sequence,
     ``order`` (int64 ``[L]``, the original position of each token of the order) and ``visible``
     (``[nb, nb]``: the order's blocks that hold a visible pair) are the ones ``scores`` were taken in."""
-    from .reordered import is_identity
-
     seq_len, nb = q.shape[2], scores.shape[-1]
     blocks = sample_query_blocks(nb, config.calibration_blocks, q.device)
     positions = sample_positions(blocks, config.block_size, config.calibration_rows, seq_len)
-    if order is not None and is_identity(order):
+    if order is not None and torch.equal(order, torch.arange(seq_len, device=order.device)):
         order = visible = None  # the prompt's own order: the plain path
     if order is not None:
         positions = order.to(q.device)[positions]
