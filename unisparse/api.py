@@ -118,8 +118,8 @@ def select_blocks_in_layout(
             def chosen(qs, ks, choice):
                 return head_order_mask(qs, ks, config, orders, choice, scale)
 
-        def probe(qs, ks, rows):
-            return probe_masks(qs, ks, config, orders, rows, scale)
+        def probe(qs, ks, rows):  # calibrated probes: order by order (None), each calibrated on its rows
+            return None if config.calibration_blocks else probe_masks(qs, ks, config, orders, rows, scale)
     return reordered.probe_and_choose(q, k, config, orders, frame_select, scale, scores=scores, rule=rule,
                                       chosen_select=chosen, probe_select=probe, exact_mass=exact_mass)
 

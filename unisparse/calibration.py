@@ -118,15 +118,24 @@ def recall_per_candidate(scores_rows: torch.Tensor, exact_rows: torch.Tensor, bl
 
 def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, config: UniSparseConfig,
                      scale: float | None = None, exact_mass=exact_row_mass, order: torch.Tensor | None = None,
-                     visible: torch.Tensor | None = None) -> torch.Tensor:
+                     visible: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Each selection head's threshold: float32 ``[B, Hs, 1]`` (broadcasts over its rows of blocks).
 
     ``scores [B, Hs, nb, nb]`` are the estimate the mask will be taken from; ``exact_mass`` computes
     the sampled rows' exact mass (:func:`exact_row_mass`, or the Triton twin). In a reordered sequence,
     ``order`` (int64 ``[L]``, the original position of each token of the order) and ``visible``
-    (``[nb, nb]``: the order's blocks that hold a visible pair) are the ones ``scores`` were taken in."""
+    (``[nb, nb]``: the order's blocks that hold a visible pair) are the ones ``scores`` were taken in.
+    ``rows`` (int64, ascending): ``scores`` holds only these query blocks (``[B, Hs, len(rows), nb]``,
+    a video-aware probe's); the sample is then drawn from them (:func:`sample_query_blocks` over
+    their indices)."""
     seq_len, nb = q.shape[2], scores.shape[-1]
-    blocks = sample_query_blocks(nb, config.calibration_blocks, q.device)
+    if rows is None:
+        blocks = sample_query_blocks(nb, config.calibration_blocks, q.device)
+        picked = scores[:, :, blocks]
+    else:
+        rows = rows.to(q.device)
+        index = sample_query_blocks(rows.numel(), config.calibration_blocks, q.device)
+        blocks, picked = rows[index], scores[:, :, index]
     positions = sample_positions(blocks, config.block_size, config.calibration_rows, seq_len)
     if order is not None and torch.equal(order, torch.arange(seq_len, device=order.device)):
         order = visible = None  # the prompt's own order: the plain path
@@ -137,7 +146,7 @@ def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, con
         exact = exact_mass(q, k, positions, config.calibration_rows, config.block_size, scale)
     candidates = torch.tensor(CANDIDATES, dtype=torch.float32, device=q.device)
     vis_rows = None if visible is None else visible.to(q.device)[blocks]
-    recall = recall_per_candidate(scores[:, :, blocks], exact, blocks, config, candidates, vis_rows)  # [C, B, Hq]
+    recall = recall_per_candidate(picked, exact, blocks, config, candidates, vis_rows)  # [C, B, Hq]
     b, hs = scores.shape[:2]
     recall = recall.view(candidates.numel(), b, hs, config.head_pool).amin(-1)  # a pooled head: its worst
     reaches = recall >= float(config.top_p) - 1e-6

@@ -47,8 +47,8 @@ Choices the paper leaves open, and how we settled them:
   whose kept blocks recall at least ``top_p`` of those rows' exact mass (so ``top_p`` becomes a
   recall target rather than a share of the estimate). Cost: ``n * calibration_rows / L`` of one
   dense attention call, plus one small Top-P per candidate (:mod:`unisparse.calibration`). With a
-  video layout each head is calibrated in the order it chose (the choice itself compares the
-  orders at ``top_p``).
+  video layout each head is calibrated in the order it chose, and the probe that chooses compares
+  the orders at thresholds calibrated on its rows.
 """
 
 from __future__ import annotations

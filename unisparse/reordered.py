@@ -245,16 +245,17 @@ def order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order:
     """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]`` (``rows``: only
     those query blocks, ``[B, Hq, len(rows), nb]``). ``scores``: the block-score function (default
     :func:`block_scores`; the Triton one is :func:`unisparse.kernels.selection.ordered_block_scores`);
-    ``rule``: the Top-P function, as in :func:`top_p_mask`. With ``config.calibration_blocks`` the full
-    mask (not a probe's rows) takes per-head thresholds calibrated in this order; ``exact_mass``: the
-    sampled rows' exact mass (default :func:`unisparse.calibration.exact_row_mass`)."""
+    ``rule``: the Top-P function, as in :func:`top_p_mask`. With ``config.calibration_blocks`` each head
+    takes thresholds calibrated in this order (a probe's, on its own rows, so that the orders are
+    compared at the recall they will be held to); ``exact_mass``: the sampled rows' exact mass (default
+    :func:`unisparse.calibration.exact_row_mass`)."""
     scores = (block_scores if scores is None else scores)(q, k, config, order, scale, rows=rows)
     top_p = None
-    if config.calibration_blocks and rows is None:
+    if config.calibration_blocks:
         from . import calibration
 
         top_p = calibration.calibrated_top_p(q, k, scores, config, scale, exact_mass or calibration.exact_row_mass,
-                                             order=order, visible=visible_blocks(order, config.block_size))
+                                             order=order, visible=visible_blocks(order, config.block_size), rows=rows)
     return expand_heads(top_p_mask(scores, config, order, rows, rule, top_p), config.head_pool)
 
 
@@ -315,7 +316,7 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
     ``probe_select(q, k, rows)``, where given, replaces the probe: the masks of both orders on the
     query blocks ``rows`` (:func:`unisparse.kernels.selection.probe_masks`), or None where it does not
     apply (then each order is probed by :func:`order_mask`). ``exact_mass``: as in :func:`order_mask`
-    (calibrated thresholds); the probes compare the orders at ``config.top_p``."""
+    (calibrated thresholds, the probes' included)."""
     b, hq = q.shape[:2]
     hkv = k.shape[1]
     group = hq // hkv
@@ -327,7 +328,8 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
     rows = probe_blocks(nb, config.order_probe, q.device)
     probes = probe_select(q, k, rows) if probe_select is not None else None
     if probes is None:
-        probes = [order_mask(q, k, config, order_row(orders, i), scale, scores, rows=rows, rule=rule) for i in range(2)]
+        probes = [order_mask(q, k, config, order_row(orders, i), scale, scores, rows=rows, rule=rule, exact_mass=exact_mass)
+                  for i in range(2)]
     if chosen_select is not None:
         choice, kept = choose_orders(probes, hkv, config.order_cost)
         return Selection(chosen_select(q, k, choice), choice, orders, ORDERS, kept)
