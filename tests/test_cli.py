@@ -110,10 +110,11 @@ def test_min_seq_len_flag_overrides_the_library_default(monkeypatch, capsys):
 
     monkeypatch.setattr(videoqa.pipeline, "answer", fake_answer)
     for extra in [[], ["--min-seq-len", "0"], ["--min-seq-len", "4096", "--top-p", "0.9"],
-                  ["--dense", "--min-seq-len", "0"]]:
+                  ["--dense", "--min-seq-len", "0"], ["--calibrate", "16"]]:
         assert cli.main(["ask", "v.mp4", "Q?", "--json", *extra]) == 0
     assert seen == [(True, None), (True, UniSparseConfig(min_seq_len=0)),
-                    (True, UniSparseConfig(top_p=0.9, min_seq_len=4096)), (False, None)]
+                    (True, UniSparseConfig(top_p=0.9, min_seq_len=4096)), (False, None),
+                    (True, UniSparseConfig(calibration_blocks=16))]
     capsys.readouterr()
     with pytest.raises(SystemExit):
         cli.main(["ask", "-h"])

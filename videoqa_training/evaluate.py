@@ -323,6 +323,8 @@ def parse_args(argv=None):
                    help="video: UniSparse with video-aware selection (the video's layout passed down)")
     p.add_argument("--top-p", type=float, default=None, help="UniSparse top_p (default: UniSparseConfig's); "
                    "sparse mode runs the sparse path at any length (min_seq_len=0)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="UniSparse calibration_blocks: each head's Top-P from the exact attention of N query blocks")
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--output", help="write PREFIX.json (results and summary) and PREFIX.csv (one row per answer)")
     p.add_argument("--quiet", action="store_true")
@@ -344,7 +346,8 @@ def main(argv=None) -> int:
         h, _, w = a.size.lower().partition("x")
         size = (int(h), int(w or h))
     # the method itself at any length: no dense fallback (min_seq_len=0, max_density=1.0)
-    config = unisparse.UniSparseConfig(min_seq_len=0, max_density=1.0, **({} if a.top_p is None else {"top_p": a.top_p}))
+    config = unisparse.UniSparseConfig(min_seq_len=0, max_density=1.0, calibration_blocks=a.calibrate,
+                                       **({} if a.top_p is None else {"top_p": a.top_p}))
     loaded = load_model(a.model, device=a.device, dtype=a.dtype)
     suite = []
     for name in a.suites:

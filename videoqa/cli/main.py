@@ -89,6 +89,9 @@ def _ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dense", action="store_true", help="dense attention (no UniSparse)")
     p.add_argument("--top-p", type=float, default=None, help="UniSparse Top-P threshold (default 0.95)")
     p.add_argument("--block-size", type=int, default=None, help="UniSparse block size (default 128)")
+    p.add_argument("--calibrate", type=non_negative_int, default=None, metavar="N",
+                   help="UniSparse: set each head's Top-P from the exact attention of N query blocks, so that "
+                        "--top-p is the share of the true attention kept (default 0: off)")
     p.add_argument("--min-seq-len", type=non_negative_int, default=None, metavar="N", help=MIN_SEQ_LEN_HELP)
     p.add_argument("--fps", type=positive_float, default=None, help="frames sampled per second (default 2)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="at most this many frames")
@@ -101,7 +104,7 @@ def _ask_arguments(p: argparse.ArgumentParser) -> None:
 def _run_ask(args) -> int:
     config = None
     kw = {k: v for k, v in (("top_p", args.top_p), ("block_size", args.block_size),
-                            ("min_seq_len", args.min_seq_len)) if v is not None}
+                            ("min_seq_len", args.min_seq_len), ("calibration_blocks", args.calibrate)) if v is not None}
     if not args.dense and kw:
         from unisparse import UniSparseConfig
 
