@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Calibrated Top-P on the lent GPU, in one device call (run from the repository root; $OUT comes back):
-# the calibration tests on CUDA, then the benchmark at the given lengths (default 32K) with cuDNN timed beside it.
+# the calibration tests on CUDA (SKIP_TESTS=1: none), then the benchmark at the given lengths (default 32K) with cuDNN timed beside it.
 #   bash benchmarks/attention/calibrated_top_p/gpu_check.sh [LENGTH ...]
 set -uo pipefail
 OUT="${OUT:-$(pwd)/out/results}"; mkdir -p "$OUT"
 lengths=("${@:-32768}")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
-timeout 240 python3 -m pytest -q -x tests/test_calibration.py "tests/test_gpu.py::test_calibrated_selection_on_video_shaped_attention" \
+[ "${SKIP_TESTS:-0}" = 1 ] || timeout 240 python3 -m pytest -q -x tests/test_calibration.py "tests/test_gpu.py::test_calibrated_selection_on_video_shaped_attention" \
     2>&1 | tail -15 | tee "$OUT/pytest_calibration.log"
 tag=""; for l in "${lengths[@]}"; do tag+="$((l / 1024))k_"; done; tag=${tag%_}
 cd benchmarks/attention && timeout 300 env PYTHONPATH=../.. python3 calibrated_top_p.py --lengths "${lengths[@]}" \
-    --device cuda --calibration-blocks 16 --rep 30 --output "$OUT/gpu_$tag" 2>&1 | tee "$OUT/gpu_$tag.log" | grep -v '^{'
+    --device cuda --calibration-blocks 16 \
+    --families video_mixed video_grid video_heldout grid_400 structured mixed_144 --rep 30 --output "$OUT/gpu_$tag" 2>&1 | tee "$OUT/gpu_$tag.log" | grep -v '^{'
