@@ -7,9 +7,9 @@ OUT="${OUT:-$(pwd)/out/results}"; mkdir -p "$OUT"
 lengths=("${@:-32768}")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
-[ "${SKIP_TESTS:-0}" = 1 ] || timeout 240 python3 -m pytest -q -x tests/test_calibration.py "tests/test_gpu.py::test_calibrated_selection_on_video_shaped_attention" \
+[ "${SKIP_TESTS:-0}" = 1 ] || timeout 150 python3 -m pytest -q -x tests/test_calibration.py "tests/test_gpu.py::test_calibrated_selection_on_video_shaped_attention" \
     2>&1 | tail -15 | tee "$OUT/pytest_calibration.log"
 tag=""; for l in "${lengths[@]}"; do tag+="$((l / 1024))k_"; done; tag=${tag%_}
-cd benchmarks/attention && timeout 300 env PYTHONPATH=../.. python3 calibrated_top_p.py --lengths "${lengths[@]}" \
+cd benchmarks/attention && timeout "${BENCH_LIMIT:-300}" env PYTHONPATH=../.. python3 calibrated_top_p.py --lengths "${lengths[@]}" \
     --device cuda --calibration-blocks 16 \
-    --families video_mixed video_grid video_heldout grid_400 structured mixed_144 --rep 30 --output "$OUT/gpu_$tag" 2>&1 | tee "$OUT/gpu_$tag.log" | grep -v '^{'
+    --families ${FAMILIES:-video_mixed video_grid video_heldout grid_400 structured mixed_144} --rep 30 --output "$OUT/gpu_$tag" 2>&1 | tee "$OUT/gpu_$tag.log" | grep -v '^{'
