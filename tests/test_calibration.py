@@ -173,6 +173,7 @@ def grid_inputs(seed, seq_len=2112, frame_side=8):
 
     q, k, v, info = video_qkv(1, 4, 2, seq_len, 32, frame_tokens=frame_side ** 2, head_mix={"grid": 1},
                               seed=seed, return_layout=True)
+    q, k, v = q.to(DEVICE), k.to(DEVICE), v.to(DEVICE)
     span = VideoSpan.contiguous(info["video_start"], info["frames"], frame_side, frame_side)
     return q, k, v, VideoLayout((span,))
 
@@ -181,14 +182,14 @@ def test_exact_row_mass_in_an_order_is_the_exact_attention_by_original_positions
     from unisparse.layout import inverse, token_order
 
     q, k, _, layout = grid_inputs(seed)
-    order = token_order(2112, layout, "spatial", "cpu")
-    blocks = torch.tensor([5, 11, 32])
+    order = token_order(2112, layout, "spatial", DEVICE)
+    blocks = torch.tensor([5, 11, 32], device=DEVICE)
     pos = order[calibration.sample_positions(blocks, 64, 4, 2112)]
     got = calibration.exact_row_mass(q, k, pos, 4, 64, order=order)
     logits = (q[:, :, pos] @ k.repeat_interleave(2, 1).transpose(-1, -2)) / math.sqrt(32)
-    probs = logits.masked_fill(torch.arange(2112)[None, :] > pos[:, None], float("-inf")).softmax(-1)
+    probs = logits.masked_fill(torch.arange(2112, device=DEVICE)[None, :] > pos[:, None], float("-inf")).softmax(-1)
     key_block = inverse(order) // 64
-    want = torch.zeros(1, 4, 12, 33).index_add_(-1, key_block, probs).view(1, 4, 3, 4, 33).sum(3)
+    want = torch.zeros(1, 4, 12, 33, device=DEVICE).index_add_(-1, key_block, probs).view(1, 4, 3, 4, 33).sum(3)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     from unisparse.kernels import selection
 
@@ -208,7 +209,7 @@ def test_video_aware_selection_calibrates_each_head_in_its_order(seed):
     config = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0, calibration_blocks=6, order_probe=1, order_cost=1.0)
     sel = select_blocks_in_layout(q, k, layout, config, backend="torch")
     assert sel.choice.eq(1).any(), "grid heads should move to the spatial order"
-    spatial = token_order(2112, layout, "spatial", "cpu")
+    spatial = token_order(2112, layout, "spatial", DEVICE)
     scores = reordered.block_scores(q, k, config, spatial)
     top_p = calibration.calibrated_top_p(q, k, scores, config, order=spatial,
                                          visible=reordered.visible_blocks(spatial, 64))
