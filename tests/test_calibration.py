@@ -221,3 +221,30 @@ def test_video_aware_selection_calibrates_each_head_in_its_order(seed):
     tri = select_blocks_in_layout(q, k, layout, config, backend="triton")
     assert torch.equal(tri.choice, sel.choice)
     assert (tri.mask != sel.mask).float().mean() < 0.01
+
+
+def test_video_aware_calibration_is_set_on_the_probe_and_reused_by_the_full_masks(seed):
+    """With a probe (order_probe > 1), each order's thresholds are calibrated once, on the probe rows, and
+    a head's full mask is Top-P of its order's scores at its order's probe thresholds; the Triton path
+    (probe of both orders in one launch, full masks in one launch at per-head thresholds) agrees."""
+    from unisparse import reordered
+    from unisparse.api import select_blocks_in_layout
+    from unisparse.layout import token_orders
+
+    q, k, _, layout = grid_inputs(seed)
+    config = UniSparseConfig(block_size=64, top_p=0.9, min_seq_len=0, calibration_blocks=4, order_probe=3, order_cost=1.0)
+    sel = select_blocks_in_layout(q, k, layout, config, backend="torch")
+    orders = token_orders(2112, layout, q.device)
+    rows = reordered.probe_blocks(33, 3, q.device)
+    heads = sel.order_of_heads(4)[0]
+    for o in range(2):
+        order = reordered.order_row(orders, o)
+        _, top_p = reordered.order_mask(q, k, config, order, rows=rows, with_top_p=True)
+        want = reordered.order_mask(q, k, config, order, top_p=top_p)
+        for h in range(4):
+            if heads[h] == o:
+                assert torch.equal(sel.mask[0, h], want[0, h]), (o, h)
+    assert sel.choice.eq(1).any(), "grid heads should move to the spatial order"
+    tri = select_blocks_in_layout(q, k, layout, config, backend="triton")
+    assert torch.equal(tri.choice, sel.choice)
+    assert (tri.mask != sel.mask).float().mean() < 0.01

@@ -99,8 +99,10 @@ def select_blocks_in_layout(
     if layout is not None:
         layout.check(seq_len)
 
-    def frame_select(qs, ks):
-        return select_blocks(qs, ks, config, scale=scale, backend=backend)
+    def frame_select(qs, ks, top_p=None):
+        if top_p is None:
+            return select_blocks(qs, ks, config, scale=scale, backend=backend)
+        return _frame_mask_at(qs, ks, config, scale, backend, top_p)
 
     if layout is None or not layout.reorders:
         orders = token_order(seq_len, None, "frame", q.device)[None]
@@ -113,15 +115,28 @@ def select_blocks_in_layout(
         from .kernels.selection import exact_row_mass as exact_mass, head_order_mask, ordered_block_scores as scores, probe_masks
         from .kernels.top_p import top_p_mask as rule
 
-        # calibrated thresholds: each order's heads are scored and calibrated by order (not in one launch)
-        if (q.shape[1] // k.shape[1]) % config.head_pool == 0 and not config.calibration_blocks:
-            def chosen(qs, ks, choice):
-                return head_order_mask(qs, ks, config, orders, choice, scale)
+        if (q.shape[1] // k.shape[1]) % config.head_pool == 0:
+            def chosen(qs, ks, choice, top_p):
+                return head_order_mask(qs, ks, config, orders, choice, scale, top_p=top_p)
 
-        def probe(qs, ks, rows):  # calibrated probes: order by order (None), each calibrated on its rows
-            return None if config.calibration_blocks else probe_masks(qs, ks, config, orders, rows, scale)
+        def probe(qs, ks, rows):
+            return probe_masks(qs, ks, config, orders, rows, scale, with_top_p=True)
     return reordered.probe_and_choose(q, k, config, orders, frame_select, scale, scores=scores, rule=rule,
                                       chosen_select=chosen, probe_select=probe, exact_mass=exact_mass)
+
+
+def _frame_mask_at(q, k, config: UniSparseConfig, scale, backend: str, top_p: torch.Tensor) -> torch.Tensor:
+    """The prompt-order mask at given per-head thresholds (``[B, Hq / head_pool, 1]``, a video-aware
+    probe's calibration) instead of ``config.top_p``."""
+    if _backend_for(q, backend) == "triton":
+        from .kernels.selection import block_scores
+        from .kernels.top_p import top_p_mask as rule
+    else:
+        from .masks import top_p_mask as rule
+        from .reference import block_scores
+    mask = rule(block_scores(q, k, config, scale), top_p, sink_blocks=config.sink_blocks,
+                local_blocks=config.local_blocks)
+    return reference.expand_heads(mask, config.head_pool)
 
 
 def ordered_block_sparse_attention(

@@ -29,6 +29,7 @@ original positions (``order=``). The thresholds stay on the device (no host sync
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -42,12 +43,24 @@ CANDIDATES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.825, 0.85, 0.875, 0.9, 0.91, 0.92, 0.9
 
 
 def sample_query_blocks(nb: int, n: int, device=None) -> torch.Tensor:
-    """int64: up to ``n`` distinct query blocks spread evenly over ``[nb // 4, nb - 1]``, ascending."""
+    """int64: up to ``n`` distinct query blocks spread evenly over ``[nb // 4, nb - 1]``, ascending
+    (read-only: one tensor per (nb, n, device), so that a GPU call copies nothing from the host)."""
     if n < 1 or nb < 1:
         raise ValueError(f"need n >= 1 and nb >= 1, got n={n}, nb={nb}")
+    return _sampled_blocks(nb, n, str(torch.device(device if device is not None else "cpu")))
+
+
+@functools.lru_cache(maxsize=64)
+def _sampled_blocks(nb: int, n: int, device: str) -> torch.Tensor:
     first = nb // 4
     picks = torch.linspace(first, nb - 1, steps=min(n, nb - first), dtype=torch.float64).round().long()
     return torch.unique(picks).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def candidate_thresholds(device: str) -> torch.Tensor:
+    """:data:`CANDIDATES` as float32 on ``device`` (read-only, made once: no host copy per call)."""
+    return torch.tensor(CANDIDATES, dtype=torch.float32, device=device)
 
 
 def sample_positions(blocks: torch.Tensor, block_size: int, rows: int, seq_len: int) -> torch.Tensor:
@@ -137,14 +150,17 @@ def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, con
         index = sample_query_blocks(rows.numel(), config.calibration_blocks, q.device)
         blocks, picked = rows[index], scores[:, :, index]
     positions = sample_positions(blocks, config.block_size, config.calibration_rows, seq_len)
-    if order is not None and torch.equal(order, torch.arange(seq_len, device=order.device)):
-        order = visible = None  # the prompt's own order: the plain path
+    if order is not None:
+        from .reordered import is_identity
+
+        if is_identity(order):  # the prompt's own order: the plain path (cached per order: no sync per layer)
+            order = visible = None
     if order is not None:
         positions = order.to(q.device)[positions]
         exact = exact_mass(q, k, positions, config.calibration_rows, config.block_size, scale, order=order)
     else:
         exact = exact_mass(q, k, positions, config.calibration_rows, config.block_size, scale)
-    candidates = torch.tensor(CANDIDATES, dtype=torch.float32, device=q.device)
+    candidates = candidate_thresholds(str(q.device))
     vis_rows = None if visible is None else visible.to(q.device)[blocks]
     recall = recall_per_candidate(picked, exact, blocks, config, candidates, vis_rows)  # [C, B, Hq]
     b, hs = scores.shape[:2]

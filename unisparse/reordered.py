@@ -241,22 +241,24 @@ def frame_coverage(mask: torch.Tensor, head_orders: torch.Tensor, orders: torch.
 
 def order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order: torch.Tensor,
                scale: float | None = None, scores=None, rows: torch.Tensor | None = None, rule=None,
-               exact_mass=None) -> torch.Tensor:
+               exact_mass=None, top_p: torch.Tensor | None = None, with_top_p: bool = False):
     """UniSparse's block mask in one order, per query head: bool ``[B, Hq, nb, nb]`` (``rows``: only
     those query blocks, ``[B, Hq, len(rows), nb]``). ``scores``: the block-score function (default
     :func:`block_scores`; the Triton one is :func:`unisparse.kernels.selection.ordered_block_scores`);
     ``rule``: the Top-P function, as in :func:`top_p_mask`. With ``config.calibration_blocks`` each head
     takes thresholds calibrated in this order (a probe's, on its own rows, so that the orders are
     compared at the recall they will be held to); ``exact_mass``: the sampled rows' exact mass (default
-    :func:`unisparse.calibration.exact_row_mass`)."""
+    :func:`unisparse.calibration.exact_row_mass`). ``top_p``: thresholds already calibrated in this order
+    (``[B, Hq / head_pool, 1]``, a probe's), used as they are. ``with_top_p``: return ``(mask, thresholds)``
+    (thresholds None without calibration)."""
     scores = (block_scores if scores is None else scores)(q, k, config, order, scale, rows=rows)
-    top_p = None
-    if config.calibration_blocks:
+    if top_p is None and config.calibration_blocks:
         from . import calibration
 
         top_p = calibration.calibrated_top_p(q, k, scores, config, scale, exact_mass or calibration.exact_row_mass,
                                              order=order, visible=visible_blocks(order, config.block_size), rows=rows)
-    return expand_heads(top_p_mask(scores, config, order, rows, rule, top_p), config.head_pool)
+    mask = expand_heads(top_p_mask(scores, config, order, rows, rule, top_p), config.head_pool)
+    return (mask, top_p) if with_top_p else mask
 
 
 def choose(masks: Sequence[torch.Tensor], orders: torch.Tensor, names: tuple[str, ...], kv_heads: int,
@@ -293,7 +295,8 @@ def select(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, layout: Vi
         orders = torch.stack([token_order(seq_len, layout, n, q.device) for n in names])
     if tuple(names) == ORDERS:
         frame = order_row(orders, 0)
-        return probe_and_choose(q, k, config, orders, lambda qs, ks: order_mask(qs, ks, config, frame, scale), scale)
+        return probe_and_choose(q, k, config, orders,
+                                lambda qs, ks, top_p: order_mask(qs, ks, config, frame, scale, top_p=top_p), scale)
     first = order_mask(q, k, config, orders[0], scale)
     return choose([first] + [order_mask(q, k, config, order, scale) for order in orders[1:]], orders, names, k.shape[1],
                   config.order_cost)
@@ -314,25 +317,39 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
     replaces the full scoring per order: it returns every KV head's mask in its chosen order at
     once (:func:`unisparse.kernels.selection.head_order_mask`: one launch, no host sync).
     ``probe_select(q, k, rows)``, where given, replaces the probe: the masks of both orders on the
-    query blocks ``rows`` (:func:`unisparse.kernels.selection.probe_masks`), or None where it does not
-    apply (then each order is probed by :func:`order_mask`). ``exact_mass``: as in :func:`order_mask`
-    (calibrated thresholds, the probes' included)."""
+    query blocks ``rows`` and their thresholds, ``(masks, thresholds)`` as
+    :func:`unisparse.kernels.selection.probe_masks` gives with ``with_top_p=True``, or None where it
+    does not apply (then each order is probed by :func:`order_mask`). ``exact_mass``: as in
+    :func:`order_mask`.
+
+    Calibrated thresholds (``config.calibration_blocks``) are set once per order, on the probe rows
+    (a sample of the whole sequence), and a head's full mask takes those of the order it chose:
+    the orders are compared at the recall they are then held to, and nothing is calibrated twice.
+    ``frame_select(q_heads, k_heads, top_p)`` and ``chosen_select(q, k, choice, top_p)`` take them
+    (``top_p`` None: uncalibrated)."""
     b, hq = q.shape[:2]
     hkv = k.shape[1]
     group = hq // hkv
     nb = num_blocks(q.shape[2], config.block_size)
     spatial = order_row(orders, 1)
     if config.order_probe == 1 or nb <= config.order_probe:
-        return choose([frame_select(q, k), order_mask(q, k, config, spatial, scale, scores, rule=rule, exact_mass=exact_mass)],
+        return choose([frame_select(q, k, None), order_mask(q, k, config, spatial, scale, scores, rule=rule, exact_mass=exact_mass)],
                       orders, ORDERS, hkv, config.order_cost)
     rows = probe_blocks(nb, config.order_probe, q.device)
-    probes = probe_select(q, k, rows) if probe_select is not None else None
-    if probes is None:
-        probes = [order_mask(q, k, config, order_row(orders, i), scale, scores, rows=rows, rule=rule, exact_mass=exact_mass)
-                  for i in range(2)]
+    probed = probe_select(q, k, rows) if probe_select is not None else None
+    if probed is None:
+        probed = tuple(zip(*[order_mask(q, k, config, order_row(orders, i), scale, scores, rows=rows, rule=rule,
+                                        exact_mass=exact_mass, with_top_p=True) for i in range(2)]))
+    probes, thresholds = probed
+    if thresholds is not None and thresholds[0] is None:
+        thresholds = None
     if chosen_select is not None:
         choice, kept = choose_orders(probes, hkv, config.order_cost)
-        return Selection(chosen_select(q, k, choice), choice, orders, ORDERS, kept)
+        top_p = None
+        if thresholds is not None:  # each selection head lies within one KV head (chosen_select's condition)
+            sel_choice = choice.repeat_interleave(thresholds[0].shape[1] // hkv, dim=1)[..., None]
+            top_p = torch.where(sel_choice == 1, thresholds[1], thresholds[0])
+        return Selection(chosen_select(q, k, choice, top_p), choice, orders, ORDERS, kept)
     picked = choose(probes, orders, ORDERS, hkv, config.order_cost)
     takes = picked.choice.eq(1)  # [B, Hkv]
     head_orders = picked.order_of_heads(hq)  # [B, Hq]
@@ -346,8 +363,11 @@ def probe_and_choose(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, 
         qh = (kv[:, None] * group + torch.arange(group, device=q.device)).flatten()
         whole = kv.numel() == hkv
         qs, ks = (q, k) if whole else (q[:, qh], k[:, kv])
-        full = (frame_select(qs, ks) if order == 0
-                else order_mask(qs, ks, config, spatial, scale, scores, rule=rule, exact_mass=exact_mass))
+        top_p = None
+        if thresholds is not None:  # the selection heads of these query heads, in this order
+            top_p = thresholds[order][:, qh.view(-1, config.head_pool)[:, 0] // config.head_pool]
+        full = (frame_select(qs, ks, top_p) if order == 0
+                else order_mask(qs, ks, config, spatial, scale, scores, rule=rule, exact_mass=exact_mass, top_p=top_p))
         chosen = (head_orders[:, qh] == order)[..., None, None]
         mask[:, qh] = torch.where(chosen, full, mask[:, qh])
     return Selection(mask, picked.choice, orders, ORDERS, picked.kept)

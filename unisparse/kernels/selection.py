@@ -178,7 +178,7 @@ def compressed_block_scores(
     qc: torch.Tensor, kc: torch.Tensor, seq_len: int, block_size: int, q_pool: int, k_pool: int,
     scale: float, out: torch.Tensor | None = None, d_chunk: int | None = None,
     q_last: torch.Tensor | None = None, k_first: torch.Tensor | None = None, n_row_blocks: int | None = None,
-    keys_in_order: bool = False, head_order: torch.Tensor | None = None,
+    keys_in_order: bool = False, head_order: torch.Tensor | None = None, q_blocks: int | None = None,
 ) -> torch.Tensor:
     """Softmax(qc kc^T * scale), causal in token space, summed per ``block_size`` tile, fused.
 
@@ -192,7 +192,8 @@ def compressed_block_scores(
     ``j`` starts at token ``j * k_pool``), so a tile stops at its last query's key.
     ``head_order`` (integer ``[B, H]``): each head is in its own order; ``q_last`` and ``k_first`` are
     then stacked per order (``[O, Nq]``, ``[O, Nk]``), row ``head_order[b, h]`` is head ``h``'s, and
-    ``keys_in_order`` says that order 0 is the prompt's own.
+    ``keys_in_order`` says that order 0 is the prompt's own. ``q_blocks``: query blocks per program
+    (default: enough for a 64-row tile).
     """
     b, heads, n_q, feat = qc.shape
     q_per_k_head = heads // kc.shape[1]
@@ -200,7 +201,7 @@ def compressed_block_scores(
     ordered = q_last is not None
     n_rows = nb if n_row_blocks is None or not ordered else n_row_blocks
     rows, cols = block_size // q_pool, block_size // k_pool
-    q_blocks, k_blocks = _blocks_per_tile(rows), _blocks_per_tile(cols)
+    q_blocks, k_blocks = q_blocks or _blocks_per_tile(rows), _blocks_per_tile(cols)
     d_chunk = d_chunk or (feat if feat <= 256 else 64)
     if feat % d_chunk:
         raise ValueError(f"feature width {feat} is not a multiple of d_chunk={d_chunk}")
@@ -254,7 +255,8 @@ def ordered_block_scores(q: torch.Tensor, k: torch.Tensor, config: UniSparseConf
 
 
 def head_order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orders: torch.Tensor,
-                    choice: torch.Tensor, scale: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+                    choice: torch.Tensor, scale: float | None = None, out: torch.Tensor | None = None,
+                    top_p: torch.Tensor | None = None) -> torch.Tensor:
     """Every KV head's UniSparse mask in its own order, in one scoring and one Top-P launch:
     bool ``[B, Hq, nb, nb]``, what :func:`unisparse.reordered.order_mask` gives in order
     ``orders[choice[b, g]]`` for KV head ``g``'s query heads.
@@ -263,7 +265,8 @@ def head_order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, o
     tile's last query); ``choice``: integer ``[B, Hkv]``, read on the device, so choosing orders and
     scoring in them needs no host sync. ``head_pool`` must divide the GQA group (a composite head then
     lies within one KV head, hence one order). ``out``: an optional float32 ``[B, Hq / head_pool, nb, nb]``
-    buffer for the block scores (tests poison it)."""
+    buffer for the block scores (tests poison it). ``top_p``: per-head thresholds ``[B, Hq / head_pool, 1]``
+    (calibrated ones, each in its head's order) instead of ``config.top_p``."""
     from ..reordered import stacked_visible_blocks
 
     if config.variance_correction > 0:
@@ -280,16 +283,26 @@ def head_order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, o
     kv_rows = choice.to(device=q.device, dtype=torch.int32)
     q_rows = kv_rows.repeat_interleave(group // ch, dim=1)  # [B, Hq / head_pool]
     visible = stacked_visible_blocks(orders, config.block_size)
-    return _mask_in_head_orders(q, k, config, orders, orders, q_rows, kv_rows, visible, scale, out=out)
+    scores = _scores_in_head_orders(q, k, config, orders, orders, q_rows, kv_rows, scale, out=out)
+    return _top_p_in_head_orders(scores, config, q_rows, visible, top_p=top_p)
 
 
-def _mask_in_head_orders(q, k, config: UniSparseConfig, orders: torch.Tensor, q_tokens: torch.Tensor,
-                         q_rows: torch.Tensor, kv_rows: torch.Tensor, visible: torch.Tensor, scale: float | None,
-                         rows: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Pool, score and Top-P with every (batch row, head) in its own row of the stacked orders: the
-    chain :func:`head_order_mask` and :func:`probe_masks` share. ``q_tokens [O, N]``: the query tokens of
+def _top_p_in_head_orders(scores: torch.Tensor, config: UniSparseConfig, q_rows: torch.Tensor, visible: torch.Tensor,
+                          rows: torch.Tensor | None = None, top_p: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-P of scores taken by :func:`_scores_in_head_orders` (``visible [O, n_rows, nb]``, each head's
+    row ``q_rows``), at ``config.top_p`` or per-head thresholds ``top_p``: bool ``[B, Hq, n_rows, nb]``."""
+    mask = top_p_mask(scores, config.top_p if top_p is None else top_p, sink_blocks=config.sink_blocks,
+                      local_blocks=config.local_blocks, visible=visible, visible_of=q_rows, rows=rows)
+    return expand_heads(mask, config.head_pool)
+
+
+def _scores_in_head_orders(q, k, config: UniSparseConfig, orders: torch.Tensor, q_tokens: torch.Tensor,
+                           q_rows: torch.Tensor, kv_rows: torch.Tensor, scale: float | None,
+                           rows: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Pool and score with every (batch row, head) in its own row of the stacked orders: the chain
+    :func:`head_order_mask` and :func:`probe_masks` share. ``q_tokens [O, N]``: the query tokens of
     each order (all of it, or the probe rows'); ``q_rows [B, Hq / head_pool]``, ``kv_rows [B, Hkv]``:
-    each head's order; ``visible [O, n_rows, nb]``. Returns bool ``[B, Hq, n_rows, nb]``."""
+    each head's order. Returns float32 ``[B, Hq / head_pool, n_rows, nb]``."""
     from ..reordered import int32_positions, is_identity, order_row, stacked_group_bounds
 
     ch = config.head_pool
@@ -298,13 +311,10 @@ def _mask_in_head_orders(q, k, config: UniSparseConfig, orders: torch.Tensor, q_
     _, q_last = stacked_group_bounds(q_tokens, config.q_pool)
     k_first, _ = stacked_group_bounds(orders, config.k_pool)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = compressed_block_scores(qc, kc, q.shape[2], config.block_size, config.q_pool, config.k_pool, scale,
-                                     out=out, q_last=q_last, k_first=k_first,
-                                     n_row_blocks=None if rows is None else rows.numel(), head_order=q_rows,
-                                     keys_in_order=is_identity(order_row(orders, 0)))
-    mask = top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks,
-                      visible=visible, visible_of=q_rows, rows=rows)
-    return expand_heads(mask, ch)
+    return compressed_block_scores(qc, kc, q.shape[2], config.block_size, config.q_pool, config.k_pool, scale,
+                                   out=out, q_last=q_last, k_first=k_first,
+                                   n_row_blocks=None if rows is None else rows.numel(), head_order=q_rows,
+                                   keys_in_order=is_identity(order_row(orders, 0)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -314,7 +324,7 @@ def _order_per_batch_row(n_orders: int, heads: int, device: str) -> torch.Tensor
 
 
 def probe_masks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, orders: torch.Tensor, rows: torch.Tensor,
-                scale: float | None = None) -> list[torch.Tensor] | None:
+                scale: float | None = None, with_top_p: bool = False):
     """The video-aware probe, every order at once: ``[mask in orders[i] on the query blocks rows]``,
     each bool ``[1, Hq, len(rows), nb]``, as :func:`unisparse.reordered.order_mask` gives them order
     by order, in two pooling launches, one scoring and one Top-P launch for all orders instead of that
@@ -322,8 +332,15 @@ def probe_masks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order
 
     The orders become a batch: one prompt (``B == 1``) is read once per order through a zero
     stride. Returns None for a batch of several prompts or a ``head_pool`` that does not divide the
-    GQA group (the caller then probes order by order)."""
-    from ..reordered import stacked_rows_order, stacked_visible_rows
+    GQA group (the caller then probes order by order).
+
+    With ``config.calibration_blocks``, each order's heads take thresholds calibrated in that order on
+    the probe rows (:func:`unisparse.calibration.calibrated_top_p` with the exact mass of
+    :func:`exact_row_mass`: one launch per order), read on the device. ``with_top_p``: return
+    ``(masks, thresholds)``, the thresholds a list of float32 ``[1, Hq / head_pool, 1]`` per order
+    (None without calibration), which the full masks then reuse."""
+    from ..calibration import calibrated_top_p
+    from ..reordered import order_row, stacked_rows_order, stacked_visible_rows, visible_blocks
 
     b, hq = q.shape[:2]
     hkv = k.shape[1]
@@ -336,9 +353,18 @@ def probe_masks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order
     q_rows, kv_rows = _order_per_batch_row(n_orders, hq // ch, str(q.device)), _order_per_batch_row(n_orders, hkv, str(q.device))
     tokens = stacked_rows_order(orders, rows, config.block_size)
     visible = stacked_visible_rows(orders, rows, config.block_size)
-    mask = _mask_in_head_orders(q.expand(n_orders, -1, -1, -1), k.expand(n_orders, -1, -1, -1), config, orders, tokens,
-                                q_rows, kv_rows, visible, scale, rows=rows)
-    return [mask[i:i + 1] for i in range(n_orders)]
+    scores = _scores_in_head_orders(q.expand(n_orders, -1, -1, -1), k.expand(n_orders, -1, -1, -1), config, orders,
+                                    tokens, q_rows, kv_rows, scale, rows=rows)
+    thresholds = top_p = None
+    if config.calibration_blocks:
+        thresholds = [calibrated_top_p(q, k, scores[i:i + 1], config, scale, exact_mass=exact_row_mass,
+                                       order=order_row(orders, i),
+                                       visible=visible_blocks(order_row(orders, i), config.block_size), rows=rows)
+                      for i in range(n_orders)]
+        top_p = torch.cat(thresholds)  # [O, Hs, 1]: batch row i is order i
+    mask = _top_p_in_head_orders(scores, config, q_rows, visible, rows=rows, top_p=top_p)
+    masks = [mask[i:i + 1] for i in range(n_orders)]
+    return (masks, thresholds) if with_top_p else masks
 
 
 def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:
@@ -369,7 +395,7 @@ def _top_p(scores: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
 
 def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rows: int, block_size: int,
                    scale: float | None = None, order: torch.Tensor | None = None,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
+                   out: torch.Tensor | None = None, q_blocks: int | None = None) -> torch.Tensor:
     """Triton twin of :func:`unisparse.calibration.exact_row_mass`, one launch: the fused block-score
     kernel with every sampled query and every key a "composite" token of its own (``k_pool = 1``),
     ``rows`` queries per block row (``q_pool = block_size / rows``), visibility by their positions.
@@ -389,4 +415,4 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
         keys, k_first = k[:, :, order].contiguous(), int32_positions(order)
     return compressed_block_scores(qs, keys, seq_len, block_size, block_size // rows, 1, scale,
                                    out=out, q_last=q_last, k_first=k_first, n_row_blocks=positions.numel() // rows,
-                                   keys_in_order=in_order)
+                                   keys_in_order=in_order, q_blocks=q_blocks)
