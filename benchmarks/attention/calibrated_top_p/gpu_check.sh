@@ -12,7 +12,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
     "tests/test_gpu.py::test_calibrated_selection_on_video_shaped_attention" tests/test_reordered.py ${TESTS_K:+-k "$TESTS_K"} \
     2>&1 | tail -15 | tee "$OUT/pytest_calibration.log"
 # where calibrated selection spends its time (stages, exact-mass tilings, kernel tables): PROFILE=0 skips it
-[ "${PROFILE:-1}" = 0 ] || timeout "${PROFILE_LIMIT:-120}" env PYTHONPATH="$(pwd)" python3 benchmarks/attention/calibrated_top_p/profile_selection.py \
+[ "${PROFILE:-1}" = 0 ] || timeout "${PROFILE_LIMIT:-120}" env PYTHONPATH="$(pwd)" python3 benchmarks/attention/profile_calibrated_selection.py \
     --length "${lengths[0]}" --output "$OUT/profile_$((lengths[0] / 1024))k" 2>&1 | grep -v '^{' | head -5
 tag=""; for l in "${lengths[@]}"; do tag+="$((l / 1024))k_"; done; tag=${tag%_}
 cd benchmarks/attention && timeout "${BENCH_LIMIT:-300}" env PYTHONPATH=../.. python3 calibrated_top_p.py --lengths "${lengths[@]}" \

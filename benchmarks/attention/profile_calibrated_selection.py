@@ -12,23 +12,20 @@ The H100 run of ``calibrated_top_p.py`` at 32K found calibrated selection at 2.6
 then ``torch.profiler`` tables (CUDA time per kernel, and host-side synchronisations) for one call
 of each calibrated entry point. Medians of ``triton.testing.do_bench`` (ms), bf16, 28/4 heads, d=128.
 
-  python benchmarks/attention/calibrated_top_p/profile_selection.py --length 32768 --output $OUT/profile_32k
+  python benchmarks/attention/profile_calibrated_selection.py --length 32768 --output $OUT/profile_32k
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
+from calibrated_top_p import family  # this folder's script (run as a script, the folder is on the path)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/attention: the families
-from calibrated_top_p import family  # noqa: E402
-
-from unisparse import UniSparseConfig, calibration  # noqa: E402
-from unisparse.api import dense_attention, select_blocks, select_blocks_in_layout  # noqa: E402
+from unisparse import UniSparseConfig, calibration
+from unisparse.api import dense_attention, select_blocks, select_blocks_in_layout
 
 
 def stages(name: str, seq_len: int, calibration_blocks: int) -> dict:
