@@ -106,8 +106,9 @@ def test_thresholds_are_the_smallest_that_reach_the_recall(seed, head_pool):
 
 def test_calibrated_selection_reaches_the_recall_on_the_sampled_rows_and_keeps_fewer_blocks(seed):
     """On video-shaped attention (grid, local and sink heads), the exact recall of the calibrated mask,
-    measured on every query block past the first quarter, stays near the target while it keeps
-    fewer blocks than the plain rule at the same Top-P, which over-recalls there."""
+    measured on every query block past the first quarter, stays near the target in every head (the
+    plain rule's worst head falls to 0.90-0.92 there) at no more than 1.2x the plain rule's blocks:
+    fewer on most draws, a few more where its worst head must be lifted (seen up to 1.15x in 40 seeds)."""
     q, k, _ = video_qkv(1, 8, 2, 2048, 64, frame_tokens=64, seed=seed)
     plain_cfg = UniSparseConfig(block_size=64, min_seq_len=0)
     cal_cfg = plain_cfg.replace(calibration_blocks=12)
@@ -119,8 +120,8 @@ def test_calibrated_selection_reaches_the_recall_on_the_sampled_rows_and_keeps_f
     def recall(m):
         return (mass[:, :, tail] * m[:, :, tail]).sum(-1).mean((-1, 0))  # per head
 
-    assert cal.sum() < plain.sum()
-    assert recall(cal).mean() >= 0.93 and recall(cal).min() >= 0.88
+    assert cal.sum() <= 1.2 * plain.sum()
+    assert recall(cal).mean() >= 0.93 and recall(cal).min() >= 0.92
     assert cal.diagonal(dim1=-2, dim2=-1).all() and not cal.triu(1).any()
 
 

@@ -151,7 +151,7 @@ def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, con
         blocks, picked = rows[index], scores[:, :, index]
     positions = sample_positions(blocks, config.block_size, config.calibration_rows, seq_len)
     if order is not None:
-        from .reordered import is_identity
+        from .layout import is_identity
 
         if is_identity(order):  # the prompt's own order: the plain path (cached per order: no sync per layer)
             order = visible = None

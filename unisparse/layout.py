@@ -236,3 +236,11 @@ def video_layout(layout: VideoLayout | None) -> Iterator[VideoLayout | None]:
 def active_layout() -> VideoLayout | None:
     """The layout set by the innermost :func:`video_layout` block, or None."""
     return _ACTIVE.get()
+
+
+@functools.lru_cache(maxsize=32)
+def is_identity(order: torch.Tensor) -> bool:
+    """Whether ``order`` is the prompt's own (scoring may then skip the keys after a tile's last query).
+    Cached by the tensor's identity: every layer of a forward pass gets the same order tensor
+    (:func:`token_orders`), so the host sync happens once per prompt."""
+    return bool(torch.equal(order, torch.arange(order.numel(), device=order.device)))

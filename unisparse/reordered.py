@@ -29,7 +29,7 @@ import torch
 
 from . import masks
 from .config import UniSparseConfig
-from .layout import ORDERS, VideoLayout, token_order, token_orders
+from .layout import ORDERS, VideoLayout, is_identity, token_order, token_orders
 from .reference import compute_dtype, composite_tokens, expand_heads
 from .validation import num_blocks
 
@@ -111,11 +111,6 @@ def int32_positions(positions: torch.Tensor) -> torch.Tensor:
     """``positions`` as contiguous int32, what the Triton kernels index with (once per prompt)."""
     return positions.to(torch.int32).contiguous()
 
-
-@_per_order
-def is_identity(order: torch.Tensor) -> bool:
-    """Whether ``order`` is the prompt's own (scoring may then skip the keys after a tile's last query)."""
-    return bool(torch.equal(order, torch.arange(order.numel(), device=order.device)))
 
 
 @functools.lru_cache(maxsize=16)
