@@ -99,10 +99,14 @@ def select_blocks_in_layout(
     if layout is not None:
         layout.check(seq_len)
 
-    def frame_select(qs, ks, top_p=None):
+    def frame_select(qs, ks, top_p=None):  # top_p: a probe's calibrated thresholds
         if top_p is None:
             return select_blocks(qs, ks, config, scale=scale, backend=backend)
-        return _frame_mask_at(qs, ks, config, scale, backend, top_p)
+        if _backend_for(qs, backend) == "triton":
+            from .kernels import selection
+
+            return selection.select_blocks(qs, ks, config, scale, top_p=top_p)
+        return reference.select_blocks(qs, ks, config, scale, top_p=top_p)
 
     if layout is None or not layout.reorders:
         orders = token_order(seq_len, None, "frame", q.device)[None]
@@ -123,20 +127,6 @@ def select_blocks_in_layout(
             return probe_masks(qs, ks, config, orders, rows, scale, with_top_p=True)
     return reordered.probe_and_choose(q, k, config, orders, frame_select, scale, scores=scores, rule=rule,
                                       chosen_select=chosen, probe_select=probe, exact_mass=exact_mass)
-
-
-def _frame_mask_at(q, k, config: UniSparseConfig, scale, backend: str, top_p: torch.Tensor) -> torch.Tensor:
-    """The prompt-order mask at given per-head thresholds (``[B, Hq / head_pool, 1]``, a video-aware
-    probe's calibration) instead of ``config.top_p``."""
-    if _backend_for(q, backend) == "triton":
-        from .kernels.selection import block_scores
-        from .kernels.top_p import top_p_mask as rule
-    else:
-        from .masks import top_p_mask as rule
-        from .reference import block_scores
-    mask = rule(block_scores(q, k, config, scale), top_p, sink_blocks=config.sink_blocks,
-                local_blocks=config.local_blocks)
-    return reference.expand_heads(mask, config.head_pool)
 
 
 def ordered_block_sparse_attention(

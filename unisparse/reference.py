@@ -156,7 +156,8 @@ expand_heads = masks.expand_heads
 
 
 def select_blocks(
-    q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None
+    q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None,
+    top_p: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """UniSparse selection: bool ``[B, Hq, nb, nb]``.
 
@@ -165,13 +166,15 @@ def select_blocks(
     finds far blocks that one key dominates, the plain one guards against its failure (a group
     whose spread points away from the query, which the diagonal term cannot tell).
     With ``config.calibration_blocks > 0`` each head's threshold comes from the exact attention of
-    a few query rows (:mod:`unisparse.calibration`).
+    a few query rows (:mod:`unisparse.calibration`); ``top_p`` (``[B, Hq / head_pool, 1]``): thresholds
+    already calibrated (a video-aware probe's), used as they are.
     """
     scores = block_scores(q, k, config, scale)
-    if config.calibration_blocks:
+    if config.calibration_blocks or top_p is not None:
         from .calibration import calibrated_top_p
 
-        top_p = calibrated_top_p(q, k, scores, config, scale)
+        if top_p is None:
+            top_p = calibrated_top_p(q, k, scores, config, scale)
         mask = masks.top_p_mask(scores, top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
         return expand_heads(mask, config.head_pool)
     mask = top_p_mask(scores, config)

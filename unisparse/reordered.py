@@ -112,7 +112,6 @@ def int32_positions(positions: torch.Tensor) -> torch.Tensor:
     return positions.to(torch.int32).contiguous()
 
 
-
 @functools.lru_cache(maxsize=16)
 def _probe_blocks(nb: int, stride: int, device: str) -> torch.Tensor:
     return torch.arange(0, nb, stride, device=device)

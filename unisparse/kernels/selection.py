@@ -367,20 +367,23 @@ def probe_masks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order
     return (masks, thresholds) if with_top_p else masks
 
 
-def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None) -> torch.Tensor:
+def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, scale: float | None = None,
+                  top_p: torch.Tensor | None = None) -> torch.Tensor:
     """Triton block scores, then the shared Top-P rule in one launch (:mod:`unisparse.kernels.top_p`):
     bool ``[B, Hq, nb, nb]``.
 
     With ``config.variance_correction > 0``: the union of Top-P on the plain and on the corrected
     scores, as in :func:`unisparse.reference.select_blocks` (two scoring passes). With
     ``config.calibration_blocks > 0``: per-head thresholds from :mod:`unisparse.calibration`, the
-    sampled rows' exact mass by :func:`exact_row_mass`.
+    sampled rows' exact mass by :func:`exact_row_mass`; ``top_p``: thresholds already calibrated, as in
+    :func:`unisparse.reference.select_blocks`.
     """
     scores = block_scores(q, k, config, scale)
-    if config.calibration_blocks:
+    if config.calibration_blocks or top_p is not None:
         from ..calibration import calibrated_top_p
 
-        top_p = calibrated_top_p(q, k, scores, config, scale, exact_mass=exact_row_mass)
+        if top_p is None:
+            top_p = calibrated_top_p(q, k, scores, config, scale, exact_mass=exact_row_mass)
         mask = top_p_mask(scores, top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
         return expand_heads(mask, config.head_pool)
     mask = _top_p(scores, config)
