@@ -144,6 +144,36 @@ def test_ordered_gluon_kernel_matches_the_reference(seed, dtype, head_dim, seq_l
     assert rel_err(out, tri) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("choice", [[[1, 1]], [[0, 1]], [[1, 0], [1, 1]]])
+def test_ordered_attention_waits_on_nothing_once_the_selection_is_on_the_host(seed, choice):
+    """After the one host read of a selection (its density, which the fallback decision needs), the
+    reordered attention launches without a device sync (every head moved, some heads moved, batch
+    rows that differ), and matches masked attention over original positions."""
+    from unisparse import reordered
+    from unisparse.layout import VideoLayout, VideoSpan, token_order
+    from unisparse.testing import video_qkv
+
+    b, seq_len = len(choice), 4096
+    q, k, v, info = video_qkv(b, 8, 2, seq_len, 128, frame_tokens=64, seed=seed, return_layout=True)
+    q, k, v = (t.to("cuda", torch.bfloat16) for t in (q, k, v))
+    layout = VideoLayout((VideoSpan.contiguous(info["video_start"], info["frames"], 8, 8),))
+    orders = torch.stack([token_order(seq_len, layout, n, "cuda") for n in ("frame", "spatial")])
+    nb = seq_len // 128
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    mask = torch.rand(b, 8, nb, nb, device="cuda", generator=gen) < 0.3
+    sel = reordered.Selection(mask, torch.tensor(choice, device="cuda"), orders, ("frame", "spatial"),
+                              torch.zeros(b, 2, 2, dtype=torch.long))
+    assert 0 < sel.density() and sel.reorders
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = unisparse.ordered_block_sparse_attention(q, k, v, sel, backend="triton")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ref = reordered.attention(q.float(), k.float(), v.float(), sel, 128)
+    assert rel_err(out, ref) < TOLERANCE[torch.bfloat16]
+
+
 @pytest.mark.parametrize("nb", [256, 1024])
 def test_one_launch_top_p_matches_the_definition(seed, nb):
     """unisparse.kernels.top_p against unisparse.masks.top_p_mask on wide rows: the same blocks up

@@ -167,22 +167,26 @@ def _ordered_on_triton(q, k, v, selection: Selection, block_size: int, scale) ->
     """Heads still in the prompt's order run on the block-sparse kernel (the fast one where the GPU
     has it), with the moved heads' rows emptied so they cost nothing there; only the KV heads that
     moved run on the reordered kernel, over their own heads (all of q, k and v in place where every
-    head moved)."""
+    head moved). Which heads moved is read on the host once per selection, so the launches below
+    wait on nothing."""
     from .kernels import block_sparse, block_sparse_ordered
 
-    heads = selection.order_of_heads(q.shape[1])
-    moved = ~selection.keeps_prompt_order()[heads]  # [B, Hq]
-    if bool(moved.all()):  # every head moved: no plain launch, no per-head copies in and out
-        return block_sparse_ordered.ordered_attention(q, k, v, selection.mask, heads, selection.orders, block_size, scale)
-    out = block_sparse.block_sparse_attention(q, k, v, selection.mask & ~moved[..., None, None], block_size, scale)
     group = q.shape[1] // k.shape[1]
-    for b in range(q.shape[0]):
-        hs = moved[b].nonzero().flatten()
-        if hs.numel():
-            kv = hs[::group] // group
+    choice = selection.choice_on_host()  # [B][Hkv]
+    moved = selection.moved_kv_heads()
+    heads = torch.tensor([[c for c in row for _ in range(group)] for row in choice])  # [B, Hq], on the host
+    if all(all(row) for row in moved):  # every head moved: no plain launch, no per-head copies in and out
+        return block_sparse_ordered.ordered_attention(q, k, v, selection.mask, heads, selection.orders, block_size, scale)
+    moved_q = torch.tensor([[m for m in row for _ in range(group)] for row in moved], device=q.device)
+    out = block_sparse.block_sparse_attention(q, k, v, selection.mask & ~moved_q[..., None, None], block_size, scale)
+    for b, row in enumerate(moved):
+        kv = [h for h, m in enumerate(row) if m]
+        if kv:
+            qh = [h * group + g for h in kv for g in range(group)]
+            hs, kv_index = (torch.tensor(x, device=q.device) for x in (qh, kv))
             out[b:b + 1, hs] = block_sparse_ordered.ordered_attention(
-                q[b:b + 1, hs], k[b:b + 1, kv], v[b:b + 1, kv], selection.mask[b:b + 1, hs], heads[b:b + 1, hs],
-                selection.orders, block_size, scale)
+                q[b:b + 1, hs], k[b:b + 1, kv_index], v[b:b + 1, kv_index], selection.mask[b:b + 1, hs],
+                heads[b:b + 1, qh], selection.orders, block_size, scale)
     return out
 
 

@@ -48,6 +48,13 @@ def order_row(orders: torch.Tensor, index: int) -> torch.Tensor:
 
 
 @_per_order
+def prompt_order_rows(orders: torch.Tensor) -> tuple[bool, ...]:
+    """Per order of ``orders`` (``[O, L]``), whether it is the prompt's own (the identity), on the host."""
+    identity = torch.arange(orders.shape[1], device=orders.device)
+    return tuple((orders == identity).all(-1).tolist())
+
+
+@_per_order
 def block_bounds(order: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block of the order, the smallest and largest original position in it."""
     nb = num_blocks(order.numel(), block_size)
@@ -181,7 +188,10 @@ def top_p_mask(scores: torch.Tensor, config: UniSparseConfig, order: torch.Tenso
 
 @dataclass
 class Selection:
-    """What :func:`select` chose: per query head its order's mask, and per (batch, KV head) the order."""
+    """What :func:`select` chose: per query head its order's mask, and per (batch, KV head) the order.
+
+    The attention call reads the choice and the kept-block count on the host once (one sync) and
+    keeps them: to change a field after that, make a new Selection."""
 
     mask: torch.Tensor  # bool [B, Hq, nb, nb], each head's blocks in its own order
     choice: torch.Tensor  # int64 [B, Hkv]: index into ``names``
@@ -194,20 +204,37 @@ class Selection:
         q_heads = self.mask.shape[1] if q_heads is None else q_heads
         return self.choice.repeat_interleave(q_heads // self.choice.shape[1], dim=1)
 
+    @functools.cached_property
+    def _on_host(self) -> tuple[tuple[tuple[int, ...], ...], int]:
+        """``(choice per batch row and KV head, kept blocks)``, fetched in one device-to-host copy
+        (one sync) the first time the attention call or :meth:`density` asks."""
+        packed = torch.cat([self.choice.flatten().to(torch.int64), self.mask.sum().view(1)]).tolist()
+        b, hkv = self.choice.shape
+        return tuple(tuple(packed[i * hkv:(i + 1) * hkv]) for i in range(b)), packed[-1]
+
+    def choice_on_host(self) -> tuple[tuple[int, ...], ...]:
+        """:attr:`choice` as nested tuples ``[B][Hkv]`` (what the attention call decides its launches on)."""
+        return self._on_host[0]
+
+    def moved_kv_heads(self) -> tuple[tuple[bool, ...], ...]:
+        """``[B][Hkv]``: whether each KV head runs in an order other than the prompt's own (host values)."""
+        own = prompt_order_rows(self.orders)
+        return tuple(tuple(not own[c] for c in row) for row in self.choice_on_host())
+
     def density(self) -> float:
         """Kept blocks over the frame order's causal blocks, over all rows and heads (blocks above
         the diagonal count too: in another order they hold visible pairs, and cost the same work)."""
         nb = self.mask.shape[-1]
-        return self.mask.sum().item() / (nb * (nb + 1) // 2 * self.mask[..., 0, 0].numel())
+        return self._on_host[1] / (nb * (nb + 1) // 2 * self.mask[..., 0, 0].numel())
 
     def keeps_prompt_order(self) -> torch.Tensor:
         """bool ``[len(names)]``: which orders are the prompt's own (the identity permutation)."""
-        return (self.orders == torch.arange(self.orders.shape[1], device=self.orders.device)).all(-1)
+        return torch.tensor(prompt_order_rows(self.orders), device=self.orders.device)
 
     @property
     def reorders(self) -> bool:
         """Whether any head runs in an order other than the prompt's own."""
-        return not bool(self.keeps_prompt_order()[self.choice.unique()].all())
+        return any(any(row) for row in self.moved_kv_heads())
 
     def frame_coverage(self, block_size: int) -> torch.Tensor:
         """float32 ``[B, Hq, nb, nb]``: :func:`frame_coverage` of this selection."""

@@ -30,6 +30,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..validation import triton_interpreting
 from .common import dot_precision, needs_upcast
+from .kept import kept_lists
 
 LOG2E = 1.4426950408889634
 
@@ -153,17 +154,7 @@ def kept_block_lists(block_mask: torch.Tensor):
     Returns ``idx int32 [Bm, Hm, nb, nb]`` (valid prefix of length ``cnt``) and ``cnt int32
     [Bm, Hm, nb]``. Blocks above the diagonal are dropped here, so the kernel never sees them.
     """
-    nb = block_mask.shape[-1]
-    causal = torch.ones(nb, nb, dtype=torch.bool, device=block_mask.device).tril()
-    return kept_lists(block_mask & causal)
-
-
-def kept_lists(mask: torch.Tensor):
-    """Per query block, every kept key block (ascending) and their count: ``idx [B, H, nb, nb]``
-    (valid prefix of length ``cnt``), ``cnt [B, H, nb]``, both int32 and contiguous."""
-    cnt = mask.sum(-1, dtype=torch.int32)
-    idx = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices.to(torch.int32)
-    return idx.contiguous(), cnt.contiguous()
+    return kept_lists(block_mask, causal=True)
 
 
 KERNELS = ("triton", "gluon", "gluon-plain", "gluon-ws", "gluon-ws-pp", "gluon-tws", "gluon-tws-pp", "gluon-pws",

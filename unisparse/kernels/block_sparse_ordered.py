@@ -17,6 +17,7 @@ everywhere else (other GPUs, float32, the interpreter) and where a tile shape is
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -26,7 +27,8 @@ import triton
 import triton.language as tl
 
 from . import block_sparse
-from .block_sparse import _load_kv, _online_softmax_step, kept_lists
+from .block_sparse import _load_kv, _online_softmax_step
+from .kept import kept_lists
 from .common import dot_precision, needs_upcast
 from .rows import gather_rows, scatter_rows
 
@@ -126,19 +128,20 @@ def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     hkv = k.shape[1]
     group = hq // hkv
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    kv_orders = head_orders[:, ::group]  # [B, Hkv]
-    if not torch.equal(kv_orders.repeat_interleave(group, dim=1), head_orders):
+    host = head_orders.tolist()  # decided on the host: no sync where the caller passes a CPU tensor
+    if any(row[h] != row[h - h % group] for row in host for h in range(hq)):
         raise ValueError("the query heads of a KV head must share one order")
-    if bool((head_orders == head_orders.flatten()[0]).all()):
+    if len({o for row in host for o in row}) == 1:
         # one order for every head (what the video-aware split sends here): whole rows are gathered
         # and scattered by one index, a third of the bytes of an index per element
-        order = orders.index_select(0, head_orders.flatten()[:1])[0]
-        qo, ko, vo = (gather_rows(t, order) for t in (q, k, v))
-        pos32 = order.to(torch.int32).expand(b, hkv, seq_len).contiguous()
-        q_pos = order
+        order32 = _order_int32(orders, host[0][0])
+        qo, ko, vo = (gather_rows(t, order32) for t in (q, k, v))
+        pos32 = order32.expand(b, hkv, seq_len)  # strides of 0: every KV head reads the one row
+        q_pos = order32
     else:
+        kv_orders = torch.tensor([row[::group] for row in host], device=orders.device)  # [B, Hkv]
         pos = orders[kv_orders]  # [B, Hkv, L]: original position of each token of the KV head's order
-        q_pos = orders[head_orders]  # [B, Hq, L]
+        q_pos = pos.repeat_interleave(group, dim=1)  # [B, Hq]
         qo = torch.gather(q, 2, q_pos[..., None].expand(-1, -1, -1, d)).contiguous()
         ko = torch.gather(k, 2, pos[..., None].expand(-1, -1, -1, d)).contiguous()
         vo = torch.gather(v, 2, pos[..., None].expand(-1, -1, -1, d)).contiguous()
@@ -168,6 +171,13 @@ def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
         num_warps=warps, num_stages=stages,
     )
     return _scatter_back(ordered, q_pos, out, q)
+
+
+@functools.lru_cache(maxsize=32)
+def _order_int32(orders: torch.Tensor, index: int) -> torch.Tensor:
+    """``orders[index]`` as int32, made once per orders tensor (cached by its identity: every layer of
+    a forward pass gets the same one) and index: the row moves' index and the original positions."""
+    return orders[index].to(torch.int32).contiguous()
 
 
 def _scatter_back(ordered: torch.Tensor, q_pos: torch.Tensor, out: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
