@@ -529,3 +529,10 @@ def test_a_second_layer_reuses_the_orders_and_their_derived_tensors(seed):
     second = unisparse.select_blocks_in_layout(q, k, layout_of(info), cfg, backend="torch")
     assert second.orders is first.orders and torch.equal(second.mask, first.mask)
     assert all(f.cache_info().hits > h for f, h in zip(cached, hits))
+
+
+def test_moved_kv_heads_run_as_slices_of_whole_runs():
+    from unisparse.api import _runs
+
+    assert _runs([True, True, False, True]) == [(0, 2), (3, 4)]
+    assert _runs([False, False]) == [] and _runs([True]) == [(0, 1)]

@@ -177,17 +177,27 @@ def _ordered_on_triton(q, k, v, selection: Selection, block_size: int, scale) ->
     heads = torch.tensor([[c for c in row for _ in range(group)] for row in choice])  # [B, Hq], on the host
     if all(all(row) for row in moved):  # every head moved: no plain launch, no per-head copies in and out
         return block_sparse_ordered.ordered_attention(q, k, v, selection.mask, heads, selection.orders, block_size, scale)
-    moved_q = torch.tensor([[m for m in row for _ in range(group)] for row in moved], device=q.device)
+    moved_q = ~reordered.prompt_order_flags(selection.orders)[selection.choice].repeat_interleave(group, dim=1)
     out = block_sparse.block_sparse_attention(q, k, v, selection.mask & ~moved_q[..., None, None], block_size, scale)
     for b, row in enumerate(moved):
-        kv = [h for h, m in enumerate(row) if m]
-        if kv:
-            qh = [h * group + g for h in kv for g in range(group)]
-            hs, kv_index = (torch.tensor(x, device=q.device) for x in (qh, kv))
-            out[b:b + 1, hs] = block_sparse_ordered.ordered_attention(
-                q[b:b + 1, hs], k[b:b + 1, kv_index], v[b:b + 1, kv_index], selection.mask[b:b + 1, hs],
-                heads[b:b + 1, qh], selection.orders, block_size, scale)
+        for h0, h1 in _runs(row):  # slices of whole KV heads: views, no index tensors to copy over
+            qs = slice(h0 * group, h1 * group)
+            out[b:b + 1, qs] = block_sparse_ordered.ordered_attention(
+                q[b:b + 1, qs], k[b:b + 1, h0:h1], v[b:b + 1, h0:h1], selection.mask[b:b + 1, qs], heads[b:b + 1, qs],
+                selection.orders, block_size, scale)
     return out
+
+
+def _runs(flags) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of true values in ``flags``."""
+    runs, start = [], None
+    for i, f in enumerate(list(flags) + [False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
 
 
 def block_sparse_attention(

@@ -50,8 +50,13 @@ def order_row(orders: torch.Tensor, index: int) -> torch.Tensor:
 @_per_order
 def prompt_order_rows(orders: torch.Tensor) -> tuple[bool, ...]:
     """Per order of ``orders`` (``[O, L]``), whether it is the prompt's own (the identity), on the host."""
-    identity = torch.arange(orders.shape[1], device=orders.device)
-    return tuple((orders == identity).all(-1).tolist())
+    return tuple(prompt_order_flags(orders).tolist())
+
+
+@_per_order
+def prompt_order_flags(orders: torch.Tensor) -> torch.Tensor:
+    """:func:`prompt_order_rows` on the device (bool ``[O]``), for masks built without a host copy."""
+    return (orders == torch.arange(orders.shape[1], device=orders.device)).all(-1)
 
 
 @_per_order
@@ -229,7 +234,7 @@ class Selection:
 
     def keeps_prompt_order(self) -> torch.Tensor:
         """bool ``[len(names)]``: which orders are the prompt's own (the identity permutation)."""
-        return torch.tensor(prompt_order_rows(self.orders), device=self.orders.device)
+        return prompt_order_flags(self.orders)
 
     @property
     def reorders(self) -> bool:
