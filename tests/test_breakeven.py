@@ -27,7 +27,30 @@ def test_an_unknown_gpu_gets_the_safe_default_and_a_known_one_its_measurement():
     assert 0 < BE.SAFE_DENSITY <= 0.5  # low enough that an unmeasured kernel is not slower than dense
 
 
+def test_an_unnamed_gpu_takes_the_entry_of_its_architecture_the_lowest_where_several_match():
+    t = BE.parse_table({"devices": {
+        "NVIDIA H200": {"points": [[8192, 0.7], [32768, 1.0]], "capability": "9.0"},
+        "Other sm90": {"points": [[8192, 0.9], [32768, 0.8]], "capability": "9.0"},
+        "NVIDIA A100": {"points": [[32768, 0.6]], "capability": "8.0"},
+        "Unlabelled": {"points": [[32768, 0.3]]},
+    }})
+    assert BE.break_even_density("NVIDIA H100 80GB HBM3", 8192, t, capability="9.0") == (
+        0.7, "NVIDIA H200 (same architecture, 9.0)")
+    assert BE.break_even_density("NVIDIA H100 80GB HBM3", 32768, t, capability="9.0") == (
+        0.8, "Other sm90 (same architecture, 9.0)")
+    assert BE.break_even_density("NVIDIA A10", 32768, t, capability="8.6") == (BE.SAFE_DENSITY, "default")
+    assert BE.break_even_density("NVIDIA H200", 32768, t, capability="8.0") == (1.0, "NVIDIA H200")  # its own first
+    assert BE.break_even_density("Some GPU", 32768, t) == (BE.SAFE_DENSITY, "default")  # by name, no capability
+
+
+def test_the_shipped_h200_entry_serves_other_hopper_gpus():
+    density, where = BE.break_even_density("NVIDIA H100 80GB HBM3", 32768, capability="9.0")
+    assert where == "NVIDIA H200 (same architecture, 9.0)" and density == BE.load_table()["NVIDIA H200"].at(32768)
+
+
 @pytest.mark.parametrize("data,match", [
+    ({"devices": {"X": {"points": [[8192, 0.5]], "capability": 9}}}, "capability"),
+    ({"devices": {"X": {"points": [[8192, 0.5]], "capability": "sm90"}}}, "capability"),
     ([], "devices"),
     ({"devices": {"X": {}}}, "points"),
     ({"devices": {"X": {"points": [[8192, 1.5]]}}}, "bad points"),

@@ -90,7 +90,8 @@ def main(argv=None) -> int:
               f"kernel/dense " + " ".join(f"{d:g}:{r:.3f}" for d, r in row["ratio"].items())
               + f" -> break-even {row['break_even']:.3f}", flush=True)
         torch.cuda.empty_cache()
-    entry = {"points": points, "measured": datetime.date.today().isoformat(), "torch": torch.__version__,
+    entry = {"points": points, "capability": "{}.{}".format(*torch.cuda.get_device_capability()),
+             "measured": datetime.date.today().isoformat(), "torch": torch.__version__,
              "triton": triton.__version__, "shape": f"{args.heads}/{args.kv_heads} heads, d={args.head_dim}, bf16",
              "command": " ".join(["python"] + sys.argv)}
     table = {"source": "benchmarks/breakeven/measure_breakeven.py", "devices": {}}
