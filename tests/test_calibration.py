@@ -249,3 +249,24 @@ def test_video_aware_calibration_is_set_on_the_probe_and_reused_by_the_full_mask
     tri = select_blocks_in_layout(q, k, layout, config, backend="triton")
     assert torch.equal(tri.choice, sel.choice)
     assert (tri.mask != sel.mask).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("head_pool,with_visible", [(1, False), (2, False), (1, True)])
+def test_candidates_recall_the_same_through_the_one_launch_top_p_kernel(seed, head_pool, with_visible):
+    """recall_per_candidate with the Top-P kernel (all candidates in one launch, one threshold per
+    matrix) against the definition's broadcast candidates: the same recall (random scores: no ties)."""
+    from unisparse.kernels import top_p as K
+
+    g = torch.Generator().manual_seed(seed)
+    b, hq, s, nb = 1, 4, 5, 23
+    config = UniSparseConfig(block_size=64, calibration_blocks=s, head_pool=head_pool, min_seq_len=0)
+    scores = (torch.rand(b, hq // head_pool, s, nb, generator=g) ** 3).to(DEVICE)
+    exact = torch.rand(b, hq, s, nb, generator=g).to(DEVICE)
+    blocks = calibration.sample_query_blocks(nb, s, DEVICE)
+    visible = (torch.rand(len(blocks), nb, generator=g) < 0.8).to(DEVICE) if with_visible else None
+    candidates = calibration.candidate_thresholds(str(torch.device(DEVICE)))
+    want = calibration.recall_per_candidate(scores, exact, blocks, config, candidates, visible)
+    got = calibration.recall_per_candidate(scores, exact, blocks, config, candidates, visible, rule=K.top_p_mask)
+    assert got.shape == want.shape == (candidates.numel(), b, hq)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.all(got[-1] >= got[0] - 1e-6)  # the largest candidate keeps at least what the smallest does

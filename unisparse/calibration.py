@@ -115,15 +115,23 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
 
 def recall_per_candidate(scores_rows: torch.Tensor, exact_rows: torch.Tensor, blocks: torch.Tensor,
                          config: UniSparseConfig, candidates: torch.Tensor,
-                         visible: torch.Tensor | None = None) -> torch.Tensor:
+                         visible: torch.Tensor | None = None, rule=None) -> torch.Tensor:
     """Mean share of the exact mass that Top-P at each candidate keeps: float32 ``[C, B, Hq]``.
 
     ``scores_rows [B, Hs, S, nb]``: the estimate on the sampled query blocks ``blocks``;
     ``exact_rows [B, Hq, S, nb]``: their exact mass (any positive scale per row). Top-P runs once per
     selection head; each query head of a pooled head is measured against its own exact mass.
-    ``visible [S, nb]``: the blocks Top-P may keep (default: the causal ones)."""
-    kept = masks.top_p_mask(scores_rows, candidates.view(-1, 1, 1, 1), sink_blocks=config.sink_blocks,
-                            local_blocks=config.local_blocks, rows=blocks, visible=visible)  # [C, B, Hs, S, nb]
+    ``visible [S, nb]``: the blocks Top-P may keep (default: the causal ones). ``rule``: the Top-P
+    function (default the definition, :func:`unisparse.masks.top_p_mask`, which broadcasts the
+    candidates; the one-launch kernel :func:`unisparse.kernels.top_p.top_p_mask` takes them as one
+    threshold per ``[S, nb]`` matrix, all candidates in one launch)."""
+    if rule is None:
+        kept = masks.top_p_mask(scores_rows, candidates.view(-1, 1, 1, 1), sink_blocks=config.sink_blocks,
+                                local_blocks=config.local_blocks, rows=blocks, visible=visible)  # [C, B, Hs, S, nb]
+    else:
+        c = candidates.numel()
+        kept = rule(scores_rows.expand(c, *scores_rows.shape), candidates.view(c, 1, 1, 1).expand(c, *scores_rows.shape[:2], 1),
+                    sink_blocks=config.sink_blocks, local_blocks=config.local_blocks, rows=blocks, visible=visible)
     kept = masks.expand_heads(kept.flatten(0, 1), config.head_pool).unflatten(0, (candidates.numel(), -1))
     share = exact_rows / exact_rows.sum(-1, keepdim=True).clamp_min(1e-30)
     return (kept * share).sum(-1).mean(-1)
@@ -131,7 +139,7 @@ def recall_per_candidate(scores_rows: torch.Tensor, exact_rows: torch.Tensor, bl
 
 def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, config: UniSparseConfig,
                      scale: float | None = None, exact_mass=exact_row_mass, order: torch.Tensor | None = None,
-                     visible: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+                     visible: torch.Tensor | None = None, rows: torch.Tensor | None = None, rule=None) -> torch.Tensor:
     """Each selection head's threshold: float32 ``[B, Hs, 1]`` (broadcasts over its rows of blocks).
 
     ``scores [B, Hs, nb, nb]`` are the estimate the mask will be taken from; ``exact_mass`` computes
@@ -140,7 +148,7 @@ def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, con
     (``[nb, nb]``: the order's blocks that hold a visible pair) are the ones ``scores`` were taken in.
     ``rows`` (int64, ascending): ``scores`` holds only these query blocks (``[B, Hs, len(rows), nb]``,
     a video-aware probe's); the sample is then drawn from them (:func:`sample_query_blocks` over
-    their indices)."""
+    their indices). ``rule``: the Top-P function of the candidates' recall (:func:`recall_per_candidate`)."""
     seq_len, nb = q.shape[2], scores.shape[-1]
     if rows is None:
         blocks = sample_query_blocks(nb, config.calibration_blocks, q.device)
@@ -162,7 +170,7 @@ def calibrated_top_p(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, con
         exact = exact_mass(q, k, positions, config.calibration_rows, config.block_size, scale)
     candidates = candidate_thresholds(str(q.device))
     vis_rows = None if visible is None else visible.to(q.device)[blocks]
-    recall = recall_per_candidate(picked, exact, blocks, config, candidates, vis_rows)  # [C, B, Hq]
+    recall = recall_per_candidate(picked, exact, blocks, config, candidates, vis_rows, rule)  # [C, B, Hq]
     b, hs = scores.shape[:2]
     recall = recall.view(candidates.numel(), b, hs, config.head_pool).amin(-1)  # a pooled head: its worst
     reaches = recall >= float(config.top_p) - 1e-6

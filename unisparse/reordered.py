@@ -282,7 +282,8 @@ def order_mask(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order:
         from . import calibration
 
         top_p = calibration.calibrated_top_p(q, k, scores, config, scale, exact_mass or calibration.exact_row_mass,
-                                             order=order, visible=visible_blocks(order, config.block_size), rows=rows)
+                                             order=order, visible=visible_blocks(order, config.block_size), rows=rows,
+                                             rule=rule)
     mask = expand_heads(top_p_mask(scores, config, order, rows, rule, top_p), config.head_pool)
     return (mask, top_p) if with_top_p else mask
 

@@ -5,7 +5,8 @@ The H100 run of ``calibrated_top_p.py`` at 32K found calibrated selection at 2.6
 
 * ``scores``: the fused block-score kernel (what plain selection mostly is);
 * ``exact mass``: :func:`unisparse.kernels.selection.exact_row_mass` on the sampled rows;
-* ``recall``: :func:`unisparse.calibration.recall_per_candidate` (Top-P at every candidate);
+* ``recall``: :func:`unisparse.calibration.recall_per_candidate` (Top-P at every candidate, the definition);
+  ``recall_top_p_kernel``: the same through the one-launch Top-P kernel (what the GPU path uses);
 * ``calibrate``: :func:`unisparse.calibration.calibrated_top_p` whole (the three above but scores);
 * the public entry points, plain and calibrated, frame order and video-aware;
 
@@ -32,6 +33,7 @@ def stages(name: str, seq_len: int, calibration_blocks: int) -> dict:
     import triton.testing
 
     from unisparse.kernels import selection
+    from unisparse.kernels import top_p as top_p_kernel
 
     q, k, v, layout = family(name, seq_len, 0)
     q, k, v = (t.to("cuda", torch.bfloat16).contiguous() for t in (q, k, v))
@@ -55,7 +57,10 @@ def stages(name: str, seq_len: int, calibration_blocks: int) -> dict:
            **{f"exact_mass_q_blocks_{n}": bench(lambda n=n: selection.exact_row_mass(
                q, k, pos, cal.calibration_rows, cal.block_size, q_blocks=n)) for n in (2, 8, 16)},
            "recall": bench(lambda: calibration.recall_per_candidate(scores[:, :, blocks], exact, blocks, cal, candidates)),
-           "calibrate": bench(lambda: calibration.calibrated_top_p(q, k, scores, cal, exact_mass=selection.exact_row_mass)),
+           "recall_top_p_kernel": bench(lambda: calibration.recall_per_candidate(
+               scores[:, :, blocks], exact, blocks, cal, candidates, rule=top_p_kernel.top_p_mask)),
+           "calibrate": bench(lambda: calibration.calibrated_top_p(q, k, scores, cal, exact_mass=selection.exact_row_mass,
+                                                                   rule=top_p_kernel.top_p_mask)),
            "select_plain": bench(lambda: select_blocks(q, k, plain)),
            "select_cal": bench(lambda: select_blocks(q, k, cal)),
            "cudnn": bench(lambda: dense_attention(q, k, v))}

@@ -359,7 +359,8 @@ def probe_masks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, order
     if config.calibration_blocks:
         thresholds = [calibrated_top_p(q, k, scores[i:i + 1], config, scale, exact_mass=exact_row_mass,
                                        order=order_row(orders, i),
-                                       visible=visible_blocks(order_row(orders, i), config.block_size), rows=rows)
+                                       visible=visible_blocks(order_row(orders, i), config.block_size), rows=rows,
+                                       rule=top_p_mask)
                       for i in range(n_orders)]
         top_p = torch.cat(thresholds)  # [O, Hs, 1]: batch row i is order i
     mask = _top_p_in_head_orders(scores, config, q_rows, visible, rows=rows, top_p=top_p)
@@ -383,7 +384,7 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, config: UniSparseConfig, sca
         from ..calibration import calibrated_top_p
 
         if top_p is None:
-            top_p = calibrated_top_p(q, k, scores, config, scale, exact_mass=exact_row_mass)
+            top_p = calibrated_top_p(q, k, scores, config, scale, exact_mass=exact_row_mass, rule=top_p_mask)
         mask = top_p_mask(scores, top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
         return expand_heads(mask, config.head_pool)
     mask = _top_p(scores, config)
