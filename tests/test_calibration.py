@@ -270,3 +270,32 @@ def test_candidates_recall_the_same_through_the_one_launch_top_p_kernel(seed, he
     assert got.shape == want.shape == (candidates.numel(), b, hq)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert torch.all(got[-1] >= got[0] - 1e-6)  # the largest candidate keeps at least what the smallest does
+
+
+@pytest.mark.parametrize("splits", [2, 3, 40])
+@pytest.mark.parametrize("in_order", [True, False])
+def test_exact_row_mass_with_keys_split_over_programs_matches_the_reference(seed, splits, in_order):
+    """The two-launch exact mass (keys split into ranges of whole blocks, statistics combined per row)
+    against the definition, in the prompt's order and in the spatial order, into a poisoned buffer."""
+    from unisparse.kernels import selection
+    from unisparse.layout import token_order
+
+    q, k, _, layout = grid_inputs(seed)
+    order = None if in_order else token_order(2112, layout, "spatial", DEVICE)
+    blocks = calibration.sample_query_blocks(33, 5, DEVICE)
+    pos = calibration.sample_positions(blocks, 64, 8, 2112)
+    if order is not None:
+        pos = order[pos]
+    want = calibration.exact_row_mass(q, k, pos, 8, 64, order=order)
+    got = selection.exact_row_mass(q, k, pos, 8, 64, order=order, key_splits=splits,
+                                   out=torch.full_like(want, float("nan")))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.sum(-1), torch.full_like(got[..., 0], 8.0), atol=1e-4, rtol=0)  # each row sums to 1
+
+
+def test_exact_row_mass_key_splits_refuse_rows_that_do_not_tile_a_block():
+    from unisparse.kernels.exact_mass import split_exact_row_mass
+
+    q = torch.randn(1, 2, 12, 32, device=DEVICE)
+    with pytest.raises(ValueError, match="rows"):
+        split_exact_row_mass(q, q, torch.arange(12), torch.arange(12), 3, 64, 0.1, 2, True)

@@ -174,6 +174,21 @@ def test_ordered_attention_waits_on_nothing_once_the_selection_is_on_the_host(se
     assert rel_err(out, ref) < TOLERANCE[torch.bfloat16]
 
 
+@pytest.mark.parametrize("splits", [4, 16])
+def test_exact_mass_with_keys_split_matches_the_one_launch_kernel(seed, splits):
+    """Calibration's exact row mass with the keys split over programs (two launches) against the
+    one-launch kernel at 16K tokens, bf16, 28/4 heads: the same mass per block, rows summing to 1."""
+    from unisparse import calibration
+
+    q, k, _ = inputs(28, 4, 16384, 128, torch.bfloat16, seed)
+    blocks = calibration.sample_query_blocks(128, 16, "cuda")
+    pos = calibration.sample_positions(blocks, 128, 16, 16384)
+    want = selection.exact_row_mass(q, k, pos, 16, 128)
+    got = selection.exact_row_mass(q, k, pos, 16, 128, key_splits=splits, out=poisoned_like(want.shape, torch.float32, "cuda"))
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-3)
+    torch.testing.assert_close(got.sum(-1), torch.full_like(got[..., 0], 16.0), atol=1e-2, rtol=0)
+
+
 @pytest.mark.parametrize("nb", [256, 1024])
 def test_one_launch_top_p_matches_the_definition(seed, nb):
     """unisparse.kernels.top_p against unisparse.masks.top_p_mask on wide rows: the same blocks up

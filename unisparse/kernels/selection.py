@@ -19,50 +19,11 @@ import triton.language as tl
 from ..config import UniSparseConfig
 from ..reference import expand_heads, variance_features
 from .common import dot_precision, needs_upcast
+from .logits import masked_logits as _masked_logits
 from .pooling import pool_tokens
 from .top_p import top_p_mask
 
 LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale, k_first_ptr,
-                   K_POOL: tl.constexpr, HEAD_DIM: tl.constexpr, D_CHUNK: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr, ORDERED: tl.constexpr):
-    """Base-2 logits of a composite-query tile against composite keys ``offs_n``; -inf where
-    the key starts after the query's last token or lies past the end. ``ORDERED``: the tokens
-    are in another order, and "starts" and "last" are original positions (``k_first_ptr`` holds
-    each composite key's earliest; ``last_q_token`` each composite query's latest).
-
-    ``D_CHUNK == HEAD_DIM``: the query tile ``q`` sits in registers. Wider features (the
-    antidiagonal estimator's ``stride * head_dim``) do not fit there: then the dot product runs
-    over ``D_CHUNK``-wide slices of queries (re-read from ``q_base``, cache-resident) and keys."""
-    if D_CHUNK == HEAD_DIM:
-        offs_d = tl.arange(0, HEAD_DIM)
-        k = tl.load(k_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=offs_n[:, None] < n_k, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-    else:
-        offs_c = tl.arange(0, D_CHUNK)
-        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for c in range(0, HEAD_DIM, D_CHUNK):
-            qc = tl.load(q_base + offs_m[:, None] * HEAD_DIM + c + offs_c[None, :],
-                         mask=offs_m[:, None] < n_q, other=0.0)
-            kc = tl.load(k_base + offs_n[:, None] * HEAD_DIM + c + offs_c[None, :],
-                         mask=offs_n[:, None] < n_k, other=0.0)
-            if UPCAST:
-                qc = qc.to(tl.float32)
-                kc = kc.to(tl.float32)
-            s += tl.dot(qc, tl.trans(kc), input_precision=DOT_PRECISION)
-    s = s * qk_scale
-    if ORDERED:
-        k_first = tl.load(k_first_ptr + offs_n, mask=offs_n < n_k, other=2**30)
-        visible = (k_first[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
-    else:
-        visible = ((offs_n * K_POOL)[None, :] <= last_q_token[:, None]) & (offs_n[None, :] < n_k)
-    return tl.where(visible, s, float("-inf"))
 
 
 @triton.jit
@@ -399,12 +360,15 @@ def _top_p(scores: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
 
 def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rows: int, block_size: int,
                    scale: float | None = None, order: torch.Tensor | None = None,
-                   out: torch.Tensor | None = None, q_blocks: int | None = None) -> torch.Tensor:
+                   out: torch.Tensor | None = None, q_blocks: int | None = None,
+                   key_splits: int | None = None) -> torch.Tensor:
     """Triton twin of :func:`unisparse.calibration.exact_row_mass`, one launch: the fused block-score
     kernel with every sampled query and every key a "composite" token of its own (``k_pool = 1``),
     ``rows`` queries per block row (``q_pool = block_size / rows``), visibility by their positions.
     float32 ``[B, Hq, len(positions) // rows, nb]`` (``out``: a buffer of that shape, e.g. poisoned by a test).
-    ``order``: the keys are gathered into it (blocks of the order, visibility by original positions)."""
+    ``order``: the keys are gathered into it (blocks of the order, visibility by original positions).
+    ``key_splits > 1``: the keys split into that many ranges over more programs, two launches
+    (:mod:`.exact_mass`; not the default until timed on a GPU)."""
     from ..reordered import int32_positions, is_identity
 
     seq_len, d = q.shape[2], q.shape[3]
@@ -417,6 +381,10 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
     else:
         order = order.to(q.device)
         keys, k_first = k[:, :, order].contiguous(), int32_positions(order)
+    if key_splits is not None and key_splits > 1:
+        from .exact_mass import split_exact_row_mass
+
+        return split_exact_row_mass(qs, keys, q_last, k_first, rows, block_size, scale, key_splits, in_order, out=out)
     return compressed_block_scores(qs, keys, seq_len, block_size, block_size // rows, 1, scale,
                                    out=out, q_last=q_last, k_first=k_first, n_row_blocks=positions.numel() // rows,
                                    keys_in_order=in_order, q_blocks=q_blocks)
