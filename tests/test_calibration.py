@@ -258,7 +258,7 @@ def test_candidates_recall_the_same_through_the_one_launch_top_p_kernel(seed, he
     from unisparse.kernels import top_p as K
 
     g = torch.Generator().manual_seed(seed)
-    b, hq, s, nb = 1, 4, 5, 23
+    b, hq, s, nb = 1, 2, 3, 17  # small: the interpreter sorts each of the C * B * Hs * S rows in numpy
     config = UniSparseConfig(block_size=64, calibration_blocks=s, head_pool=head_pool, min_seq_len=0)
     scores = (torch.rand(b, hq // head_pool, s, nb, generator=g) ** 3).to(DEVICE)
     exact = torch.rand(b, hq, s, nb, generator=g).to(DEVICE)
