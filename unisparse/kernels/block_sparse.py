@@ -29,10 +29,9 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..validation import triton_interpreting
-from .common import dot_precision, needs_upcast
+from .common import LOG2E, dot_precision, needs_upcast
 from .kept import kept_lists
 
-LOG2E = 1.4426950408889634
 
 
 @triton.jit

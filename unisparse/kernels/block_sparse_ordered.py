@@ -17,7 +17,6 @@ everywhere else (other GPUs, float32, the interpreter) and where a tile shape is
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import warnings
@@ -26,15 +25,15 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reordered import int32_positions, order_row
 from . import block_sparse
 from .block_sparse import _load_kv, _online_softmax_step
+from .common import LOG2E, dot_precision, needs_upcast
 from .kept import kept_lists
-from .common import dot_precision, needs_upcast
+from .logits import FAR
 from .rows import gather_rows, scatter_rows
 
-LOG2E = 1.4426950408889634
 _gluon_broken: list[str] = []  # set once the ordered Gluon kernel failed in this process
-FAR = tl.constexpr(2**30)  # the "position" of a key past the end: after every query
 
 
 @triton.jit
@@ -134,7 +133,7 @@ def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     if len({o for row in host for o in row}) == 1:
         # one order for every head (what the video-aware split sends here): whole rows are gathered
         # and scattered by one index, a third of the bytes of an index per element
-        order32 = _order_int32(orders, host[0][0])
+        order32 = int32_positions(order_row(orders, host[0][0]))
         qo, ko, vo = (gather_rows(t, order32) for t in (q, k, v))
         pos32 = order32.expand(b, hkv, seq_len)  # strides of 0: every KV head reads the one row
         q_pos = order32
@@ -171,13 +170,6 @@ def ordered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
         num_warps=warps, num_stages=stages,
     )
     return _scatter_back(ordered, q_pos, out, q)
-
-
-@functools.lru_cache(maxsize=32)
-def _order_int32(orders: torch.Tensor, index: int) -> torch.Tensor:
-    """``orders[index]`` as int32, made once per orders tensor (cached by its identity: every layer of
-    a forward pass gets the same one) and index: the row moves' index and the original positions."""
-    return orders[index].to(torch.int32).contiguous()
 
 
 def _scatter_back(ordered: torch.Tensor, q_pos: torch.Tensor, out: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:

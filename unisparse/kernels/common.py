@@ -6,6 +6,8 @@ import torch
 
 from ..validation import triton_interpreting
 
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x * LOG2E): the kernels work in base 2
+
 
 def dot_precision(dtype: torch.dtype) -> str:
     """float32 inputs get exact float32 products; half types use the tensor cores as they are."""

@@ -22,12 +22,32 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import dot_precision, needs_upcast
-from .logits import masked_logits as _masked_logits
+from .common import LOG2E, dot_precision, needs_upcast
+from .logits import FAR, masked_logits as _masked_logits
 
-LOG2E = 1.4426950408889634
 
-FAR = tl.constexpr(2**30)  # the position of a pad row: it sees every key, and its weight is zeroed
+@triton.jit
+def _query_tile(q_ptr, k_ptr, q_pos_ptr, n_q, n_k, heads, q_per_k_head, keys_per_split, BLOCK_M: tl.constexpr,
+                HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, KEYS_IN_ORDER: tl.constexpr):
+    """What both kernels start from: this program's query rows (pad rows at position FAR: they see
+    every key, and their weight is zeroed), its key head, and its key range ``[start, stop)`` with
+    ``k_end``, past which no row of the tile sees a key (``stop`` where the keys are in another order)."""
+    pid_m, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    live = offs_m < n_q
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_base = q_ptr + pid_bh * n_q * HEAD_DIM
+    q = tl.load(q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=live[:, None], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    kv_h = (pid_bh % heads) // q_per_k_head
+    k_base = k_ptr + ((pid_bh // heads) * (heads // q_per_k_head) + kv_h) * n_k * HEAD_DIM
+    q_last = tl.load(q_pos_ptr + offs_m, mask=live, other=FAR)
+    start, stop = split * keys_per_split, tl.minimum((split + 1) * keys_per_split, n_k)
+    k_end = stop
+    if KEYS_IN_ORDER:  # no key after the tile's last query
+        k_end = tl.minimum(stop, tl.max(tl.where(live, q_last, 0), 0) + 1)
+    return pid_m, pid_bh, split, offs_m, live, q, q_base, k_base, q_last, start, stop, k_end
 
 
 @triton.jit
@@ -35,20 +55,8 @@ def _range_stats_kernel(q_ptr, k_ptr, q_pos_ptr, k_pos_ptr, m_ptr, l_ptr, n_q, n
                         keys_per_split, splits, qk_scale,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
                         DOT_PRECISION: tl.constexpr, KEYS_IN_ORDER: tl.constexpr):
-    pid_m, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b = pid_bh // heads
-    kv_h = (pid_bh % heads) // q_per_k_head
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q_base = q_ptr + pid_bh * n_q * HEAD_DIM
-    q = tl.load(q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=offs_m[:, None] < n_q, other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-    k_base = k_ptr + (b * (heads // q_per_k_head) + kv_h) * n_k * HEAD_DIM
-    q_last = tl.load(q_pos_ptr + offs_m, mask=offs_m < n_q, other=FAR)
-    start, stop = split * keys_per_split, tl.minimum((split + 1) * keys_per_split, n_k)
-    if KEYS_IN_ORDER:  # no key after the tile's last query
-        stop = tl.minimum(stop, tl.max(tl.where(offs_m < n_q, q_last, 0), 0) + 1)
+    pid_m, pid_bh, split, offs_m, live, q, q_base, k_base, q_last, start, _, stop = _query_tile(
+        q_ptr, k_ptr, q_pos_ptr, n_q, n_k, heads, q_per_k_head, keys_per_split, BLOCK_M, HEAD_DIM, UPCAST, KEYS_IN_ORDER)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start_n in range(start, stop, BLOCK_N):
@@ -60,8 +68,8 @@ def _range_stats_kernel(q_ptr, k_ptr, q_pos_ptr, k_pos_ptr, m_ptr, l_ptr, n_q, n
         l_i = l_i * tl.exp2(m_i - m_ref) + tl.sum(tl.exp2(s - m_ref[:, None]), 1)
         m_i = m_new
     at = (pid_bh * splits + split) * n_q + offs_m
-    tl.store(m_ptr + at, m_i, mask=offs_m < n_q)
-    tl.store(l_ptr + at, l_i, mask=offs_m < n_q)
+    tl.store(m_ptr + at, m_i, mask=live)
+    tl.store(l_ptr + at, l_i, mask=live)
 
 
 @triton.jit
@@ -70,18 +78,8 @@ def _range_mass_kernel(q_ptr, k_ptr, q_pos_ptr, k_pos_ptr, m_ptr, l_ptr, out_ptr
                        ROWS: tl.constexpr, Q_BLOCKS: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr,
                        UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, KEYS_IN_ORDER: tl.constexpr):
     BLOCK_M: tl.constexpr = Q_BLOCKS * ROWS
-    pid_m, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b = pid_bh // heads
-    kv_h = (pid_bh % heads) // q_per_k_head
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    live = offs_m < n_q
-    offs_d = tl.arange(0, HEAD_DIM)
-    q_base = q_ptr + pid_bh * n_q * HEAD_DIM
-    q = tl.load(q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=live[:, None], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-    k_base = k_ptr + (b * (heads // q_per_k_head) + kv_h) * n_k * HEAD_DIM
-    q_last = tl.load(q_pos_ptr + offs_m, mask=live, other=FAR)
+    pid_m, pid_bh, split, offs_m, live, q, q_base, k_base, q_last, start, stop, k_end = _query_tile(
+        q_ptr, k_ptr, q_pos_ptr, n_q, n_k, heads, q_per_k_head, keys_per_split, BLOCK_M, HEAD_DIM, UPCAST, KEYS_IN_ORDER)
     # the rows' own statistics, from every range's
     m_g = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     for r in range(0, splits):
@@ -92,10 +90,6 @@ def _range_mass_kernel(q_ptr, k_ptr, q_pos_ptr, k_pos_ptr, m_ptr, l_ptr, out_ptr
         l_r = tl.load(l_ptr + (pid_bh * splits + r) * n_q + offs_m, mask=live, other=0.0)
         l_g += tl.where(l_r > 0.0, l_r * tl.exp2(m_r - m_g), 0.0)
     inv_l = tl.where(live & (l_g > 0.0), 1.0 / tl.where(l_g > 0.0, l_g, 1.0), 0.0)
-    start, stop = split * keys_per_split, tl.minimum((split + 1) * keys_per_split, n_k)
-    k_end = stop
-    if KEYS_IN_ORDER:
-        k_end = tl.minimum(stop, tl.max(tl.where(live, q_last, 0), 0) + 1)
     offs_qb = pid_m * Q_BLOCKS + tl.arange(0, Q_BLOCKS)
     out_base = out_ptr + pid_bh * n_row_blocks * n_blocks
     for start_n in range(start, stop, BLOCK_SIZE):

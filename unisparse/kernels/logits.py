@@ -6,6 +6,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+FAR = tl.constexpr(2**30)  # a position after every real one: keys past the end, pad query rows
+
 
 @triton.jit
 def masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, last_q_token, n_k, qk_scale, k_first_ptr,

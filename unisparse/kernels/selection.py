@@ -18,12 +18,11 @@ import triton.language as tl
 
 from ..config import UniSparseConfig
 from ..reference import expand_heads, variance_features
-from .common import dot_precision, needs_upcast
+from .common import LOG2E, dot_precision, needs_upcast
 from .logits import masked_logits as _masked_logits
 from .pooling import pool_tokens
 from .top_p import top_p_mask
 
-LOG2E = 1.4426950408889634
 
 
 @triton.jit
