@@ -43,9 +43,16 @@ def test_an_unnamed_gpu_takes_the_entry_of_its_architecture_the_lowest_where_sev
     assert BE.break_even_density("Some GPU", 32768, t) == (BE.SAFE_DENSITY, "default")  # by name, no capability
 
 
-def test_the_shipped_h200_entry_serves_other_hopper_gpus():
-    density, where = BE.break_even_density("NVIDIA H100 80GB HBM3", 32768, capability="9.0")
-    assert where == "NVIDIA H200 (same architecture, 9.0)" and density == BE.load_table()["NVIDIA H200"].at(32768)
+def test_the_shipped_table_names_the_h100_and_h200_and_serves_other_hopper_gpus():
+    table = BE.load_table()
+    assert {"NVIDIA H200", "NVIDIA H100 80GB HBM3"} <= set(table)
+    assert BE.break_even_density("NVIDIA H100 80GB HBM3", 32768) == (table["NVIDIA H100 80GB HBM3"].at(32768),
+                                                                   "NVIDIA H100 80GB HBM3")
+    # a Hopper GPU the table does not name takes the lowest break-even of the measured Hopper GPUs
+    for seq_len in (4096, 32768):
+        density, where = BE.break_even_density("NVIDIA H800", seq_len, capability="9.0")
+        assert density == min(table[n].at(seq_len) for n in ("NVIDIA H200", "NVIDIA H100 80GB HBM3"))
+        assert where.endswith("(same architecture, 9.0)") and table[where.split(" (")[0]].at(seq_len) == density
 
 
 @pytest.mark.parametrize("data,match", [

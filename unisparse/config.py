@@ -43,9 +43,9 @@ Choices the paper leaves open, and how we settled them:
   directions: the composite estimate is too flat on grid and sink heads (Top-P 0.95 of it keeps
   1.5-2.4x the blocks the exact mass needs) and too sharp on local ones (they recall 0.92-0.97).
   With ``n > 0``, the exact attention of ``calibration_rows`` query rows in each of ``n`` query
-  blocks sets each head's threshold: the smallest of :data:`unisparse.calibration.CANDIDATES`
-  whose kept blocks recall at least ``top_p`` of those rows' exact mass (so ``top_p`` becomes a
-  recall target rather than a share of the estimate). Cost: ``n * calibration_rows / L`` of one
+  blocks sets each head's threshold: where the recall of those rows' exact mass by its kept blocks
+  reaches ``top_p`` (between the :data:`unisparse.calibration.CANDIDATES`, linearly; so ``top_p``
+  becomes a recall target rather than a share of the estimate). Cost: ``n * calibration_rows / L`` of one
   dense attention call, plus one small Top-P per candidate (:mod:`unisparse.calibration`). With a
   video layout each head is calibrated in the order it chose, and the probe that chooses compares
   the orders at thresholds calibrated on its rows.

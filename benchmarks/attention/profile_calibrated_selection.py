@@ -4,8 +4,9 @@ The H100 run of ``calibrated_top_p.py`` at 32K found calibrated selection at 2.6
 0.67 ms plain (frame order), and 8-18 ms video-aware; this script splits that up, per family:
 
 * ``scores``: the fused block-score kernel (what plain selection mostly is);
-* ``exact mass``: :func:`unisparse.kernels.selection.exact_row_mass` on the sampled rows (one launch;
-  ``exact_mass_key_splits_N``: the keys split into N ranges over more programs, two launches);
+* ``exact mass``: :func:`unisparse.kernels.selection.exact_row_mass` on the sampled rows (by default
+  the keys split over programs, two launches; ``exact_mass_one_launch``: one launch;
+  ``exact_mass_key_splits_N``: N ranges);
 * ``recall``: :func:`unisparse.calibration.recall_per_candidate` (Top-P at every candidate, the definition);
   ``recall_top_p_kernel``: the same through the one-launch Top-P kernel (what the GPU path uses);
 * ``calibrate``: :func:`unisparse.calibration.calibrated_top_p` whole (the three above but scores);
@@ -55,8 +56,8 @@ def stages(name: str, seq_len: int, calibration_blocks: int) -> dict:
     row = {"family": name, "L": seq_len,
            "scores": bench(lambda: selection.block_scores(q, k, cal)),
            "exact_mass": bench(lambda: selection.exact_row_mass(q, k, pos, cal.calibration_rows, cal.block_size)),
-           **{f"exact_mass_q_blocks_{n}": bench(lambda n=n: selection.exact_row_mass(
-               q, k, pos, cal.calibration_rows, cal.block_size, q_blocks=n)) for n in (2, 8, 16)},
+           "exact_mass_one_launch": bench(lambda: selection.exact_row_mass(q, k, pos, cal.calibration_rows,
+                                                                           cal.block_size, key_splits=1)),
            **{f"exact_mass_key_splits_{n}": bench(lambda n=n: selection.exact_row_mass(
                q, k, pos, cal.calibration_rows, cal.block_size, key_splits=n)) for n in (4, 8, 16)},
            "recall": bench(lambda: calibration.recall_per_candidate(scores[:, :, blocks], exact, blocks, cal, candidates)),

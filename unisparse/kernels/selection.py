@@ -357,6 +357,13 @@ def _top_p(scores: torch.Tensor, config: UniSparseConfig) -> torch.Tensor:
     return top_p_mask(scores, config.top_p, sink_blocks=config.sink_blocks, local_blocks=config.local_blocks)
 
 
+def default_key_splits(n_blocks: int) -> int:
+    """Key ranges for :func:`exact_row_mass`: one per 8 key blocks, at most 16 (a short sequence: one
+    launch). The calibration samples 256 query rows, so without a split a long sequence's exact mass
+    runs on a few programs per head, each walking every key."""
+    return max(1, min(16, n_blocks // 8))
+
+
 def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rows: int, block_size: int,
                    scale: float | None = None, order: torch.Tensor | None = None,
                    out: torch.Tensor | None = None, q_blocks: int | None = None,
@@ -366,8 +373,10 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
     ``rows`` queries per block row (``q_pool = block_size / rows``), visibility by their positions.
     float32 ``[B, Hq, len(positions) // rows, nb]`` (``out``: a buffer of that shape, e.g. poisoned by a test).
     ``order``: the keys are gathered into it (blocks of the order, visibility by original positions).
-    ``key_splits > 1``: the keys split into that many ranges over more programs, two launches
-    (:mod:`.exact_mass`; not the default until timed on a GPU)."""
+    ``key_splits``: the keys split into that many ranges over more programs, two launches
+    (:mod:`.exact_mass`); default :func:`default_key_splits` (at 32K on an H100 16 splits took 0.32 ms
+    where the one launch filled 112 programs and took 0.84 ms, ``benchmarks/attention/calibrated_top_p/h100_profile_32k_splits.json``);
+    1: the one launch."""
     from ..reordered import int32_positions, is_identity
 
     seq_len, d = q.shape[2], q.shape[3]
@@ -380,7 +389,9 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
     else:
         order = order.to(q.device)
         keys, k_first = k[:, :, order].contiguous(), int32_positions(order)
-    if key_splits is not None and key_splits > 1:
+    if key_splits is None:
+        key_splits = default_key_splits(-(-seq_len // block_size))
+    if key_splits > 1:
         from .exact_mass import split_exact_row_mass
 
         return split_exact_row_mass(qs, keys, q_last, k_first, rows, block_size, scale, key_splits, in_order, out=out)
