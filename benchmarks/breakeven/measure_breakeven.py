@@ -26,12 +26,12 @@ DENSITIES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def break_even(densities, ratios) -> float:
-    """Density where ``ratio`` (kernel / dense time) crosses 1, linear between points; 1.0 if never.
+    """Density where ``ratio`` (kernel / dense time) first crosses 1, linear between points; 1.0 if never.
 
-    Below the first point the kernel's time is taken as proportional to density."""
+    The first crossing, not the last: where the points are not monotone (launch-bound lengths, e.g.
+    4K on an H100: 1.02 and 1.26 at densities 0.5 and 0.6, 0.98 at 1.0), the lower density is the
+    safe one. Below the first point the kernel's time is taken as proportional to density."""
     pts = sorted(zip(densities, ratios))
-    if pts[-1][1] <= 1.0:
-        return 1.0
     if pts[0][1] > 1.0:
         return max(0.0, pts[0][0] / pts[0][1])
     for (d0, r0), (d1, r1) in zip(pts, pts[1:]):
