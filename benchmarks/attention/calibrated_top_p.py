@@ -118,16 +118,23 @@ def measure(name: str, seq_len: int, seed: int, device: torch.device, n_blocks: 
     if layout is not None:  # video-aware, plain and calibrated, each head's mass in its own order
         va = base.replace(order_cost=1.0)
 
-        def ordered_counts(sel):
+        head_unit = nb * (nb + 1) / 2
+        oracle_heads = [m.flatten(1).sum(-1).float() / head_unit for m in oracle]  # per order, [Hq]
+
+        def ordered_counts(sel, label):
             heads = sel.order_of_heads(hq)[0]
             rec = torch.stack([per_head_recall(mass[heads[h]][h:h + 1], sel.mask[0, h:h + 1].to(mass.device))[0]
                                for h in range(hq)])
+            kept = sel.mask[0].flatten(1).sum(-1).float().cpu() / head_unit
+            row[f"{label}_heads"] = [{"order": ORDERS[int(heads[h])], "kept": float(kept[h]), "recall": float(rec[h]),
+                                      **{f"oracle_{ORDERS[o]}": float(oracle_heads[o][h]) for o in range(len(orders))}}
+                                     for h in range(hq)]
             return float(sel.mask.sum()) / unit, float(rec.mean()), float(rec.min()), int(sel.choice.eq(1).sum())
 
         for label, cfg in [("va_plain", va)] + [(f"va_cal{n}", va.replace(calibration_blocks=n, calibration_rows=rows))
                                                  for n in n_blocks]:
             sel = select_blocks_in_layout(q, k, layout, cfg, backend=backend)
-            d, r, m, moved = ordered_counts(sel)
+            d, r, m, moved = ordered_counts(sel, label)
             row[label], row[f"{label}_recall"], row[f"{label}_min_head_recall"], row[f"{label}_moved"] = d, r, m, moved
             row[f"{label}_over_oracle_best"] = d / row["oracle_best"]
             row[f"ms_select_{label}"] = bench(lambda: select_blocks_in_layout(q, k, layout, cfg, backend=backend))
@@ -141,7 +148,7 @@ def measure(name: str, seq_len: int, seed: int, device: torch.device, n_blocks: 
     return row
 
 
-def table(rows: list[dict], n_blocks: list[int], cuda: bool) -> str:
+def table(rows: list[dict], n_blocks: list[int], cuda: bool, per_head: bool = False) -> str:
     head = ["family", "L", "oracle", "oracle best", "plain (recall, worst head)", "plain / oracle",
             "plain @0.95 recall (top_p)", "/ oracle"]
     for n in n_blocks:
@@ -181,6 +188,18 @@ def table(rows: list[dict], n_blocks: list[int], cuda: bool) -> str:
             if cuda:
                 cells += [f"{r['x_cudnn_va_plain']:.2f}"] + [f"{r[f'x_cudnn_va_cal{n}']:.2f}" for n in n_blocks]
             out.append("| " + " | ".join(cells) + " |")
+    if per_head:
+        for r in va_rows:
+            for n in n_blocks:
+                out += ["", f"Per head, {r['family']} at {r['seq_len']}: video-aware calibrated {n} against the oracle "
+                        "in each order (blocks in units of one head's causal block count; the oracle's order per KV head "
+                        "is the one of fewer blocks over its query heads)", "",
+                        "| head | order taken | kept | recall | oracle, frame | oracle, spatial | kept / oracle in that order |",
+                        "| --- | --- | --- | --- | --- | --- | --- |"]
+                for h, x in enumerate(r[f"va_cal{n}_heads"]):
+                    ref = x[f"oracle_{x['order']}"]
+                    out.append(f"| {h} | {x['order']} | {x['kept']:.3f} | {x['recall']:.3f} | {x['oracle_frame']:.3f} | "
+                               f"{x['oracle_spatial']:.3f} | {x['kept'] / ref:.2f} |")
     return "\n".join(out)
 
 
@@ -194,6 +213,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rep", type=int, default=50)
     p.add_argument("--output", type=Path, default=None, help="path without suffix: .json and .md are written")
+    p.add_argument("--per-head", action="store_true",
+                   help="also a table per family of each head's order, kept blocks and recall against the oracle")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -221,7 +242,7 @@ def main(argv=None) -> int:
     md = (f"## Recall-calibrated Top-P: {where}, torch {torch.__version__}\n\nTarget recall {TARGET}; blocks in units "
           f"of the causal block count; recall = mean share of the exact mass in the kept blocks (worst head in "
           f"brackets); calibration rows {args.rows} per sampled block.\n\n"
-          + table(rows, args.calibration_blocks, device.type == "cuda")
+          + table(rows, args.calibration_blocks, device.type == "cuda", args.per_head)
           + f"\n\nCommand: `python benchmarks/attention/calibrated_top_p.py {' '.join(argv or sys.argv[1:])}`\n")
     print(md)
     if args.output:

@@ -17,4 +17,4 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 tag=""; for l in "${lengths[@]}"; do tag+="$((l / 1024))k_"; done; tag=${tag%_}
 cd benchmarks/attention && timeout "${BENCH_LIMIT:-300}" env PYTHONPATH=../.. python3 calibrated_top_p.py --lengths "${lengths[@]}" \
     --device cuda --calibration-blocks 16 \
-    --families ${FAMILIES:-video_mixed video_grid video_heldout grid_400 structured mixed_144} --rep 30 --output "$OUT/gpu_$tag" 2>&1 | tee "$OUT/gpu_$tag.log" | grep -v '^{'
+    --families ${FAMILIES:-video_mixed video_grid video_heldout grid_400 structured mixed_144} --rep 30 --per-head --output "$OUT/gpu_$tag" 2>&1 | tee "$OUT/gpu_$tag.log" | grep -v '^{'
