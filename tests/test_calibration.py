@@ -291,11 +291,12 @@ def test_candidates_recall_the_same_through_the_one_launch_top_p_kernel(seed, he
     assert torch.all(got[-1] >= got[0] - 1e-6)  # the largest candidate keeps at least what the smallest does
 
 
-@pytest.mark.parametrize("splits", [2, 3, 40])
+@pytest.mark.parametrize("splits,one_pass", [(2, False), (3, False), (40, False), (3, True), (40, True)])
 @pytest.mark.parametrize("in_order", [True, False])
-def test_exact_row_mass_with_keys_split_over_programs_matches_the_reference(seed, splits, in_order):
-    """The two-launch exact mass (keys split into ranges of whole blocks, statistics combined per row)
-    against the definition, in the prompt's order and in the spatial order, into a poisoned buffer."""
+def test_exact_row_mass_with_keys_split_over_programs_matches_the_reference(seed, splits, one_pass, in_order):
+    """The exact mass with the keys split into ranges of whole blocks (two passes over the keys, or
+    one with per-block statistics combined after) against the definition, in the prompt's order and
+    in the spatial order, into a poisoned buffer."""
     from unisparse.kernels import selection
     from unisparse.layout import token_order
 
@@ -306,7 +307,7 @@ def test_exact_row_mass_with_keys_split_over_programs_matches_the_reference(seed
     if order is not None:
         pos = order[pos]
     want = calibration.exact_row_mass(q, k, pos, 8, 64, order=order)
-    got = selection.exact_row_mass(q, k, pos, 8, 64, order=order, key_splits=splits,
+    got = selection.exact_row_mass(q, k, pos, 8, 64, order=order, key_splits=splits, one_pass=one_pass,
                                    out=torch.full_like(want, float("nan")))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.sum(-1), torch.full_like(got[..., 0], 8.0), atol=1e-4, rtol=0)  # each row sums to 1

@@ -174,8 +174,8 @@ def test_ordered_attention_waits_on_nothing_once_the_selection_is_on_the_host(se
     assert rel_err(out, ref) < TOLERANCE[torch.bfloat16]
 
 
-@pytest.mark.parametrize("splits", [4, 16])
-def test_exact_mass_with_keys_split_matches_the_one_launch_kernel(seed, splits):
+@pytest.mark.parametrize("splits,one_pass", [(4, False), (16, False), (16, True)])
+def test_exact_mass_with_keys_split_matches_the_one_launch_kernel(seed, splits, one_pass):
     """Calibration's exact row mass with the keys split over programs (two launches) against the
     one-launch kernel at 16K tokens, bf16, 28/4 heads: the same mass per block, rows summing to 1."""
     from unisparse import calibration
@@ -184,7 +184,8 @@ def test_exact_mass_with_keys_split_matches_the_one_launch_kernel(seed, splits):
     blocks = calibration.sample_query_blocks(128, 16, "cuda")
     pos = calibration.sample_positions(blocks, 128, 16, 16384)
     want = selection.exact_row_mass(q, k, pos, 16, 128, key_splits=1)
-    got = selection.exact_row_mass(q, k, pos, 16, 128, key_splits=splits, out=poisoned_like(want.shape, torch.float32, "cuda"))
+    got = selection.exact_row_mass(q, k, pos, 16, 128, key_splits=splits, one_pass=one_pass,
+                                   out=poisoned_like(want.shape, torch.float32, "cuda"))
     torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-3)
     torch.testing.assert_close(got.sum(-1), torch.full_like(got[..., 0], 16.0), atol=1e-2, rtol=0)
 

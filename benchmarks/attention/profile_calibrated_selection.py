@@ -6,7 +6,7 @@ The H100 run of ``calibrated_top_p.py`` at 32K found calibrated selection at 2.6
 * ``scores``: the fused block-score kernel (what plain selection mostly is);
 * ``exact mass``: :func:`unisparse.kernels.selection.exact_row_mass` on the sampled rows (by default
   the keys split over programs, two launches; ``exact_mass_one_launch``: one launch;
-  ``exact_mass_key_splits_N``: N ranges);
+  ``exact_mass_key_splits_N``: N ranges; ``exact_mass_one_pass_N``: N ranges, the logits once);
 * ``recall``: :func:`unisparse.calibration.recall_per_candidate` (Top-P at every candidate, the definition);
   ``recall_top_p_kernel``: the same through the one-launch Top-P kernel (what the GPU path uses);
 * ``calibrate``: :func:`unisparse.calibration.calibrated_top_p` whole (the three above but scores);
@@ -60,6 +60,8 @@ def stages(name: str, seq_len: int, calibration_blocks: int) -> dict:
                                                                            cal.block_size, key_splits=1)),
            **{f"exact_mass_key_splits_{n}": bench(lambda n=n: selection.exact_row_mass(
                q, k, pos, cal.calibration_rows, cal.block_size, key_splits=n)) for n in (4, 8, 16)},
+           **{f"exact_mass_one_pass_{n}": bench(lambda n=n: selection.exact_row_mass(
+               q, k, pos, cal.calibration_rows, cal.block_size, key_splits=n, one_pass=True)) for n in (8, 16)},
            "recall": bench(lambda: calibration.recall_per_candidate(scores[:, :, blocks], exact, blocks, cal, candidates)),
            "recall_top_p_kernel": bench(lambda: calibration.recall_per_candidate(
                scores[:, :, blocks], exact, blocks, cal, candidates, rule=top_p_kernel.top_p_mask)),

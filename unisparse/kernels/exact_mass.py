@@ -106,14 +106,53 @@ def _range_mass_kernel(q_ptr, k_ptr, q_pos_ptr, k_pos_ptr, m_ptr, l_ptr, out_ptr
         tl.store(out_base + offs_qb * n_blocks + kb, tile, mask=offs_qb < n_row_blocks)
 
 
+@triton.jit
+def _block_stats_kernel(q_ptr, k_ptr, q_pos_ptr, k_pos_ptr, m_ptr, p_ptr, n_q, n_k, heads, q_per_k_head,
+                        keys_per_split, n_blocks, qk_scale,
+                        BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+                        DOT_PRECISION: tl.constexpr, KEYS_IN_ORDER: tl.constexpr):
+    """One pass: per query row and key block, the block's own softmax max and its sum of
+    ``exp2(s - max)``, stored ``[B*H, n_blocks, n_q]`` (rows contiguous); a block no row of the
+    tile sees is stored as max -inf, sum 0. :func:`_combine_block_stats` normalises."""
+    pid_m, pid_bh, split, offs_m, live, q, q_base, k_base, q_last, start, stop, k_end = _query_tile(
+        q_ptr, k_ptr, q_pos_ptr, n_q, n_k, heads, q_per_k_head, keys_per_split, BLOCK_M, HEAD_DIM, UPCAST, KEYS_IN_ORDER)
+    for start_n in range(start, stop, BLOCK_SIZE):
+        at = (pid_bh * n_blocks + start_n // BLOCK_SIZE) * n_q + offs_m
+        m_b = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        p_b = tl.zeros([BLOCK_M], dtype=tl.float32)
+        if start_n < k_end:
+            offs_n = start_n + tl.arange(0, BLOCK_SIZE)
+            s = _masked_logits(q, q_base, offs_m, n_q, k_base, offs_n, q_last, n_k, qk_scale, k_pos_ptr,
+                               1, HEAD_DIM, HEAD_DIM, BLOCK_M, BLOCK_SIZE, UPCAST, DOT_PRECISION, True)
+            m_b = tl.max(s, 1)
+            m_ref = tl.where(m_b == float("-inf"), 0.0, m_b)
+            p_b = tl.sum(tl.exp2(s - m_ref[:, None]), 1)
+        tl.store(m_ptr + at, m_b, mask=live)
+        tl.store(p_ptr + at, p_b, mask=live)
+
+
+def _combine_block_stats(m_b: torch.Tensor, p_b: torch.Tensor, b: int, heads: int, rows: int,
+                         out: torch.Tensor) -> torch.Tensor:
+    """Each row's blocks rescaled to the row's own max and normalised, then summed over each group
+    of ``rows`` rows: ``out [B, H, n_q // rows, nb]``. ``m_b, p_b [B*H, nb, n_q]``."""
+    m = m_b.amax(1, keepdim=True)
+    w = torch.where(p_b > 0, p_b * torch.exp2(m_b - m), torch.zeros((), device=p_b.device))
+    w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
+    nb, n_q = w.shape[1], w.shape[2]
+    out.copy_(w.view(b, heads, nb, n_q // rows, rows).sum(-1).transpose(-1, -2))
+    return out
+
+
 def split_exact_row_mass(queries: torch.Tensor, keys: torch.Tensor, q_positions: torch.Tensor,
                          k_positions: torch.Tensor, rows: int, block_size: int, scale: float, splits: int,
-                         keys_in_order: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+                         keys_in_order: bool, out: torch.Tensor | None = None, one_pass: bool = False) -> torch.Tensor:
     """float32 ``[B, H, len(q_positions) // rows, nb]``: each group of ``rows`` queries' exact causal
     attention summed per key block. ``queries [B, H, S*rows, D]`` (gathered) and ``keys [B, Hk, L, D]``
     (in their order), contiguous; ``q_positions`` / ``k_positions``: int32 original positions;
     ``splits``: key ranges (whole blocks each) per row tile and head; ``keys_in_order``: the keys are in
-    the prompt's order (a tile stops at its last query)."""
+    the prompt's order (a tile stops at its last query). ``one_pass``: the logits once, each block's
+    own max and sum kept per row and combined after (:func:`_block_stats_kernel`; ``8 * B * H * nb * n_q``
+    bytes of statistics) instead of the two passes over the keys."""
     b, heads, n_q, d = queries.shape
     n_k = keys.shape[2]
     if n_q % rows or rows < 1 or rows & (rows - 1) or block_size % rows:
@@ -126,12 +165,20 @@ def split_exact_row_mass(queries: torch.Tensor, keys: torch.Tensor, q_positions:
     q_blocks = max(1, 64 // rows)
     if out is None:
         out = torch.empty(b, heads, n_row_blocks, nb, dtype=torch.float32, device=queries.device)
+    q_pos, k_pos = (t.to(device=queries.device, dtype=torch.int32).contiguous() for t in (q_positions, k_positions))
+    qk_scale = scale * LOG2E
+    if one_pass:
+        block_stats = torch.empty(2, b * heads, nb, n_q, dtype=torch.float32, device=queries.device)
+        grid = (triton.cdiv(n_q, 64), b * heads, splits)
+        _block_stats_kernel[grid](queries, keys, q_pos, k_pos, block_stats[0], block_stats[1], n_q, n_k, heads,
+                                  heads // keys.shape[1], keys_per_split, nb, qk_scale, BLOCK_M=64, BLOCK_SIZE=block_size,
+                                  HEAD_DIM=d, UPCAST=needs_upcast(queries.dtype), DOT_PRECISION=dot_precision(queries.dtype),
+                                  KEYS_IN_ORDER=keys_in_order, num_warps=4)
+        return _combine_block_stats(block_stats[0], block_stats[1], b, heads, rows, out)
     stats = torch.empty(2, b * heads, splits, n_q, dtype=torch.float32, device=queries.device)
     common = dict(HEAD_DIM=d, UPCAST=needs_upcast(queries.dtype), DOT_PRECISION=dot_precision(queries.dtype),
                   KEYS_IN_ORDER=keys_in_order, num_warps=4)
     grid = (triton.cdiv(n_row_blocks, q_blocks), b * heads, splits)
-    q_pos, k_pos = (t.to(device=queries.device, dtype=torch.int32).contiguous() for t in (q_positions, k_positions))
-    qk_scale = scale * LOG2E
     _range_stats_kernel[grid](queries, keys, q_pos, k_pos, stats[0], stats[1], n_q, n_k, heads, heads // keys.shape[1],
                               keys_per_split, splits, qk_scale, BLOCK_M=q_blocks * rows, BLOCK_N=block_size, **common)
     _range_mass_kernel[grid](queries, keys, q_pos, k_pos, stats[0], stats[1], out, n_q, n_k, heads,

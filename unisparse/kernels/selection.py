@@ -367,7 +367,7 @@ def default_key_splits(n_blocks: int) -> int:
 def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rows: int, block_size: int,
                    scale: float | None = None, order: torch.Tensor | None = None,
                    out: torch.Tensor | None = None, q_blocks: int | None = None,
-                   key_splits: int | None = None) -> torch.Tensor:
+                   key_splits: int | None = None, one_pass: bool = False) -> torch.Tensor:
     """Triton twin of :func:`unisparse.calibration.exact_row_mass`, one launch: the fused block-score
     kernel with every sampled query and every key a "composite" token of its own (``k_pool = 1``),
     ``rows`` queries per block row (``q_pool = block_size / rows``), visibility by their positions.
@@ -376,7 +376,8 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
     ``key_splits``: the keys split into that many ranges over more programs, two launches
     (:mod:`.exact_mass`); default :func:`default_key_splits` (at 32K on an H100 16 splits took 0.32 ms
     where the one launch filled 112 programs and took 0.84 ms, ``benchmarks/attention/calibrated_top_p/h100_profile_32k_splits.json``);
-    1: the one launch."""
+    1: the one launch. ``one_pass``: with split keys, the logits once and per-block statistics
+    combined after (:func:`unisparse.kernels.exact_mass.split_exact_row_mass`)."""
     from ..reordered import int32_positions, is_identity
 
     seq_len, d = q.shape[2], q.shape[3]
@@ -394,7 +395,8 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
     if key_splits > 1:
         from .exact_mass import split_exact_row_mass
 
-        return split_exact_row_mass(qs, keys, q_last, k_first, rows, block_size, scale, key_splits, in_order, out=out)
+        return split_exact_row_mass(qs, keys, q_last, k_first, rows, block_size, scale, key_splits, in_order, out=out,
+                                    one_pass=one_pass)
     return compressed_block_scores(qs, keys, seq_len, block_size, block_size // rows, 1, scale,
                                    out=out, q_last=q_last, k_first=k_first, n_row_blocks=positions.numel() // rows,
                                    keys_in_order=in_order, q_blocks=q_blocks)
