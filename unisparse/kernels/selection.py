@@ -377,7 +377,9 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
     (:mod:`.exact_mass`); default :func:`default_key_splits` (at 32K on an H100 16 splits took 0.32 ms
     where the one launch filled 112 programs and took 0.84 ms, ``benchmarks/attention/calibrated_top_p/h100_profile_32k_splits.json``);
     1: the one launch. ``one_pass``: with split keys, the logits once and per-block statistics
-    combined after (:func:`unisparse.kernels.exact_mass.split_exact_row_mass`)."""
+    combined after (:func:`unisparse.kernels.exact_mass.split_exact_row_mass`); opt-in: at 32K on an
+    H100 0.27 / 0.33 ms against 0.33 / 0.33 (video_grid / video_mixed, ``h100_profile_32k_one_pass.json``),
+    a gain on one family only, for ``8 * B * H * nb * len(positions)`` bytes of statistics."""
     from ..reordered import int32_positions, is_identity
 
     seq_len, d = q.shape[2], q.shape[3]
