@@ -167,18 +167,16 @@ def split_exact_row_mass(queries: torch.Tensor, keys: torch.Tensor, q_positions:
         out = torch.empty(b, heads, n_row_blocks, nb, dtype=torch.float32, device=queries.device)
     q_pos, k_pos = (t.to(device=queries.device, dtype=torch.int32).contiguous() for t in (q_positions, k_positions))
     qk_scale = scale * LOG2E
-    if one_pass:
-        block_stats = torch.empty(2, b * heads, nb, n_q, dtype=torch.float32, device=queries.device)
-        grid = (triton.cdiv(n_q, 64), b * heads, splits)
-        _block_stats_kernel[grid](queries, keys, q_pos, k_pos, block_stats[0], block_stats[1], n_q, n_k, heads,
-                                  heads // keys.shape[1], keys_per_split, nb, qk_scale, BLOCK_M=64, BLOCK_SIZE=block_size,
-                                  HEAD_DIM=d, UPCAST=needs_upcast(queries.dtype), DOT_PRECISION=dot_precision(queries.dtype),
-                                  KEYS_IN_ORDER=keys_in_order, num_warps=4)
-        return _combine_block_stats(block_stats[0], block_stats[1], b, heads, rows, out)
-    stats = torch.empty(2, b * heads, splits, n_q, dtype=torch.float32, device=queries.device)
     common = dict(HEAD_DIM=d, UPCAST=needs_upcast(queries.dtype), DOT_PRECISION=dot_precision(queries.dtype),
                   KEYS_IN_ORDER=keys_in_order, num_warps=4)
-    grid = (triton.cdiv(n_row_blocks, q_blocks), b * heads, splits)
+    grid = (triton.cdiv(n_row_blocks, q_blocks), b * heads, splits)  # tiles of q_blocks * rows query rows
+    if one_pass:
+        block_stats = torch.empty(2, b * heads, nb, n_q, dtype=torch.float32, device=queries.device)
+        _block_stats_kernel[grid](queries, keys, q_pos, k_pos, block_stats[0], block_stats[1], n_q, n_k, heads,
+                                  heads // keys.shape[1], keys_per_split, nb, qk_scale, BLOCK_M=q_blocks * rows,
+                                  BLOCK_SIZE=block_size, **common)
+        return _combine_block_stats(block_stats[0], block_stats[1], b, heads, rows, out)
+    stats = torch.empty(2, b * heads, splits, n_q, dtype=torch.float32, device=queries.device)
     _range_stats_kernel[grid](queries, keys, q_pos, k_pos, stats[0], stats[1], n_q, n_k, heads, heads // keys.shape[1],
                               keys_per_split, splits, qk_scale, BLOCK_M=q_blocks * rows, BLOCK_N=block_size, **common)
     _range_mass_kernel[grid](queries, keys, q_pos, k_pos, stats[0], stats[1], out, n_q, n_k, heads,

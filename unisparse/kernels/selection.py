@@ -24,7 +24,6 @@ from .pooling import pool_tokens
 from .top_p import top_p_mask
 
 
-
 @triton.jit
 def _block_score_kernel(
     qc_ptr, kc_ptr, out_ptr, q_last_ptr, k_first_ptr, head_order_ptr,
@@ -368,9 +367,9 @@ def exact_row_mass(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, ro
                    scale: float | None = None, order: torch.Tensor | None = None,
                    out: torch.Tensor | None = None, q_blocks: int | None = None,
                    key_splits: int | None = None, one_pass: bool = False) -> torch.Tensor:
-    """Triton twin of :func:`unisparse.calibration.exact_row_mass`, one launch: the fused block-score
-    kernel with every sampled query and every key a "composite" token of its own (``k_pool = 1``),
-    ``rows`` queries per block row (``q_pool = block_size / rows``), visibility by their positions.
+    """Triton twin of :func:`unisparse.calibration.exact_row_mass`. With ``key_splits=1``, one launch of
+    the fused block-score kernel with every sampled query and every key a "composite" token of its own
+    (``k_pool = 1``), ``rows`` queries per block row (``q_pool = block_size / rows``), visibility by their positions.
     float32 ``[B, Hq, len(positions) // rows, nb]`` (``out``: a buffer of that shape, e.g. poisoned by a test).
     ``order``: the keys are gathered into it (blocks of the order, visibility by original positions).
     ``key_splits``: the keys split into that many ranges over more programs, two launches
